@@ -1,0 +1,54 @@
+"""Serving the emulator over HTTP on loopback, in a thread or in the foreground."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from monitor.emulator.emulator import Emulator
+
+__all__ = ["EmulatorServer"]
+
+
+class EmulatorServer:
+    """An emulator bound to host:port; `start()` serves from a background thread."""
+
+    def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 8000) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.emulator = emulator
+        self._server: BaseWSGIServer = make_server(host, port, emulator, threaded=True)
+        self._server.daemon_threads = True
+        self.host = host
+        self.port = self._server.server_port
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> EmulatorServer:
+        self.emulator.start()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+            name="gtmon-emulator-http", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted."""
+        self.emulator.start()
+        try:
+            self._server.serve_forever(poll_interval=0.2)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+        self.emulator.stop()
