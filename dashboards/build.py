@@ -39,6 +39,7 @@ PAIR_SEL = 'table=~"$table", source_region=~"$source_region", target_region=~"$t
 TABLE_REGION_SEL = 'table=~"$table", region=~"$region"'
 REGION_SEL = 'region=~"$region"'
 TABLE_SEL = 'table=~"$table"'
+PENDING_BY_TABLE = 'gtmon_replication_oldest_pending_seconds{table=~"$table"}'
 
 # Lag thresholds match deploy/prometheus/alerts.yml (warning 5 s, critical 30 s).
 LAG_WARNING_S = 5
@@ -64,12 +65,17 @@ def _query(expr: str, legend: str = "__auto", ref: str = "A") -> prom.Dataquery:
 
 def _instant_table(expr: str, ref: str = "A") -> prom.Dataquery:
     return (
-        prom.Dataquery().expr(expr).instant().format(prom_format_table()).ref_id(ref)
-        .legend_format("__auto").datasource(DATASOURCE)
+        prom.Dataquery()
+        .expr(expr)
+        .instant()
+        .format(prom_format_table())
+        .ref_id(ref)
+        .legend_format("__auto")
+        .datasource(DATASOURCE)
     )
 
 
-def prom_format_table():  # noqa: ANN201 - the SDK's enum type
+def prom_format_table():  # type: ignore[no-untyped-def]
     from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
     return PromQueryFormat.TABLE
@@ -85,11 +91,25 @@ def _legend() -> common_b.VizLegendOptions:
     )
 
 
-def _timeseries(title: str, description: str, unit: str, *queries: prom.Dataquery,
-                width: int = 12, height: int = 8) -> timeseries.Panel:
+def _timeseries(
+    title: str,
+    description: str,
+    unit: str,
+    *queries: prom.Dataquery,
+    width: int = 12,
+    height: int = 8,
+) -> timeseries.Panel:
     panel = (
-        timeseries.Panel().title(title).description(description).datasource(DATASOURCE)
-        .unit(unit).span(width).height(height).legend(_legend()).line_width(1).fill_opacity(10)
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .span(width)
+        .height(height)
+        .legend(_legend())
+        .line_width(1)
+        .fill_opacity(10)
     )
     for query in queries:
         panel = panel.with_target(query)
@@ -100,7 +120,12 @@ def _matrix_transform(rows: str, columns: str) -> model.DataTransformerConfig:
     """Turn one instant value per (row, column) label pair into a grid."""
     return model.DataTransformerConfig(
         id_val="groupingToMatrix",
-        options={"rowField": rows, "columnField": columns, "valueField": "Value", "emptyValue": "null"},
+        options={
+            "rowField": rows,
+            "columnField": columns,
+            "valueField": "Value",
+            "emptyValue": "null",
+        },
     )
 
 
@@ -130,9 +155,13 @@ def lag_matrix() -> table.Panel:
         .decimals(2)
         .thresholds(LAG_THRESHOLDS)
         .color_scheme(dash.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
-        .cell_options(common.TableColoredBackgroundCellOptions(
-            mode=common.TableCellBackgroundDisplayMode.BASIC))
-        .span(12).height(8)
+        .cell_options(
+            common.TableColoredBackgroundCellOptions(
+                mode=common.TableCellBackgroundDisplayMode.BASIC
+            )
+        )
+        .span(12)
+        .height(8)
     )
 
 
@@ -154,13 +183,15 @@ def worst_pending_stat() -> stat.Panel:
         )
         .datasource(DATASOURCE)
         .with_target(_query(expr, "oldest pending"))
-        .unit("s").decimals(1)
+        .unit("s")
+        .decimals(1)
         .thresholds(PENDING_THRESHOLDS)
         .color_scheme(dash.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.AREA)
         .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]))
-        .span(6).height(8)
+        .span(6)
+        .height(8)
     )
 
 
@@ -174,18 +205,23 @@ def region_up_stat() -> stat.Panel:
         )
         .datasource(DATASOURCE)
         .with_target(_query(f"max by (region) (gtmon_region_up{{{REGION_SEL}}})", "{{region}}"))
-        .mappings([
-            model.ValueMap(options={
-                "0": model.ValueMappingResult(text="DOWN", color="red", index=0),
-                "1": model.ValueMappingResult(text="UP", color="green", index=1),
-            }),
-        ])
+        .mappings(
+            [
+                model.ValueMap(
+                    options={
+                        "0": model.ValueMappingResult(text="DOWN", color="red", index=0),
+                        "1": model.ValueMappingResult(text="UP", color="green", index=1),
+                    }
+                ),
+            ]
+        )
         .thresholds(_thresholds((None, "red"), (1, "green")))
         .color_scheme(dash.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.NONE)
         .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]))
-        .span(6).height(8)
+        .span(6)
+        .height(8)
     )
 
 
@@ -199,13 +235,20 @@ def lag_percentiles() -> timeseries.Panel:
             ")"
         )
         label = f"p{round(float(quantile) * 100)}"
-        return _query(expr, f"{{{{table}}}} {{{{source_region}}}} → {{{{target_region}}}} {label}", ref)
+        return _query(
+            expr, f"{{{{table}}}} {{{{source_region}}}} → {{{{target_region}}}} {label}", ref
+        )
 
     return _timeseries(
         "Replication lag percentiles per link (5m)",
         "p50, p95 and p99 of canary propagation delay over a sliding 5 minute window, both "
         "gtmon replicas' canaries merged.",
-        "s", q("0.5", "A"), q("0.95", "B"), q("0.99", "C"), width=24, height=9,
+        "s",
+        q("0.5", "A"),
+        q("0.95", "B"),
+        q("0.99", "C"),
+        width=24,
+        height=9,
     ).thresholds(LAG_THRESHOLDS)
 
 
@@ -215,16 +258,20 @@ def pending_and_heartbeat() -> list[timeseries.Panel]:
         "Age of the oldest canary not yet seen at the target, per gtmon replica; 0 when none "
         "is pending. Computed at scrape time, so it keeps rising during a stall.",
         "s",
-        _query(f"gtmon_replication_oldest_pending_seconds{{{PAIR_SEL}}}",
-               "{{table}} {{source_region}} → {{target_region}} ({{instance}})"),
+        _query(
+            f"gtmon_replication_oldest_pending_seconds{{{PAIR_SEL}}}",
+            "{{table}} {{source_region}} → {{target_region}} ({{instance}})",
+        ),
     ).thresholds(PENDING_THRESHOLDS)
     heartbeat = _timeseries(
         "Heartbeat age per link",
         "Now minus the write time of the newest canary seen at the target, per gtmon replica. "
         "Normally at most the canary interval plus the lag.",
         "s",
-        _query(f"gtmon_replication_heartbeat_age_seconds{{{PAIR_SEL}}}",
-               "{{table}} {{source_region}} → {{target_region}} ({{instance}})"),
+        _query(
+            f"gtmon_replication_heartbeat_age_seconds{{{PAIR_SEL}}}",
+            "{{table}} {{source_region}} → {{target_region}} ({{instance}})",
+        ),
     )
     return [pending, heartbeat]
 
@@ -248,43 +295,54 @@ def conflict_panels() -> list[dash.Panel]:
     total = (
         stat.Panel()
         .title("Writes lost in the time range")
-        .description("Lost writes counted once across gtmon replicas, selected tables, whole range.")
+        .description(
+            "Lost writes counted once across gtmon replicas, selected tables, whole range."
+        )
         .datasource(DATASOURCE)
-        .with_target(_query(
-            "sum(\n"
-            "  max by (table, winner_region, loser_region) (\n"
-            f"    increase(gtmon_lww_conflicts_total{{{TABLE_SEL}}}[$__range])\n"
-            "  )\n"
-            ")",
-            "lost writes",
-        ))
+        .with_target(
+            _query(
+                "sum(\n"
+                "  max by (table, winner_region, loser_region) (\n"
+                f"    increase(gtmon_lww_conflicts_total{{{TABLE_SEL}}}[$__range])\n"
+                "  )\n"
+                ")",
+                "lost writes",
+            )
+        )
         .decimals(0)
         .thresholds(_thresholds((None, "green"), (1, "orange")))
         .color_scheme(dash.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.NONE)
         .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]))
-        .span(4).height(8)
+        .span(4)
+        .height(8)
     )
     matrix = (
         table.Panel()
         .title("Writes lost in the time range: loser region (rows) → winner region (columns)")
         .description("Lost writes per region pair over the dashboard's time range.")
         .datasource(DATASOURCE)
-        .with_target(_instant_table(
-            "sum by (loser_region, winner_region) (\n"
-            "  max by (table, winner_region, loser_region) (\n"
-            f"    increase(gtmon_lww_conflicts_total{{{TABLE_SEL}}}[$__range])\n"
-            "  )\n"
-            ")"
-        ))
+        .with_target(
+            _instant_table(
+                "sum by (loser_region, winner_region) (\n"
+                "  max by (table, winner_region, loser_region) (\n"
+                f"    increase(gtmon_lww_conflicts_total{{{TABLE_SEL}}}[$__range])\n"
+                "  )\n"
+                ")"
+            )
+        )
         .with_transformation(_matrix_transform("loser_region", "winner_region"))
         .decimals(0)
         .thresholds(_thresholds((None, "green"), (0.5, "orange")))
         .color_scheme(dash.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
-        .cell_options(common.TableColoredBackgroundCellOptions(
-            mode=common.TableCellBackgroundDisplayMode.BASIC))
-        .span(8).height(8)
+        .cell_options(
+            common.TableColoredBackgroundCellOptions(
+                mode=common.TableCellBackgroundDisplayMode.BASIC
+            )
+        )
+        .span(8)
+        .height(8)
     )
     return [rate, total, matrix]
 
@@ -295,8 +353,9 @@ def stream_panels() -> list[timeseries.Panel]:
         "How far each gtmon replica's stream reader is behind the newest record, per table "
         "and region. GtmonStreamReaderBehind warns above 5 minutes; records expire after 24 h.",
         "s",
-        _query(f"gtmon_stream_lag_seconds{{{TABLE_REGION_SEL}}}",
-               "{{table}} {{region}} ({{instance}})"),
+        _query(
+            f"gtmon_stream_lag_seconds{{{TABLE_REGION_SEL}}}", "{{table}} {{region}} ({{instance}})"
+        ),
         width=12,
     ).thresholds(_thresholds((None, "green"), (300, "yellow"), (21600, "red")))
     records = _timeseries(
@@ -315,8 +374,10 @@ def stream_panels() -> list[timeseries.Panel]:
         "Shards being read",
         "Open and closed shards each replica's readers are working on, per table and region.",
         "short",
-        _query(f"max by (table, region, state) (gtmon_stream_shards{{{TABLE_REGION_SEL}}})",
-               "{{table}} {{region}} {{state}}"),
+        _query(
+            f"max by (table, region, state) (gtmon_stream_shards{{{TABLE_REGION_SEL}}})",
+            "{{table}} {{region}} {{state}}",
+        ),
         width=12,
     )
     keys = _timeseries(
@@ -382,7 +443,8 @@ def aws_and_canary_panels() -> list[dash.Panel]:
         .color_scheme(dash.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
         .graph_mode(common.BigValueGraphMode.NONE)
         .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]))
-        .span(8).height(8)
+        .span(8)
+        .height(8)
     )
     return [errors, latency, canary, replicas]
 
@@ -419,20 +481,39 @@ def build() -> dict[str, object]:
         .with_variable(
             dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
         )
-        .with_variable(_variable(
-            "table", "Table", "label_values(gtmon_replication_oldest_pending_seconds, table)"))
-        .with_variable(_variable(
-            "source_region", "Source region",
-            'label_values(gtmon_replication_oldest_pending_seconds{table=~"$table"}, source_region)'))
-        .with_variable(_variable(
-            "target_region", "Target region",
-            'label_values(gtmon_replication_oldest_pending_seconds{table=~"$table"}, target_region)'))
+        .with_variable(
+            _variable(
+                "table", "Table", "label_values(gtmon_replication_oldest_pending_seconds, table)"
+            )
+        )
+        .with_variable(
+            _variable(
+                "source_region",
+                "Source region",
+                f"label_values({PENDING_BY_TABLE}, source_region)",
+            )
+        )
+        .with_variable(
+            _variable(
+                "target_region",
+                "Target region",
+                f"label_values({PENDING_BY_TABLE}, target_region)",
+            )
+        )
         .with_variable(_variable("region", "Region", "label_values(gtmon_region_up, region)"))
     )
 
     layout: list[tuple[str, list[dash.Panel]]] = [
-        ("Replication lag", [lag_matrix(), worst_pending_stat(), region_up_stat(),
-                             lag_percentiles(), *pending_and_heartbeat()]),
+        (
+            "Replication lag",
+            [
+                lag_matrix(),
+                worst_pending_stat(),
+                region_up_stat(),
+                lag_percentiles(),
+                *pending_and_heartbeat(),
+            ],
+        ),
         ("Last-writer-wins conflicts", conflict_panels()),
         ("Stream readers", stream_panels()),
         ("AWS calls and canaries", aws_and_canary_panels()),
@@ -456,8 +537,11 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help=f"exit 1 if {OUTPUT.name} differs from what this script builds")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help=f"exit 1 if {OUTPUT.name} differs from what this script builds",
+    )
     args = parser.parse_args(argv)
     text = render()
     if args.check:

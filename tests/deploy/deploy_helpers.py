@@ -43,13 +43,20 @@ def find_tool(name: str) -> str:
 
 
 def run_tool(
-    name: str, *args: str | Path, cwd: Path | None = None, stdin: str | None = None,
+    name: str,
+    *args: str | Path,
+    cwd: Path | None = None,
+    stdin: str | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """Run a tool and return the finished process (never raises on exit code)."""
     return subprocess.run(
         [find_tool(name), *map(str, args)],
-        cwd=cwd or REPO, input=stdin, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd or REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -65,9 +72,34 @@ def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _NAME = re.compile(r"(?<![A-Za-z0-9_:$])([A-Za-z_:][A-Za-z0-9_:]*)")
 _PROMQL_WORDS = {
-    "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile",
-    "count_values", "group", "by", "without", "on", "ignoring", "group_left", "group_right",
-    "and", "or", "unless", "offset", "bool", "le", "inf", "nan", "Inf", "NaN",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+    "group",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "le",
+    "inf",
+    "nan",
+    "Inf",
+    "NaN",
 }
 
 
@@ -84,7 +116,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for match in _NAME.finditer(text):
         word = match.group(1)
-        rest = text[match.end():].lstrip()
+        rest = text[match.end() :].lstrip()
         if rest.startswith("("):  # a function call
             continue
         if word in _PROMQL_WORDS or re.fullmatch(r"\d+[smhdwy]", word):

@@ -40,7 +40,9 @@ SUBSTITUTIONS = {
 
 
 def _load_build() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gtmon_dashboard_build", REPO / "dashboards" / "build.py")
+    spec = importlib.util.spec_from_file_location(
+        "gtmon_dashboard_build", REPO / "dashboards" / "build.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -180,24 +182,38 @@ def test_required_content(dashboard: dict[str, Any]) -> None:
     exprs = [t["expr"] for _p, t in _queries(dashboard)]
     used = set().union(*(metric_names(e) for e in exprs))
     for series in (
-        "gtmon_replication_lag_seconds_bucket", "gtmon_replication_oldest_pending_seconds",
-        "gtmon_replication_heartbeat_age_seconds", "gtmon_region_up", "gtmon_lww_conflicts_total",
-        "gtmon_stream_lag_seconds", "gtmon_stream_shards", "gtmon_stream_records_total",
-        "gtmon_aws_request_errors_total", "gtmon_aws_request_duration_seconds_bucket",
+        "gtmon_replication_lag_seconds_bucket",
+        "gtmon_replication_oldest_pending_seconds",
+        "gtmon_replication_heartbeat_age_seconds",
+        "gtmon_region_up",
+        "gtmon_lww_conflicts_total",
+        "gtmon_stream_lag_seconds",
+        "gtmon_stream_shards",
+        "gtmon_stream_records_total",
+        "gtmon_aws_request_errors_total",
+        "gtmon_aws_request_duration_seconds_bucket",
         "gtmon_canary_operations_total",
     ):
         assert series in used, f"no panel shows {series}"
     # Conflicts by winner and loser region, errors by code.
-    assert any("gtmon_lww_conflicts_total" in e and "winner_region, loser_region" in e for e in exprs)
+    assert any(
+        "gtmon_lww_conflicts_total" in e and "winner_region, loser_region" in e for e in exprs
+    )
     assert any("gtmon_aws_request_errors_total" in e and "code" in e for e in exprs)
     # Lag percentiles over time: p50, p95, p99 per pair.
-    assert {q for e in exprs for q in re.findall(r"histogram_quantile\((0\.\d+)", e)} >= {"0.5", "0.95", "0.99"}
+    assert {q for e in exprs for q in re.findall(r"histogram_quantile\((0\.\d+)", e)} >= {
+        "0.5",
+        "0.95",
+        "0.99",
+    }
 
 
 def test_lag_matrix_is_a_coloured_source_by_target_grid(dashboard: dict[str, Any]) -> None:
     matrices = [
-        p for p in _panels(dashboard)
-        if p["type"] == "table" and "gtmon_replication_lag_seconds_bucket" in p["targets"][0]["expr"]
+        p
+        for p in _panels(dashboard)
+        if p["type"] == "table"
+        and "gtmon_replication_lag_seconds_bucket" in p["targets"][0]["expr"]
     ]
     assert len(matrices) == 1
     panel = matrices[0]
@@ -212,7 +228,12 @@ def test_lag_matrix_is_a_coloured_source_by_target_grid(dashboard: dict[str, Any
     steps = [s["value"] for s in defaults["thresholds"]["steps"]]
     # Same thresholds as the GtmonReplicationLagHigh warning and critical alerts.
     alerts = yaml.safe_load((PROM_DIR / "alerts.yml").read_text())
-    lag_alerts = [r for g in alerts["groups"] for r in g["rules"] if r.get("alert") == "GtmonReplicationLagHigh"]
+    lag_alerts = [
+        r
+        for g in alerts["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "GtmonReplicationLagHigh"
+    ]
     alert_thresholds = sorted(float(r["expr"].rsplit(">", 1)[1]) for r in lag_alerts)
     assert steps[0] is None and steps[1:] == alert_thresholds
 
@@ -221,16 +242,20 @@ def test_every_query_is_valid_promql(dashboard: dict[str, Any], tmp_path: Path) 
     # promtool parses each expression (variables substituted) as a recording rule.
     rules = []
     for panel, target in _queries(dashboard):
-        rules.append({
-            "record": f"dashboard:panel_{panel['id']}:{target['refId'].lower()}",
-            "expr": _substitute(target["expr"]),
-        })
+        rules.append(
+            {
+                "record": f"dashboard:panel_{panel['id']}:{target['refId'].lower()}",
+                "expr": _substitute(target["expr"]),
+            }
+        )
     # The variables' label_values(selector, label) must hold a valid selector.
     for var in dashboard["templating"]["list"]:
         if var["type"] == "query":
             query = var["query"] if isinstance(var["query"], str) else var["query"]["query"]
             selector = re.fullmatch(r"label_values\((.+), *\w+\)", query).group(1)  # type: ignore[union-attr]
-            rules.append({"record": f"dashboard:variable:{var['name']}", "expr": _substitute(selector)})
+            rules.append(
+                {"record": f"dashboard:variable:{var['name']}", "expr": _substitute(selector)}
+            )
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     proc = check_rules_files([path])
@@ -240,6 +265,9 @@ def test_every_query_is_valid_promql(dashboard: dict[str, Any], tmp_path: Path) 
 
 def test_promql_check_catches_a_broken_query(tmp_path: Path) -> None:
     path = tmp_path / "bad.yml"
-    bad = {"record": "dashboard:bad", "expr": _substitute('sum by (region (gtmon_region_up{region=~"$region"})')}
+    bad = {
+        "record": "dashboard:bad",
+        "expr": _substitute('sum by (region (gtmon_region_up{region=~"$region"})'),
+    }
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [bad]}]}))
     assert check_rules_files([path]).returncode != 0

@@ -23,7 +23,9 @@ from deploy_helpers import (
 RULE_FILES = [PROM_DIR / "recording-rules.yml", PROM_DIR / "alerts.yml"]
 UNIT_TESTS = sorted((PROM_DIR / "tests").glob("*.yml"))
 RUNBOOK = REPO / "docs" / "runbook.md"
-RUNBOOK_URL = re.compile(r"^https://github\.com/gtmon/gtmon/blob/main/docs/runbook\.md#([a-z0-9-]+)$")
+RUNBOOK_URL = re.compile(
+    r"^https://github\.com/gtmon/gtmon/blob/main/docs/runbook\.md#([a-z0-9-]+)$"
+)
 
 
 def _rules(path: Path) -> list[dict]:
@@ -48,7 +50,9 @@ def test_promtool_check_rules() -> None:
 def test_promtool_check_rules_rejects_a_broken_rule(tmp_path: Path) -> None:
     # The wrapper must be able to fail: a rule with a PromQL syntax error.
     bad = tmp_path / "bad.yml"
-    bad.write_text("groups:\n  - name: g\n    rules:\n      - record: x:y\n        expr: sum(rate(\n")
+    bad.write_text(
+        "groups:\n  - name: g\n    rules:\n      - record: x:y\n        expr: sum(rate(\n"
+    )
     assert check_rules_files([bad]).returncode != 0
 
 
@@ -99,14 +103,16 @@ def test_unit_tests_catch_double_counting_across_replicas(tmp_path: Path) -> Non
     assert proc.returncode != 0, "unit tests did not notice conflicts counted twice"
 
 
-@pytest.mark.parametrize("alert", _alerts(), ids=lambda a: f"{a['alert']}-{a['labels']['severity']}")
+@pytest.mark.parametrize(
+    "alert", _alerts(), ids=lambda a: f"{a['alert']}-{a['labels']['severity']}"
+)
 def test_alert_metadata(alert: dict) -> None:
     assert alert["labels"]["severity"] in {"warning", "critical"}
     annotations = alert["annotations"]
     for key in ("summary", "description", "runbook_url"):
         assert annotations.get(key, "").strip(), f"{alert['alert']}: missing {key}"
     # Templated with the alert's labels, so a page says which table/region/link.
-    assert "{{" in annotations["summary"] and "$labels" in annotations["description"] or (
+    assert ("{{" in annotations["summary"] and "$labels" in annotations["description"]) or (
         alert["alert"] == "GtmonMonitorAbsent"  # absent() has no labels to show
     )
     match = RUNBOOK_URL.match(annotations["runbook_url"])
@@ -127,7 +133,9 @@ def test_rules_use_only_contract_metrics_and_labels() -> None:
             used = metric_names(rule["expr"])
             assert used, f"no metric found in {rule['expr']!r}"
             unknown = used - allowed
-            assert not unknown, f"{path.name}: {rule.get('record') or rule.get('alert')} uses {unknown}"
+            assert not unknown, (
+                f"{path.name}: {rule.get('record') or rule.get('alert')} uses {unknown}"
+            )
             # Label names in by(...)/on(...) and {...} must exist on the metrics
             # used (recording rules carry labels of the contract metrics).
             known = {"job", "instance", "le"}
