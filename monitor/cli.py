@@ -9,12 +9,14 @@ message and exit 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
 
 from monitor import __version__
-from monitor.config import ConfigError, load_config
+from monitor.config import Config, ConfigError, load_config
+from monitor.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -35,6 +37,60 @@ def _regions(value: str) -> list[str]:
 def _cmd_config_validate(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(f"{args.file}: OK ({len(config.regions)} regions, {len(config.tables)} tables)")
+    return 0
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    updates: dict[str, object] = {}
+    if getattr(args, "home_region", None):
+        if args.home_region not in config.regions:
+            raise UserError(f"--home-region {args.home_region} is not one of {config.regions} in {args.config}")
+        updates["home_region"] = args.home_region
+    if getattr(args, "endpoint", None):
+        updates["aws"] = config.aws.model_copy(update={"endpoint_url": args.endpoint})
+    return config.model_copy(update=updates) if updates else config
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from monitor.service import Service
+
+    config = _load(args)
+    configure_logging(config.log.format, config.log.level)
+    try:
+        service = Service(config)
+        asyncio.run(service.run_until_stopped())
+    except OSError as exc:
+        raise UserError(
+            f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: {exc.strerror or exc}"
+        ) from None
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from monitor.aws import AwsCallError, AwsClients
+    from monitor.canary.table import ensure_canary_table
+
+    config = _load(args)
+    configure_logging(config.log.format, config.log.level)
+
+    async def init() -> list[str]:
+        clients = AwsClients(config.aws)
+        await clients.start(config.regions)
+        try:
+            return await ensure_canary_table(
+                clients, config.canary.table, config.regions, "gtmon_expires_at", args.timeout
+            )
+        finally:
+            await clients.close()
+
+    try:
+        actions = asyncio.run(init())
+    except AwsCallError as exc:
+        raise UserError(f"init failed: {exc}") from None
+    except TimeoutError as exc:
+        raise UserError(f"init failed: {exc}") from None
+    print("\n".join(actions) or f"{config.canary.table} already exists in {', '.join(config.regions)}")
     return 0
 
 
@@ -87,6 +143,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gtmon {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run the monitor daemon",
+        description=(
+            "Write canaries into every region, measure propagation to every other region, read "
+            "the replicas' streams for last-writer-wins conflicts, and serve /metrics, "
+            "/api/status and a status page. SIGTERM or Ctrl-C stops it cleanly."
+        ),
+    )
+    run.add_argument("--config", required=True, help="YAML config file (see config/example.yaml)")
+    run.add_argument(
+        "--home-region",
+        help="per-region mode: write canaries only here and read the others' from this replica",
+    )
+    run.add_argument("--endpoint", help="override aws.endpoint_url (e.g. the emulator)")
+    run.set_defaults(func=_cmd_run)
+
+    init = commands.add_parser(
+        "init", help="create the canary table as a global table in every configured region",
+        description="Create the dedicated canary table with replicas in every region (idempotent).",
+    )
+    init.add_argument("--config", required=True)
+    init.add_argument("--endpoint", help="override aws.endpoint_url (e.g. the emulator)")
+    init.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for ACTIVE")
+    init.set_defaults(func=_cmd_init)
 
     emulator = commands.add_parser(
         "emulator",

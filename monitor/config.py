@@ -71,7 +71,18 @@ class CanarySettings(_Model):
         default=120.0, gt=0, description="Stop polling a canary that has not arrived after this long."
     )
     max_reads_per_canary: int = Field(default=20, ge=2, le=1000)
-    min_poll_interval_seconds: float = Field(default=0.05, gt=0, le=10)
+    min_poll_interval_seconds: float = Field(default=0.02, gt=0, le=10)
+    warning_seconds: float = Field(default=5.0, gt=0, description="Lag that turns a pair WARNING.")
+    critical_seconds: float = Field(default=30.0, gt=0, description="Lag that turns a pair CRITICAL.")
+    stall_seconds: float = Field(
+        default=30.0, gt=0, description="Age of the oldest unseen canary that means STALLED."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CanarySettings:
+        if self.warning_seconds > self.critical_seconds:
+            raise ValueError("warning_seconds must not exceed critical_seconds")
+        return self
 
 
 class ConflictSettings(_Model):

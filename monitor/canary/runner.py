@@ -1,0 +1,340 @@
+"""Canary writer and prober: the I/O around the pure lag math.
+
+Per canary target (a table) and source region, one heartbeat item per monitor
+instance is rewritten on a schedule with a rising sequence number. For every
+other region one prober task polls that item with strongly consistent reads,
+following a read plan built from recent lag, until the sequence is visible.
+Keys hold the instance id and the source region (never something that
+replicates), so two monitors never disturb each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from monitor.aws import AwsCallError, AwsClients
+from monitor.canary.lag import Interval, LagEstimate, estimate_lag
+from monitor.canary.polling import LagHistory, plan_reads
+from monitor.canary.status import PairFacts, PairState, Thresholds, evaluate
+from monitor.clock import Clock
+from monitor.config import CanarySettings
+from monitor.metrics import Metrics, PairReading
+
+__all__ = ["CanaryRunner", "CanaryTarget", "PairProbe"]
+
+_log = structlog.get_logger("gtmon.canary")
+MAX_PENDING = 1000
+
+
+@dataclass(frozen=True)
+class CanaryTarget:
+    """Where canaries go: a table, its regions, and the key for (instance, source)."""
+
+    table: str
+    regions: tuple[str, ...]
+    key_template: tuple[tuple[str, str], ...]  # attribute -> template with {instance}, {source}
+
+    def key(self, instance: str, source: str) -> dict[str, Any]:
+        return {
+            attr: {"S": template.format(instance=instance, source=source)}
+            for attr, template in self.key_template
+        }
+
+
+@dataclass
+class _Pending:
+    seq: int
+    write: Interval
+    written_at: float
+    plan: list[float]
+    next_index: int = 0
+    reads: int = 0
+    last_miss: Interval | None = None
+
+    def next_read_at(self, timeout: float) -> float | None:
+        """Monotonic time of the next planned read; None once the plan or the timeout is spent."""
+        if self.next_index >= len(self.plan) or self.plan[self.next_index] > timeout:
+            return None
+        return self.write.received + self.plan[self.next_index]
+
+    def advance(self, now: float) -> None:
+        while self.next_index < len(self.plan) and self.write.received + self.plan[self.next_index] <= now:
+            self.next_index += 1
+
+
+@dataclass
+class PairProbe:
+    """Everything known about one (table, source, target) pair."""
+
+    table: str
+    source: str
+    target: str
+    pending: OrderedDict[int, _Pending] = field(default_factory=OrderedDict)
+    history: LagHistory = field(default_factory=LagHistory)
+    last: LagEstimate | None = None
+    last_measured_wall: float | None = None
+    newest_seen_commit: float | None = None  # monotonic commit time of the newest canary seen
+    dropped_oldest_commit: float | None = None
+    measurements: int = 0
+    reads: int = 0
+    last_error: str | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def oldest_pending_commit(self) -> float | None:
+        if self.dropped_oldest_commit is not None:
+            return self.dropped_oldest_commit
+        for pending in self.pending.values():
+            return pending.write.midpoint
+        return None
+
+    def reading(self, now: float) -> PairReading:
+        oldest = self.oldest_pending_commit()
+        return PairReading(
+            self.table,
+            self.source,
+            self.target,
+            max(0.0, now - oldest) if oldest is not None else 0.0,
+            max(0.0, now - self.newest_seen_commit) if self.newest_seen_commit is not None else None,
+        )
+
+
+class CanaryRunner:
+    """Writes one target's canaries and probes their arrival in every other region."""
+
+    def __init__(
+        self,
+        target: CanaryTarget,
+        settings: CanarySettings,
+        instance_id: str,
+        clients: AwsClients,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self.target = target
+        self.settings = settings
+        self.instance_id = instance_id
+        self._clients = clients
+        self._metrics = metrics
+        self._clock = clock
+        # Wall-clock based, so a restarted monitor never reuses a sequence the replicas hold.
+        self._seq = int(clock.wall() * 1000)
+        self.probes = {
+            (s, t): PairProbe(target.table, s, t)
+            for s in target.regions
+            for t in target.regions
+            if s != t
+        }
+        self._tasks: list[asyncio.Task[None]] = []
+        self.thresholds = Thresholds(
+            settings.warning_seconds, settings.critical_seconds, settings.stall_seconds
+        )
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for probe in self.probes.values():
+            self._tasks.append(
+                asyncio.create_task(self._probe_loop(probe), name=f"probe {probe.source}->{probe.target}")
+            )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # ---- writing --------------------------------------------------------------------------
+
+    async def write(self, source: str) -> None:
+        """Write the next canary in `source` (an APScheduler job)."""
+        self._seq = max(self._seq + 1, int(self._clock.wall() * 1000))
+        seq = self._seq
+        written_at = self._clock.wall()
+        item = {
+            **self.target.key(self.instance_id, source),
+            "gtmon_seq": {"N": str(seq)},
+            "gtmon_written_at": {"N": f"{written_at:.6f}"},
+            "gtmon_instance": {"S": self.instance_id},
+            "gtmon_source": {"S": source},
+            "gtmon_expires_at": {"N": str(int(written_at + self.settings.ttl_seconds))},
+        }
+        sent = self._clock.monotonic()
+        try:
+            await self._clients.call(source, "dynamodb", "put_item", TableName=self.target.table, Item=item)
+        except AwsCallError as error:
+            self._count(source, "write", "error")
+            _log.warning(
+                "canary_write_failed", table=self.target.table, region=source, code=error.code,
+                error=error.message,
+            )
+            for (s, _), probe in self.probes.items():
+                if s == source:
+                    probe.last_error = f"write in {source}: {error.code}"
+            return
+        received = self._clock.monotonic()
+        self._count(source, "write", "ok")
+        write = Interval(sent, received)
+        for (s, _), probe in self.probes.items():
+            if s != source:
+                continue
+            plan = plan_reads(
+                probe.history.window(self.settings.min_poll_interval_seconds * 3),
+                self.settings.max_reads_per_canary,
+                self.settings.min_poll_interval_seconds,
+                self.settings.timeout_seconds,
+            )
+            probe.pending[seq] = _Pending(seq, write, written_at, plan)
+            while len(probe.pending) > MAX_PENDING:
+                _, dropped = probe.pending.popitem(last=False)
+                if probe.dropped_oldest_commit is None:
+                    probe.dropped_oldest_commit = dropped.write.midpoint
+            probe.wake.set()
+        _log.debug("canary_written", table=self.target.table, region=source, seq=seq)
+
+    def _count(self, region: str, operation: str, result: str) -> None:
+        self._metrics.canary_operations.labels(self.target.table, region, operation, result).inc()
+
+    # ---- probing --------------------------------------------------------------------------
+
+    def _next_due(self, probe: PairProbe) -> float | None:
+        dues = [
+            due for p in probe.pending.values() if (due := p.next_read_at(self.settings.timeout_seconds))
+            is not None
+        ]
+        if dues:
+            return min(dues)
+        if probe.pending:
+            # Every plan is spent (a stall): keep a slow poll so recovery is seen.
+            last = max(p.write.received for p in probe.pending.values())
+            return max(self._clock.monotonic(), last) + max(1.0, self.settings.interval_seconds)
+        return None
+
+    async def _probe_loop(self, probe: PairProbe) -> None:
+        backoff = 0.0
+        while True:
+            due = self._next_due(probe)
+            now = self._clock.monotonic()
+            if backoff:
+                due = max(due or now, now + backoff)
+            if due is None or due > now:
+                probe.wake.clear()
+                try:
+                    await asyncio.wait_for(probe.wake.wait(), None if due is None else due - now)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                await self._read(probe)
+                backoff = 0.0
+            except AwsCallError as error:
+                probe.last_error = f"read in {probe.target}: {error.code}"
+                backoff = min(30.0, max(0.5, backoff * 2))
+                _log.warning(
+                    "canary_read_failed", table=probe.table, source=probe.source, region=probe.target,
+                    code=error.code, error=error.message, retry_in=backoff,
+                )
+
+    async def _read(self, probe: PairProbe) -> None:
+        key = self.target.key(self.instance_id, probe.source)
+        sent = self._clock.monotonic()
+        try:
+            response = await self._clients.call(
+                probe.target, "dynamodb", "get_item", TableName=self.target.table, Key=key,
+                ConsistentRead=True, ProjectionExpression="gtmon_seq",
+            )
+        except AwsCallError:
+            self._count(probe.target, "read", "error")
+            now = self._clock.monotonic()
+            for pending in probe.pending.values():
+                pending.advance(now)
+            raise
+        received = self._clock.monotonic()
+        self._count(probe.target, "read", "ok")
+        probe.reads += 1
+        item = response.get("Item") or {}
+        seen = int(item["gtmon_seq"]["N"]) if "gtmon_seq" in item else None
+        read = Interval(sent, received)
+        for seq in list(probe.pending):
+            pending = probe.pending[seq]
+            if seen is not None and seen >= seq:
+                del probe.pending[seq]
+                self._arrived(probe, pending, read)
+            else:
+                pending.reads += 1
+                pending.last_miss = read
+                pending.advance(received)
+        if not probe.pending:
+            probe.dropped_oldest_commit = None
+
+    def _arrived(self, probe: PairProbe, pending: _Pending, hit: Interval) -> None:
+        estimate = estimate_lag(pending.write, pending.last_miss, hit)
+        probe.history.add(estimate.lag)
+        probe.last = estimate
+        probe.last_measured_wall = self._clock.wall()
+        probe.measurements += 1
+        probe.last_error = None
+        if probe.newest_seen_commit is None or pending.write.midpoint > probe.newest_seen_commit:
+            probe.newest_seen_commit = pending.write.midpoint
+        labels = (probe.table, probe.source, probe.target)
+        self._metrics.replication_lag.labels(*labels).observe(estimate.lag)
+        self._metrics.replication_lag_last.labels(*labels).set(estimate.lag)
+        self._metrics.replication_lag_error.labels(*labels).set(estimate.error)
+        _log.info(
+            "canary_lag", table=probe.table, source=probe.source, target=probe.target,
+            lag=round(estimate.lag, 4), error=round(estimate.error, 4), reads=pending.reads + 1,
+            seq=pending.seq,
+        )
+
+    # ---- reporting ------------------------------------------------------------------------
+
+    def readings(self) -> list[PairReading]:
+        now = self._clock.monotonic()
+        return [probe.reading(now) for probe in self.probes.values()]
+
+    def pair_state(self, probe: PairProbe, region_up: dict[str, bool]) -> PairState:
+        reading = probe.reading(self._clock.monotonic())
+        return evaluate(
+            PairFacts(
+                region_up.get(probe.source, True),
+                region_up.get(probe.target, True),
+                reading.oldest_pending_seconds,
+                probe.last.lag if probe.last else None,
+            ),
+            self.thresholds,
+        )
+
+    def status(self, region_up: dict[str, bool]) -> list[dict[str, Any]]:
+        now = self._clock.monotonic()
+        rows = []
+        for probe in self.probes.values():
+            reading = probe.reading(now)
+            samples = sorted(probe.history.samples)
+            rows.append(
+                {
+                    "table": probe.table,
+                    "source_region": probe.source,
+                    "target_region": probe.target,
+                    "state": self.pair_state(probe, region_up).name,
+                    "last_lag_seconds": probe.last.lag if probe.last else None,
+                    "last_error_bound_seconds": probe.last.error if probe.last else None,
+                    "p50_seconds": samples[len(samples) // 2] if samples else None,
+                    "p99_seconds": samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+                    if samples else None,
+                    "oldest_pending_seconds": reading.oldest_pending_seconds,
+                    "heartbeat_age_seconds": reading.heartbeat_age_seconds,
+                    "pending": len(probe.pending),
+                    "measurements": probe.measurements,
+                    "reads_per_canary": round(probe.reads / probe.measurements, 2)
+                    if probe.measurements else None,
+                    "last_error": probe.last_error,
+                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(probe.last_measured_wall))
+                    if probe.last_measured_wall else None,
+                }
+            )
+        return rows

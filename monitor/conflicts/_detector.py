@@ -1,0 +1,239 @@
+"""The detector: buffers observations per item until every region has spoken, then judges.
+
+An item is judged ("settled") once every region's reader has read past the
+item's last write by ``settle_seconds`` and all regions hold the same version.
+Waiting for the slowest reader is what keeps a region that is merely behind
+from looking like a conflict: its records for the item simply are not in yet.
+Waiting for convergence is what keeps a paused link from hiding one: the lost
+write only becomes visible when the link resumes. After judging, the item's
+state is dropped, so memory is proportional to items written in the last
+settle window, not to the table. Time is always passed in; nothing here reads
+a clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from monitor.conflicts._history import Analysis, analyze
+from monitor.conflicts._images import Image
+from monitor.conflicts._model import DetectorSettings, Observation, Verdict
+
+
+@dataclass(slots=True)
+class _Item:
+    by_region: dict[str, list[Observation]] = field(default_factory=dict)
+    first_seen: float = math.inf
+    last_created: float = -math.inf
+    due: int | None = None
+    records: int = 0
+
+
+@dataclass(slots=True)
+class _Table:
+    regions: tuple[str, ...]
+    watermarks: dict[str, float]
+    items: dict[Image, _Item] = field(default_factory=dict)
+    buckets: dict[int, list[Image]] = field(default_factory=dict)
+    heap: list[int] = field(default_factory=list)
+    waiting: dict[Image, None] = field(default_factory=dict)
+
+
+def _seq_key(ob: Observation) -> tuple[int, str]:
+    s = ob.sequence_number
+    return (int(s), "") if s.isdigit() else (0, s)
+
+
+class Detector:
+    """Last-writer-wins conflict detector over the streams of all replicas of some tables.
+
+    Feed it with :meth:`observe` (any order across regions, apply order within a
+    region), tell it how far each region's reader has read with
+    :meth:`advance_watermark`, and collect verdicts with :meth:`poll`.
+    """
+
+    def __init__(
+        self, regions_by_table: Mapping[str, Sequence[str]], settings: DetectorSettings
+    ) -> None:
+        self.settings = settings
+        self._tables: dict[str, _Table] = {}
+        for table, regions in regions_by_table.items():
+            regs = tuple(dict.fromkeys(regions))
+            if not regs:
+                raise ValueError(f"table {table!r} has no regions")
+            self._tables[table] = _Table(regs, {r: -math.inf for r in regs})
+        self._ready: list[Verdict] = []
+        self.stats: dict[str, int] = {
+            "records": 0,
+            "items_settled": 0,
+            "items_forced": 0,
+            "items_inconsistent": 0,
+            "items_truncated": 0,
+        }
+
+    # -- input ----------------------------------------------------------------------
+
+    def _table(self, name: str) -> _Table:
+        try:
+            return self._tables[name]
+        except KeyError:
+            raise ValueError(f"unknown table {name!r}; known: {sorted(self._tables)}") from None
+
+    def observe(self, obs: Observation) -> None:
+        """Buffer one record. Records of one region must come in apply order."""
+        t = self._table(obs.table)
+        if obs.region not in t.watermarks:
+            raise ValueError(f"region {obs.region!r} is not a replica of table {obs.table!r}")
+        item = t.items.get(obs.key)
+        if item is None:
+            if len(t.items) >= self.settings.max_tracked_keys:
+                oldest = next(iter(t.items))
+                self._settle(obs.table, t, oldest, forced=True)
+            item = t.items[obs.key] = _Item()
+        item.by_region.setdefault(obs.region, []).append(obs)
+        item.records += 1
+        self.stats["records"] += 1
+        seen = obs.observed_at if obs.observed_at is not None else obs.created_at
+        if seen < item.first_seen:
+            item.first_seen = seen
+        if obs.created_at > item.last_created:
+            item.last_created = obs.created_at
+        due = math.floor(item.last_created)
+        if item.due != due or obs.key in t.waiting:
+            t.waiting.pop(obs.key, None)
+            self._schedule(t, obs.key, item, due)
+        if item.records >= self.settings.max_records_per_key:
+            self._settle(obs.table, t, obs.key, forced=True)
+
+    @staticmethod
+    def _schedule(t: _Table, key: Image, item: _Item, due: int) -> None:
+        item.due = due
+        bucket = t.buckets.get(due)
+        if bucket is None:
+            bucket = t.buckets[due] = []
+            heapq.heappush(t.heap, due)
+        bucket.append(key)
+
+    def advance_watermark(self, table: str, region: str, t: float) -> None:
+        """The reader of ``region`` has read every record created up to ``t`` (never goes back)."""
+        tab = self._table(table)
+        if region not in tab.watermarks:
+            raise ValueError(f"region {region!r} is not a replica of table {table!r}")
+        if t > tab.watermarks[region]:
+            tab.watermarks[region] = t
+
+    # -- output ---------------------------------------------------------------------
+
+    def poll(self, now: float) -> list[Verdict]:
+        """Judge every item that has settled; ``now`` only bounds how long items may wait."""
+        limit = self.settings.max_pending_seconds
+        for name, t in self._tables.items():
+            horizon = min(t.watermarks.values()) - self.settings.settle_seconds
+            while t.heap and t.heap[0] <= horizon:
+                due = heapq.heappop(t.heap)
+                for key in t.buckets.pop(due, []):
+                    item = t.items.get(key)
+                    if item is None or item.due != due:
+                        continue
+                    if self._converged(t, item):
+                        self._settle(name, t, key, forced=False)
+                    else:
+                        t.waiting[key] = None
+            for key in list(t.waiting):
+                item = t.items.get(key)
+                if item is None:
+                    del t.waiting[key]
+                elif now - item.first_seen >= limit:
+                    self._settle(name, t, key, forced=True)
+            # Items whose regions never pass their writes (a region down for good).
+            while t.items:
+                key, item = next(iter(t.items.items()))
+                if now - item.first_seen < limit:
+                    break
+                self._settle(name, t, key, forced=True)
+        out, self._ready = self._ready, []
+        return out
+
+    def flush(self) -> list[Verdict]:
+        """Judge everything buffered now, settled or not (shutdown, tests)."""
+        for name, t in self._tables.items():
+            for key in list(t.items):
+                self._settle(name, t, key, forced=False)
+            t.buckets.clear()
+            t.heap.clear()
+            t.waiting.clear()
+        out, self._ready = self._ready, []
+        return out
+
+    def tracked_keys(self, table: str) -> int:
+        """Items currently buffered for ``table`` (the gtmon_detector_tracked_keys gauge)."""
+        return len(self._table(table).items)
+
+    # -- judging --------------------------------------------------------------------
+
+    @staticmethod
+    def _converged(t: _Table, item: _Item) -> bool:
+        ends = set()
+        for region in t.regions:
+            recs = item.by_region.get(region)
+            if not recs:
+                return False
+            ends.add(recs[-1].new_image)
+            if len(ends) > 1:
+                return False
+        return True
+
+    def _settle(self, name: str, t: _Table, key: Image, forced: bool) -> None:
+        item = t.items.pop(key)
+        t.waiting.pop(key, None)
+        self.stats["items_settled"] += 1
+        if forced:
+            self.stats["items_forced"] += 1
+        by_region = {}
+        for region, recs in item.by_region.items():
+            if len(recs) > 1:
+                recs.sort(key=_seq_key)
+                dedup = [recs[0]]
+                for r in recs[1:]:
+                    if r.sequence_number != dedup[-1].sequence_number:
+                        dedup.append(r)
+                recs = dedup
+            by_region[region] = recs
+        if _uniform(by_region):
+            return
+        result = judge(name, key, by_region, self.settings)
+        if result.inconsistent:
+            self.stats["items_inconsistent"] += 1
+        if result.truncated:
+            self.stats["items_truncated"] += 1
+        self._ready.extend(result.verdicts)
+
+
+def _uniform(by_region: Mapping[str, Sequence[Observation]]) -> bool:
+    """Fast path: every region applied the same versions in the same order (no conflict)."""
+    it = iter(by_region.values())
+    first = next(it, None)
+    if first is None:
+        return True
+    news = [o.new_image for o in first]
+    old = first[0].old_image
+    for recs in it:
+        if len(recs) != len(news) or recs[0].old_image != old:
+            return False
+        for o, n in zip(recs, news, strict=True):
+            if o.new_image != n:
+                return False
+    return True
+
+
+def judge(
+    table: str,
+    key: Image,
+    by_region: Mapping[str, Sequence[Observation]],
+    settings: DetectorSettings,
+) -> Analysis:
+    """Judge one item's records directly (no buffering): for tests and offline use."""
+    return analyze(table, key, by_region, settings)

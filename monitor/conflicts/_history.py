@@ -1,0 +1,529 @@
+"""Rebuild one item's version history from every region's stream and find lost writes.
+
+Model (global tables 2019.11.21): each write has an origin region and a hidden
+timestamp; it is applied in its origin, then shipped to every other region on a
+directed link that keeps order; a region applies it only if it is newer than
+what the region holds. Each region's stream is therefore a chain of versions
+``root -> n0 -> n1 -> ...`` (OldImage -> NewImage), in increasing timestamp.
+The *parent* of a write is what its origin held when writing it, i.e. the
+previous version in the origin's chain. A write is lost when it is not an
+ancestor of the version that survives.
+
+The streams do not say which region originated a write. So the analysis
+enumerates *worlds* (an origin for every write, among the regions whose stream
+holds it), keeps those the replication model allows, and reports only what all
+remaining worlds agree on (``exact``), what observation times pick among them
+(``inferred``) or that they disagree (``ambiguous``). Two cheap facts make this
+tractable:
+
+* **cuts**: a version present in every region's chain splits the history. All
+  later versions descend from it (anything newer was written by a region that
+  already held it or something after it), so each segment between cuts is
+  judged alone, against the cut that closes it as survivor. Sequential history
+  is all cuts and costs almost nothing.
+* **per-link FIFO + LWW** prunes worlds: if region ``o`` wrote ``w`` and later
+  ``v``, every region that applied ``v`` received ``w`` first, so it either
+  shows ``w`` before ``v`` or held something that may be newer than ``w``
+  when ``w`` arrived. "May be newer" is checked against the order the chains
+  themselves prove, so the test never rejects a world that could have happened.
+
+Version identity: a version is its canonical image (plus an occurrence number,
+so that an image written again later is a new version). A delete leaves no
+image; a tombstone is identified by the version that follows it in the same
+region (or by "end"), which is enough to tell successive deletes apart and to
+merge the records of one delete seen in several regions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+from monitor.conflicts._images import (
+    Image,
+    format_image,
+    number_attribute,
+    string_attribute,
+)
+from monitor.conflicts._model import UNKNOWN, DetectorSettings, Mode, Observation, Verdict
+
+NodeId = tuple[Hashable, ...]
+ABSENT: NodeId = ("R", None)
+
+# One outcome entry: (lost node, its origin, winner node or None, winner origin).
+Entry = tuple[NodeId, str, NodeId | None, str]
+Outcome = frozenset[Entry]
+
+
+@dataclass(slots=True)
+class _Chain:
+    """One region's view of a segment: the version it started from and what it applied."""
+
+    region: str
+    root: NodeId
+    nodes: list[NodeId]
+    obs: list[Observation]
+
+
+@dataclass(slots=True)
+class Analysis:
+    """Result of judging one episode of one item (exposed for tests and the bench)."""
+
+    verdicts: list[Verdict]
+    outcomes: list[dict[Outcome, float]]  # per segment with losses: feasible outcomes
+    segments: int
+    inconsistent: bool = False
+    truncated: bool = False
+
+
+def _image_of(node: NodeId) -> Image | None:
+    if node[0] in ("I", "R"):
+        image = node[1]
+        return image if isinstance(image, tuple) else None
+    return None
+
+
+def _is_delete(node: NodeId) -> bool:
+    return node[0] == "D" or node == ABSENT
+
+
+def build_chains(by_region: Mapping[str, Sequence[Observation]]) -> list[_Chain]:
+    """Turn each region's records (in apply order) into a chain of version ids."""
+    chains: list[_Chain] = []
+    for region, records in by_region.items():
+        if not records:
+            continue
+        first_old = records[0].old_image
+        root: NodeId = ("R", first_old)
+        seen: dict[Image, int] = {}
+        ids: list[NodeId | None] = []
+        for rec in records:
+            if rec.new_image is None:
+                ids.append(None)  # tombstone, named after its successor below
+            else:
+                k = seen.get(rec.new_image, 0)
+                seen[rec.new_image] = k + 1
+                ids.append(("I", rec.new_image, k))
+        nodes: list[NodeId] = []
+        for i, node in enumerate(ids):
+            if node is None:
+                succ = next((n for n in ids[i + 1 :] if n is not None), None)
+                nodes.append(("D", succ))
+            else:
+                nodes.append(node)
+        chains.append(_Chain(region, root, nodes, list(records)))
+    return chains
+
+
+def _split(chains: list[_Chain]) -> list[list[_Chain]]:
+    """Split at versions present in every chain (cuts), in an order all chains agree on."""
+    if len(chains) < 2:
+        return [chains]
+    common = set(chains[0].nodes)
+    for ch in chains[1:]:
+        common &= set(ch.nodes)
+    if not common:
+        return [chains]
+    order = [n for n in chains[0].nodes if n in common]
+    positions = [{n: i for i, n in enumerate(ch.nodes)} for ch in chains]
+    for pos in positions:
+        idx = [pos[n] for n in order]
+        if any(a >= b for a, b in pairwise(idx)):
+            return [chains]  # chains disagree on order: identity confusion, judge as one
+    segments: list[list[_Chain]] = []
+    starts = [0] * len(chains)
+    roots = [ch.root for ch in chains]
+    for cut in order:
+        seg = []
+        for c, ch in enumerate(chains):
+            end = positions[c][cut] + 1
+            seg.append(
+                _Chain(ch.region, roots[c], ch.nodes[starts[c] : end], ch.obs[starts[c] : end])
+            )
+            starts[c] = end
+            roots[c] = cut
+        segments.append(seg)
+    tail = [
+        _Chain(ch.region, roots[c], ch.nodes[starts[c] :], ch.obs[starts[c] :])
+        for c, ch in enumerate(chains)
+    ]
+    if any(t.nodes for t in tail):
+        segments.append(tail)
+    return segments
+
+
+class _Segment:
+    """Search state for one segment: candidates, precedence, FIFO checks, outcomes."""
+
+    def __init__(
+        self, chains: list[_Chain], settings: DetectorSettings, closed_by_cut: bool
+    ) -> None:
+        self.chains = chains
+        self.settings = settings
+        self.pos: dict[str, dict[NodeId, int]] = {
+            ch.region: {n: i for i, n in enumerate(ch.nodes)} for ch in chains
+        }
+        self.chain_of = {ch.region: ch for ch in chains}
+        self.obs: dict[NodeId, dict[str, Observation]] = {}
+        for ch in chains:
+            for node, ob in zip(ch.nodes, ch.obs, strict=True):
+                self.obs.setdefault(node, {})[ch.region] = ob
+        self.written = list(self.obs)
+        self.roots = {ch.root for ch in chains}
+        self.closed_by_cut = closed_by_cut
+        self.before = self._precedence()
+
+    # -- facts proved by the chains -------------------------------------------------
+
+    def _precedence(self) -> dict[NodeId, frozenset[NodeId]] | None:
+        """For each version, the versions the chains prove are older (None on a cycle)."""
+        preds: dict[NodeId, set[NodeId]] = {n: set() for n in self.written}
+        for r in self.roots:
+            preds.setdefault(r, set())
+        written = set(self.written)
+        for ch in self.chains:
+            prev = ch.root
+            for node in ch.nodes:
+                preds[node].add(prev)
+                prev = node
+        for node in self.written:
+            preds[node].update(r for r in self.roots if r not in written)
+        before: dict[NodeId, frozenset[NodeId]] = {}
+        state: dict[NodeId, int] = {}
+        for start in preds:
+            if start in before:
+                continue
+            stack: list[tuple[NodeId, bool]] = [(start, False)]
+            while stack:
+                node, done = stack.pop()
+                if done:
+                    acc: set[NodeId] = set()
+                    for p in preds[node]:
+                        acc.add(p)
+                        acc |= before[p]
+                    before[node] = frozenset(acc)
+                    state[node] = 2
+                    continue
+                if state.get(node) == 2:
+                    continue
+                if state.get(node) == 1:
+                    return None
+                state[node] = 1
+                stack.append((node, True))
+                for p in preds[node]:
+                    if state.get(p) == 1:
+                        return None
+                    if state.get(p) != 2:
+                        stack.append((p, False))
+        return before
+
+    def prev(self, region: str, node: NodeId) -> NodeId:
+        ch = self.chain_of[region]
+        i = self.pos[region][node]
+        return ch.nodes[i - 1] if i > 0 else ch.root
+
+    def _version(self, node: NodeId) -> int | None:
+        attr = self.settings.version_attribute
+        if attr is None:
+            return None
+        if _is_delete(node):
+            return 0
+        return number_attribute(_image_of(node), attr)
+
+    def candidates(self, node: NodeId) -> list[str]:
+        """Regions that may have originated ``node``, earliest observer first."""
+        seen = self.obs[node]
+        regions = sorted(seen, key=lambda r: _obs_order(seen[r]))
+        s = self.settings
+        image = _image_of(node)
+        if s.writer_attribute is not None and image is not None:
+            writer = string_attribute(image, s.writer_attribute)
+            if writer is not None:
+                region = (s.writer_regions or {}).get(writer, writer)
+                if region in seen:
+                    return [region]
+        if s.version_attribute is not None and node[0] == "I":
+            mine = self._version(node)
+            if mine is not None:
+                fits = [
+                    r
+                    for r in regions
+                    if (pv := self._version(self.prev(r, node))) is None or pv + 1 == mine
+                ]
+                if fits:
+                    return fits
+        return regions
+
+    # -- search ---------------------------------------------------------------------
+
+    def search(self) -> tuple[dict[Outcome, float], bool, bool]:
+        """Feasible outcomes with the best observation score of each; truncated; relaxed."""
+        order = self._topological()
+        cands = {n: self.candidates(n) for n in order}
+        outcomes, truncated = self._enumerate(order, cands, check=True)
+        if outcomes:
+            return outcomes, truncated, False
+        relaxed, truncated = self._enumerate(order, cands, check=False)
+        return relaxed, truncated, True
+
+    def _topological(self) -> list[NodeId]:
+        assert self.before is not None
+        before = self.before
+        return sorted(self.written, key=lambda n: (len(before[n]), repr(n)))
+
+    def _enumerate(
+        self, order: list[NodeId], cands: dict[NodeId, list[str]], check: bool
+    ) -> tuple[dict[Outcome, float], bool]:
+        origin: dict[NodeId, str] = {}
+        locals_: dict[str, list[NodeId]] = {ch.region: [] for ch in self.chains}
+        outcomes: dict[Outcome, float] = {}
+        budget = [self.settings.max_worlds]
+        truncated = [False]
+
+        def rec(i: int, score: float) -> None:
+            if budget[0] <= 0:
+                truncated[0] = True
+                return
+            if i == len(order):
+                budget[0] -= 1
+                out = self._outcome(origin)
+                if out not in outcomes or score < outcomes[out]:
+                    outcomes[out] = score
+                return
+            node = order[i]
+            seen = self.obs[node]
+            first = min(_obs_time(ob) for ob in seen.values())
+            for region in cands[node]:
+                if check and not self._fifo_ok(node, region, locals_[region]):
+                    budget[0] -= 1
+                    if budget[0] <= 0:
+                        truncated[0] = True
+                        return
+                    continue
+                origin[node] = region
+                locals_[region].append(node)
+                rec(i + 1, score + (_obs_time(seen[region]) - first))
+                locals_[region].pop()
+                del origin[node]
+
+        rec(0, 0.0)
+        return outcomes, truncated[0]
+
+    def _fifo_ok(self, node: NodeId, origin: str, earlier_locals: Iterable[NodeId]) -> bool:
+        """Per-link order: ``origin``'s earlier writes reached every region before ``node``."""
+        assert self.before is not None
+        for region, pos in self.pos.items():
+            if region == origin or node not in pos:
+                continue
+            j = pos[node]
+            ch = self.chain_of[region]
+            last = ch.nodes[j - 1] if j > 0 else ch.root
+            for w in earlier_locals:
+                pw = pos.get(w)
+                if pw is not None and pw < j:
+                    continue
+                if w == ch.root:
+                    continue
+                if pw is not None and pw > j:
+                    return False
+                # w arrived before node and left no record: the region must then have
+                # held something not provably older than w.
+                if last in self.before[w]:
+                    return False
+        return True
+
+    def _outcome(self, origin: Mapping[NodeId, str]) -> Outcome:
+        parent = {n: self.prev(o, n) for n, o in origin.items()}
+        if self.closed_by_cut:
+            survivors = [self.chains[0].nodes[-1]]
+        else:
+            survivors = sorted({ch.nodes[-1] for ch in self.chains if ch.nodes}, key=repr)
+        keep: set[NodeId] = set()
+        chains: list[list[NodeId]] = []
+        for s in survivors:
+            chain = []
+            node: NodeId | None = s
+            while node is not None and node in origin:
+                chain.append(node)
+                keep.add(node)
+                node = parent[node]
+            chains.append(chain)
+        entries: list[Entry] = []
+        for lost in origin:
+            if lost in keep:
+                continue
+            anc: set[NodeId] = set()
+            node = lost
+            while node in origin and node not in anc:
+                anc.add(node)
+                node = parent[node]
+            anc.add(node)  # the root the lost branch grew from
+            # The winner is the first version of the surviving line after the fork:
+            # the concurrent write that the lost branch never saw.
+            winner: NodeId | None = None
+            for chain in chains:
+                winner = next((c for c in chain if parent[c] in anc), None)
+                if winner is None and chain:
+                    winner = chain[-1]  # the branches grew from different roots
+                if winner is not None:
+                    break
+            entries.append(
+                (lost, origin[lost], winner, origin[winner] if winner is not None else UNKNOWN)
+            )
+        return frozenset(entries)
+
+
+def _obs_time(ob: Observation) -> float:
+    return ob.observed_at if ob.observed_at is not None else ob.created_at
+
+
+def _obs_order(ob: Observation) -> tuple[float, float]:
+    return (_obs_time(ob), ob.created_at)
+
+
+def analyze(
+    table: str,
+    key: Image,
+    by_region: Mapping[str, Sequence[Observation]],
+    settings: DetectorSettings,
+) -> Analysis:
+    """Judge one settled episode of one item; ``by_region`` holds records in apply order."""
+    chains = build_chains(by_region)
+    segments = _split(chains)
+    verdicts: list[Verdict] = []
+    all_outcomes: list[dict[Outcome, float]] = []
+    inconsistent = truncated = False
+    for seg_chains in segments:
+        written = {n for ch in seg_chains for n in ch.nodes}
+        if len(written) <= 1:
+            continue
+        seg = _Segment(seg_chains, settings, closed_by_cut=_closed(seg_chains))
+        if seg.before is None:
+            inconsistent = True
+            continue
+        outcomes, trunc, relaxed = seg.search()
+        truncated |= trunc
+        inconsistent |= relaxed
+        if not any(outcomes):
+            continue
+        all_outcomes.append(outcomes)
+        verdicts.extend(_verdicts(table, key, seg, outcomes, settings, trunc or relaxed))
+    return Analysis(verdicts, all_outcomes, len(segments), inconsistent, truncated)
+
+
+def _closed(segment: list[_Chain]) -> bool:
+    """A segment is closed by a cut when every chain ends on the same version."""
+    ends = {ch.nodes[-1] if ch.nodes else None for ch in segment}
+    return len(ends) == 1 and None not in ends
+
+
+def _verdicts(
+    table: str,
+    key: Image,
+    seg: _Segment,
+    outcomes: dict[Outcome, float],
+    settings: DetectorSettings,
+    degraded: bool,
+) -> list[Verdict]:
+    selected = list(outcomes)
+    base: Mode = "exact"
+    if len(selected) > 1 and not settings.exact:
+        best = min(outcomes.values())
+        selected = [o for o, s in outcomes.items() if s <= best + 1e-9]
+        base = "inferred"
+    if degraded:
+        base = "inferred" if not settings.exact else "ambiguous"
+    lost_sets = [{e[0] for e in o} for o in selected]
+    always = set.intersection(*lost_sets) if lost_sets else set()
+    out: list[Verdict] = []
+    for lost in sorted(always, key=repr):
+        entries = [e for o in selected for e in o if e[0] == lost]
+        losers = {e[1] for e in entries}
+        winners = {e[2] for e in entries}
+        wregions = {e[3] for e in entries}
+        loser = losers.pop() if len(losers) == 1 else UNKNOWN
+        winner = winners.pop() if len(winners) == 1 else None
+        wregion = wregions.pop() if len(wregions) == 1 else UNKNOWN
+        mode: Mode = base
+        if loser == UNKNOWN or wregion == UNKNOWN or winner is None:
+            mode = "ambiguous"
+        if base == "ambiguous" and settings.exact:
+            loser = wregion = UNKNOWN
+        out.append(_verdict(table, key, seg, lost, loser, winner, wregion, mode, True, ()))
+    rest = [len(s - always) for s in lost_sets]
+    if rest and max(rest) > 0:
+        cands = sorted({n for s in lost_sets for n in s - always}, key=repr)
+        images = tuple(_image_of(n) for n in cands)
+        kmin, kmax = min(rest), max(rest)
+        for i in range(kmax):
+            out.append(
+                _verdict(
+                    table, key, seg, None, UNKNOWN, None, UNKNOWN, "ambiguous", i < kmin, images
+                )
+            )
+    return out
+
+
+def _created(seg: _Segment, node: NodeId | None, region: str) -> float | None:
+    if node is None:
+        return None
+    seen = seg.obs.get(node, {})
+    if region in seen:
+        return seen[region].created_at
+    return min((ob.created_at for ob in seen.values()), default=None)
+
+
+def _verdict(
+    table: str,
+    key: Image,
+    seg: _Segment,
+    lost: NodeId | None,
+    loser: str,
+    winner: NodeId | None,
+    wregion: str,
+    mode: Mode,
+    certain: bool,
+    candidates: tuple[Image | None, ...],
+) -> Verdict:
+    if lost is None:
+        shown = ", ".join(format_image(c, 80) for c in candidates)
+        evidence = (
+            "the streams fit several histories (a skip looks like a conflict with the regions "
+            f"renamed); lost write is one of: {shown}"
+            + ("" if certain else "; some history loses nothing here")
+        )
+    else:
+        applied = sorted(seg.obs[lost])
+        lost_parent = seg.prev(loser, lost) if loser in seg.obs[lost] else None
+        evidence = (
+            f"{loser} wrote {format_image(_image_of(lost))}"
+            + (f" over {format_image(_image_of(lost_parent))}" if lost_parent else "")
+            + f" (applied in {', '.join(applied)}); it is not an ancestor of the surviving"
+            + " version"
+        )
+        if winner is not None:
+            wparent = seg.prev(wregion, winner) if wregion in seg.obs.get(winner, {}) else None
+            evidence += (
+                f"; {wregion} wrote {format_image(_image_of(winner))}"
+                + (f" over {format_image(_image_of(wparent))}" if wparent else "")
+                + " without having seen it, and that write survived"
+            )
+        if mode == "ambiguous":
+            evidence += "; the streams do not name every region here"
+    return Verdict(
+        table=table,
+        key=key,
+        loser_region=loser,
+        winner_region=wregion,
+        lost_image=_image_of(lost) if lost is not None else None,
+        winning_image=_image_of(winner) if winner is not None else None,
+        lost_is_delete=lost is not None and _is_delete(lost),
+        winner_is_delete=winner is not None and _is_delete(winner),
+        lost_created_at=_created(seg, lost, loser),
+        winner_created_at=_created(seg, winner, wregion),
+        mode=mode,
+        certain=certain,
+        evidence=evidence,
+        candidates=candidates,
+    )

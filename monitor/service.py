@@ -1,0 +1,184 @@
+"""The daemon: wires configuration, clients, canaries, readers and the web endpoints.
+
+Components follow Burrow's configure / start / stop discipline: construction
+only validates and builds (no connections), `start` brings parts up in
+dependency order, `stop` takes them down in reverse, and the scheduler stops
+before the clients its jobs use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry
+
+from monitor import __version__
+from monitor.aws import AwsClients
+from monitor.canary.runner import CanaryRunner, CanaryTarget
+from monitor.canary.table import CANARY_KEY_ATTRIBUTE
+from monitor.clock import Clock, SystemClock
+from monitor.config import Config
+from monitor.metrics import Metrics, PairReading
+from monitor.web import WebServer
+from monitor.webconfig import WebConfig, load_web_config
+
+__all__ = ["Service", "canary_targets"]
+
+_log = structlog.get_logger("gtmon.service")
+
+
+def canary_targets(config: Config) -> list[CanaryTarget]:
+    """The dedicated canary table (unless every table embeds its canary) plus embedded ones."""
+    targets = []
+    if not config.tables or any(t.canary_key is None for t in config.tables):
+        targets.append(
+            CanaryTarget(
+                config.canary.table, tuple(config.regions),
+                ((CANARY_KEY_ATTRIBUTE, "{instance}#{source}"),),
+            )
+        )
+    for table in config.tables:
+        if table.canary_key is not None:
+            targets.append(
+                CanaryTarget(table.name, tuple(config.table_regions(table)), tuple(table.canary_key.items()))
+            )
+    return targets
+
+
+class Service:
+    """One monitor instance."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock | None = None,
+        registry: CollectorRegistry | None = None,
+        session: Any | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry, __version__)
+        self.clients = AwsClients(config.aws, self.metrics, session=session, monotonic=self.clock.monotonic)
+        self.runners = [
+            CanaryRunner(target, config.canary, config.instance_id, self.clients, self.metrics, self.clock)
+            for target in canary_targets(config)
+        ] if config.canary.enabled else []
+        self.metrics.add_replication_state(self._readings)
+        web_config: WebConfig | None = (
+            load_web_config(config.metrics.web_config_file) if config.metrics.web_config_file else None
+        )
+        self.web = WebServer(
+            config.metrics.host, config.metrics.port, self.registry, self.status, self.ready, web_config
+        )
+        self._scheduler: AsyncIOScheduler | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._ready = False
+        self._stopped = asyncio.Event()
+
+    def _readings(self) -> list[PairReading]:
+        return [reading for runner in self.runners for reading in runner.readings()]
+
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def regions(self) -> list[str]:
+        return list(self.config.regions)
+
+    async def start(self) -> None:
+        await self.web.start()
+        await self.clients.start(self.regions)
+        for region in self.regions:
+            self.metrics.region_up.labels(region).set(1)
+        for runner in self.runners:
+            runner.start()
+        self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        interval = self.config.canary.interval_seconds
+        for runner in self.runners:
+            for source in runner.target.regions:
+                if self.config.home_region not in (None, source):
+                    continue
+                self._scheduler.add_job(
+                    self._run_write, IntervalTrigger(seconds=interval), args=[runner, source],
+                    id=f"canary:{runner.target.table}:{source}", coalesce=True, max_instances=1,
+                    misfire_grace_time=max(1, int(interval)),
+                )
+        self._scheduler.start()
+        self._ready = True
+        _log.info(
+            "started", instance=self.config.instance_id, regions=self.regions,
+            canary_tables=[r.target.table for r in self.runners], port=self.web.port,
+        )
+        for runner in self.runners:
+            for source in runner.target.regions:
+                if self.config.home_region in (None, source):
+                    self._track(runner.write(source))
+
+    def _track(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _run_write(self, runner: CanaryRunner, source: str) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)  # type: ignore[arg-type]
+        try:
+            await runner.write(source)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)  # type: ignore[arg-type]
+
+    async def stop(self) -> None:
+        self._ready = False
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=3)
+        for runner in self.runners:
+            await runner.stop()
+        await self.web.stop()
+        await self.clients.close()
+        _log.info("stopped", instance=self.config.instance_id)
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def run_until_stopped(self) -> None:
+        """Run until SIGTERM or SIGINT, then finish in-flight work and stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            await self._stopped.wait()
+        finally:
+            await self.stop()
+
+    def status(self) -> dict[str, Any]:
+        region_up = {r: self.clients.region_ok.get(r, True) for r in self.regions}
+        errors = self.clients.last_errors
+        return {
+            "instance_id": self.config.instance_id,
+            "version": __version__,
+            "ready": self._ready,
+            "home_region": self.config.home_region,
+            "pairs": [row for runner in self.runners for row in runner.status(region_up)],
+            "regions": {
+                region: {
+                    "up": region_up[region],
+                    "last_error": f"{errors[region].operation}: {errors[region].code}: "
+                    f"{errors[region].message}" if region in errors else None,
+                }
+                for region in self.regions
+            },
+            "conflicts": {"recent": []},
+        }
