@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages that gtmon's deployment tests need:
-# promtool and prometheus (Debian package "prometheus") and amtool
-# (Debian package "prometheus-alertmanager").
+# promtool and prometheus (Debian package "prometheus"), amtool
+# (Debian package "prometheus-alertmanager") and systemd-analyze (Debian
+# package "systemd", to verify deploy/systemd/gtmon.service).
 #
 # Idempotent: does nothing when the tools are already on PATH. Needs root
 # (or sudo) only when something is missing. Called by .ci/run.
@@ -17,9 +18,12 @@ done
 if ! command -v amtool >/dev/null 2>&1; then
     missing+=(prometheus-alertmanager)
 fi
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    missing+=(systemd)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "ci-system-deps: promtool, prometheus and amtool already installed"
+    echo "ci-system-deps: promtool, prometheus, amtool and systemd-analyze already installed"
     exit 0
 fi
 
@@ -39,7 +43,7 @@ echo "ci-system-deps: installing ${missing[*]}"
 # not started in containers without systemd, and are not needed.
 "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
-for tool in promtool prometheus amtool; do
+for tool in promtool prometheus amtool systemd-analyze; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "ci-system-deps: $tool still missing after install" >&2
         exit 1
