@@ -179,8 +179,19 @@ class AwsClients:
         await self._stack.aclose()
         self._clients.clear()
 
-    async def call(self, region: str, service: str, operation: str, **kwargs: Any) -> Any:
-        """Call `operation` (snake_case) in `region`; raises an AwsCallError subclass."""
+    async def call(
+        self,
+        region: str,
+        service: str,
+        operation: str,
+        expected: tuple[type[AwsCallError], ...] = (),
+        **kwargs: Any,
+    ) -> Any:
+        """Call `operation` (snake_case) in `region`; raises an AwsCallError subclass.
+
+        Errors of the `expected` kinds (a probe for a table that may not exist yet)
+        are raised without being counted or shown as the region's last error.
+        """
         client = self._clients[(region, service)]
         method = getattr(client, operation)
         started = self._monotonic()
@@ -188,7 +199,7 @@ class AwsClients:
             result = await method(**kwargs)
         except Exception as exc:  # every botocore failure is translated below
             error = translate(region, operation, exc)
-            self._observe(region, operation, started, error)
+            self._observe(region, operation, started, None if isinstance(error, expected) else error)
             raise error from exc
         self._observe(region, operation, started, None)
         return result

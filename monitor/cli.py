@@ -94,6 +94,22 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from monitor.sandbox import SandboxOptions, run_sandbox
+
+    options = SandboxOptions(
+        host=args.host, port=args.port, metrics_port=args.metrics_port, traffic=not args.no_traffic,
+        ui=not args.no_ui and sys.stdout.isatty(), realistic_latency=not args.no_latency,
+    )
+    try:
+        return asyncio.run(run_sandbox(options))
+    except OSError as exc:
+        raise UserError(
+            f"cannot start the sandbox: {exc.strerror or exc} (is another sandbox or emulator running? "
+            "choose other ports with --port and --metrics-port)"
+        ) from None
+
+
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings
 
@@ -143,6 +159,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gtmon {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sandbox = commands.add_parser(
+        "sandbox", help="run the emulator, demo traffic and the monitor locally (start here)",
+        description=(
+            "Start a local three-region global-tables emulator (us-east-1, eu-west-1, "
+            "ap-southeast-1) with realistic replication delays and client round trips, create the "
+            "canary table and the Orders table, run demo traffic with occasional real conflicts, "
+            "and run the monitor against it with a live view. While it runs, the AWS CLI "
+            "(--endpoint-url http://127.0.0.1:8000) and `gtmon fault` work against it."
+        ),
+    )
+    sandbox.add_argument("--host", default="127.0.0.1", help="address for both servers (default %(default)s)")
+    sandbox.add_argument("--port", type=int, default=8000, help="emulator port (default %(default)s)")
+    sandbox.add_argument("--metrics-port", type=int, default=9108, help="/metrics port (default %(default)s)")
+    sandbox.add_argument("--no-traffic", action="store_true", help="no demo traffic on Orders")
+    sandbox.add_argument("--no-ui", action="store_true", help="plain logs instead of the live view")
+    sandbox.add_argument(
+        "--no-latency", action="store_true",
+        help="answer every region in ~1 ms instead of the round trips seen from us-east-1",
+    )
+    sandbox.set_defaults(func=_cmd_sandbox)
 
     run = commands.add_parser(
         "run", help="run the monitor daemon",

@@ -30,6 +30,7 @@ __all__ = ["CanaryRunner", "CanaryTarget", "PairProbe"]
 
 _log = structlog.get_logger("gtmon.canary")
 MAX_PENDING = 1000
+MAX_IN_FLIGHT = 8
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class _Pending:
     next_index: int = 0
     reads: int = 0
     last_miss: Interval | None = None
+    first_hit: Interval | None = None
 
     def next_read_at(self, timeout: float) -> float | None:
         """Monotonic time of the next planned read; None once the plan or the timeout is spent."""
@@ -85,6 +87,9 @@ class PairProbe:
     reads: int = 0
     last_error: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: dict[asyncio.Task[None], float] = field(default_factory=dict)  # task -> sent at
+    backoff: float = 0.0
+    backoff_until: float = 0.0
 
     def oldest_pending_commit(self) -> float | None:
         if self.dropped_oldest_commit is not None:
@@ -146,7 +151,10 @@ class CanaryRunner:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        reads = [t for probe in self.probes.values() for t in probe.in_flight]
+        for task in reads:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *reads, return_exceptions=True)
         self._tasks.clear()
 
     # ---- writing --------------------------------------------------------------------------
@@ -216,29 +224,38 @@ class CanaryRunner:
         return None
 
     async def _probe_loop(self, probe: PairProbe) -> None:
-        backoff = 0.0
+        """Issue reads at their planned times without waiting for earlier answers.
+
+        Reads are pipelined: with a 200 ms round trip, waiting for each answer
+        would space reads 200 ms apart and the error bound could never be
+        tighter than 100 ms. Each answer is placed at its own midpoint.
+        """
         while True:
             due = self._next_due(probe)
             now = self._clock.monotonic()
-            if backoff:
-                due = max(due or now, now + backoff)
-            if due is None or due > now:
+            if probe.backoff_until > now:
+                due = max(due or now, probe.backoff_until)
+            if due is None or due > now or len(probe.in_flight) >= MAX_IN_FLIGHT:
                 probe.wake.clear()
+                timeout = None if due is None else max(0.0, due - now)
+                if len(probe.in_flight) >= MAX_IN_FLIGHT:
+                    timeout = None
                 try:
-                    await asyncio.wait_for(probe.wake.wait(), None if due is None else due - now)
+                    await asyncio.wait_for(probe.wake.wait(), timeout)
                 except TimeoutError:
                     pass
                 continue
-            try:
-                await self._read(probe)
-                backoff = 0.0
-            except AwsCallError as error:
-                probe.last_error = f"read in {probe.target}: {error.code}"
-                backoff = min(30.0, max(0.5, backoff * 2))
-                _log.warning(
-                    "canary_read_failed", table=probe.table, source=probe.source, region=probe.target,
-                    code=error.code, error=error.message, retry_in=backoff,
-                )
+            for pending in probe.pending.values():
+                pending.advance(now)
+            task = asyncio.create_task(self._read(probe))
+            probe.in_flight[task] = now
+            task.add_done_callback(lambda t, p=probe: self._read_done(p, t))
+
+    def _read_done(self, probe: PairProbe, task: asyncio.Task[None]) -> None:
+        probe.in_flight.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("canary_probe_bug", error=repr(task.exception()))
+        probe.wake.set()
 
     async def _read(self, probe: PairProbe) -> None:
         key = self.target.key(self.instance_id, probe.source)
@@ -248,32 +265,54 @@ class CanaryRunner:
                 probe.target, "dynamodb", "get_item", TableName=self.target.table, Key=key,
                 ConsistentRead=True, ProjectionExpression="gtmon_seq",
             )
-        except AwsCallError:
+        except AwsCallError as error:
             self._count(probe.target, "read", "error")
-            now = self._clock.monotonic()
-            for pending in probe.pending.values():
-                pending.advance(now)
-            raise
+            probe.last_error = f"read in {probe.target}: {error.code}"
+            probe.backoff = min(30.0, max(0.5, probe.backoff * 2))
+            probe.backoff_until = self._clock.monotonic() + probe.backoff
+            _log.warning(
+                "canary_read_failed", table=probe.table, source=probe.source, region=probe.target,
+                code=error.code, error=error.message, retry_in=probe.backoff,
+            )
+            return
         received = self._clock.monotonic()
+        probe.backoff = 0.0
         self._count(probe.target, "read", "ok")
         probe.reads += 1
         item = response.get("Item") or {}
         seen = int(item["gtmon_seq"]["N"]) if "gtmon_seq" in item else None
-        read = Interval(sent, received)
+        self._absorb(probe, Interval(sent, received), seen)
+
+    def _absorb(self, probe: PairProbe, read: Interval, seen: int | None) -> None:
+        """Fold one answer into every pending canary, resolving those it settles."""
+        for pending in probe.pending.values():
+            if read.sent < pending.write.received:
+                continue  # sent before this canary was written: says nothing about it
+            pending.reads += 1
+            if seen is not None and seen >= pending.seq:
+                if pending.first_hit is None or read.midpoint < pending.first_hit.midpoint:
+                    pending.first_hit = read
+            elif pending.last_miss is None or read.midpoint > pending.last_miss.midpoint:
+                pending.last_miss = read
+        # A canary is settled once no read that could land earlier is still out.
+        earliest_out = min(probe.in_flight.values(), default=None)
         for seq in list(probe.pending):
             pending = probe.pending[seq]
-            if seen is not None and seen >= seq:
-                del probe.pending[seq]
-                self._arrived(probe, pending, read)
-            else:
-                pending.reads += 1
-                pending.last_miss = read
-                pending.advance(received)
+            hit = pending.first_hit
+            if hit is None or (earliest_out is not None and earliest_out < hit.midpoint):
+                continue
+            del probe.pending[seq]
+            miss = pending.last_miss
+            if miss is not None and miss.midpoint > hit.midpoint:
+                miss = None  # the answers contradict the midpoint assumption; keep the wide bound
+            self._arrived(probe, pending, miss, hit)
         if not probe.pending:
             probe.dropped_oldest_commit = None
 
-    def _arrived(self, probe: PairProbe, pending: _Pending, hit: Interval) -> None:
-        estimate = estimate_lag(pending.write, pending.last_miss, hit)
+    def _arrived(
+        self, probe: PairProbe, pending: _Pending, miss: Interval | None, hit: Interval
+    ) -> None:
+        estimate = estimate_lag(pending.write, miss, hit)
         probe.history.add(estimate.lag)
         probe.last = estimate
         probe.last_measured_wall = self._clock.wall()
@@ -287,7 +326,7 @@ class CanaryRunner:
         self._metrics.replication_lag_error.labels(*labels).set(estimate.error)
         _log.info(
             "canary_lag", table=probe.table, source=probe.source, target=probe.target,
-            lag=round(estimate.lag, 4), error=round(estimate.error, 4), reads=pending.reads + 1,
+            lag=round(estimate.lag, 4), error=round(estimate.error, 4), reads=pending.reads,
             seq=pending.seq,
         )
 

@@ -35,7 +35,9 @@ async def ensure_canary_table(
     home = regions[0]
     actions: list[str] = []
     try:
-        description = (await clients.call(home, "dynamodb", "describe_table", TableName=table))["Table"]
+        description = (
+            await clients.call(home, "dynamodb", "describe_table", expected=(NotFound,), TableName=table)
+        )["Table"]
     except NotFound:
         await clients.call(
             home, "dynamodb", "create_table", TableName=table,
