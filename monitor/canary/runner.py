@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from monitor.clock import Clock
 from monitor.config import CanarySettings
 from monitor.metrics import Metrics, PairReading
 
-__all__ = ["CanaryRunner", "CanaryTarget", "PairProbe"]
+__all__ = ["CanaryRunner", "CanaryTarget", "Measurement", "PairProbe"]
 
 _log = structlog.get_logger("gtmon.canary")
 MAX_PENDING = 1000
@@ -46,6 +47,21 @@ class CanaryTarget:
             attr: {"S": template.format(instance=instance, source=source)}
             for attr, template in self.key_template
         }
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One canary's arrival, with the raw intervals behind the estimate (for benchmarks)."""
+
+    table: str
+    source: str
+    target: str
+    seq: int
+    write: Interval
+    last_miss: Interval | None
+    first_hit: Interval
+    estimate: LagEstimate
+    reads: int
 
 
 @dataclass
@@ -136,6 +152,8 @@ class CanaryRunner:
             if s != t
         }
         self._tasks: list[asyncio.Task[None]] = []
+        # Called with every Measurement; benchmarks compare them to the emulator's ground truth.
+        self.observers: list[Callable[[Measurement], None]] = []
         self.thresholds = Thresholds(
             settings.warning_seconds, settings.critical_seconds, settings.stall_seconds
         )
@@ -324,6 +342,12 @@ class CanaryRunner:
         self._metrics.replication_lag.labels(*labels).observe(estimate.lag)
         self._metrics.replication_lag_last.labels(*labels).set(estimate.lag)
         self._metrics.replication_lag_error.labels(*labels).set(estimate.error)
+        measurement = Measurement(
+            probe.table, probe.source, probe.target, pending.seq, pending.write, miss, hit, estimate,
+            pending.reads,
+        )
+        for observer in self.observers:
+            observer(measurement)
         _log.info(
             "canary_lag", table=probe.table, source=probe.source, target=probe.target,
             lag=round(estimate.lag, 4), error=round(estimate.error, 4), reads=pending.reads,
