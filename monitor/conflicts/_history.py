@@ -89,30 +89,49 @@ def _is_delete(node: NodeId) -> bool:
 
 
 def build_chains(by_region: Mapping[str, Sequence[Observation]]) -> list[_Chain]:
-    """Turn each region's records (in apply order) into a chain of version ids."""
-    chains: list[_Chain] = []
+    """Turn each region's records (in apply order) into a chain of version ids.
+
+    A tombstone is named after the next version that every region applied (and
+    how many other tombstones stand between them): one delete seen in several
+    regions, each of which may have skipped different versions around it, then
+    gets one name everywhere.
+    """
+    raw: list[tuple[str, Sequence[Observation], list[NodeId | None]]] = []
     for region, records in by_region.items():
         if not records:
             continue
-        first_old = records[0].old_image
-        root: NodeId = ("R", first_old)
         seen: dict[Image, int] = {}
         ids: list[NodeId | None] = []
         for rec in records:
             if rec.new_image is None:
-                ids.append(None)  # tombstone, named after its successor below
+                ids.append(None)  # tombstone, named below
             else:
                 k = seen.get(rec.new_image, 0)
                 seen[rec.new_image] = k + 1
                 ids.append(("I", rec.new_image, k))
+        raw.append((region, records, ids))
+    common: set[NodeId] = set()
+    if raw:
+        common = {n for n in raw[0][2] if n is not None}
+        for _, _, ids in raw[1:]:
+            common &= {n for n in ids if n is not None}
+    chains: list[_Chain] = []
+    for region, records, ids in raw:
         nodes: list[NodeId] = []
         for i, node in enumerate(ids):
-            if node is None:
-                succ = next((n for n in ids[i + 1 :] if n is not None), None)
-                nodes.append(("D", succ))
-            else:
+            if node is not None:
                 nodes.append(node)
-        chains.append(_Chain(region, root, nodes, list(records)))
+                continue
+            succ: NodeId | None = None
+            between = 0
+            for later in ids[i + 1 :]:
+                if later is None:
+                    between += 1
+                elif later in common:
+                    succ = later
+                    break
+            nodes.append(("D", succ, between))
+        chains.append(_Chain(region, ("R", records[0].old_image), nodes, list(records)))
     return chains
 
 
