@@ -152,7 +152,10 @@ class StreamStore:
     def _maintain(self, stream: _Stream, now: float) -> None:
         current = stream.shards[-1]
         if stream.enabled and now - current.opened_at >= self.settings.shard_rollover_seconds:
-            current.end_seq = stream.next_seq - 1
+            # An empty shard still owns one sequence number, so that a closed parent's range
+            # never overlaps its child's (EndingSequenceNumber < child's StartingSequenceNumber).
+            current.end_seq = max(stream.next_seq - 1, current.start_seq)
+            stream.next_seq = current.end_seq + 1
             stream.shards.append(_Shard(_shard_id(now), current.shard_id, stream.next_seq, now))
         horizon = now - self.settings.retention_seconds
         for shard in stream.shards:
@@ -338,7 +341,10 @@ class StreamStore:
             size += record.size
             next_position = record.seq + 1
         result: dict[str, Any] = {"Records": records}
-        if not (shard.end_seq is not None and next_position > shard.end_seq):
+        # A closed shard read to its end (nothing left at or after next_position) has no
+        # next iterator: the reader moves on to the children.
+        exhausted = shard.closed and (not shard.records or shard.records[-1].seq < next_position)
+        if not exhausted:
             result["NextShardIterator"] = self._iterator(stream, shard, next_position)
         return result
 
