@@ -384,3 +384,35 @@ def test_iam_policy_is_least_privilege() -> None:
 def test_policy_is_pretty_json(path: Path) -> None:
     text = path.read_text()
     assert text == json.dumps(json.loads(text), indent=2) + "\n"
+
+
+# ---- the gtmon command lines the deployment files use ------------------------------------
+
+
+def _flags(args: list[str]) -> list[str]:
+    return [a.split("=")[0] for a in args if a.startswith("--")]
+
+
+def _help(*command: str) -> str:
+    proc = run_tool("gtmon", *command, "--help")
+    assert_ok(proc)
+    return proc.stdout
+
+
+def test_command_lines_match_the_cli() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    sandbox = compose["services"]["gtmon"]["command"]
+    deployment = _k8s_docs()["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    unit = SYSTEMD_UNIT.read_text()
+    exec_start = re.search(r"^ExecStart=\S+ (.+)$", unit, re.M).group(1).split()  # type: ignore[union-attr]
+    dockerfile_cmd = json.loads(
+        re.search(r"^CMD (\[.+\])$", (DEPLOY / "Dockerfile").read_text(), re.M).group(1)  # type: ignore[union-attr]
+    )
+    for args in (sandbox, deployment, exec_start, dockerfile_cmd):
+        text = _help(args[0])
+        for flag in _flags(args):
+            assert flag in text, f"gtmon {args[0]} has no {flag} (used in {args})"
+    assert "--metrics-port" in sandbox and "9108" in sandbox
+    validate = re.search(r"^ExecStartPre=\S+ (.+)$", unit, re.M).group(1).split()  # type: ignore[union-attr]
+    assert validate[:2] == ["config", "validate"]
+    _help("config", "validate")
