@@ -110,6 +110,74 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         ) from None
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from monitor.canary.runner import CanaryTarget
+    from monitor.check import UNKNOWN, run_check
+    from monitor.config import parse_config
+    from monitor.service import canary_targets
+
+    try:
+        if args.config:
+            config = _load(args)
+        elif args.table and args.regions:
+            config = parse_config(
+                {"regions": args.regions, "aws": {"endpoint_url": args.endpoint}, "instance_id": args.instance},
+                "command line",
+            )
+        else:
+            raise UserError("give --config FILE, or --table and --regions (and --endpoint for the emulator)")
+        configure_logging("console", "error")
+        target = (
+            CanaryTarget(args.table, tuple(config.regions), (("pk", "{instance}#{source}"),))
+            if args.table else canary_targets(config)[0]
+        )
+        result = asyncio.run(run_check(config, target, args.warning, args.critical, args.timeout))
+    except (ConfigError, UserError) as exc:
+        print(f"GTMON UNKNOWN - {exc}")
+        return UNKNOWN
+    print(result.render())
+    return result.code
+
+
+def _cmd_cost(args: argparse.Namespace) -> int:
+    from monitor.cost import Prices, canary_cost
+    from monitor.service import canary_targets
+
+    config = load_config(args.config)
+    prices = Prices(
+        write_unit_per_million=args.price_write_million, read_unit_per_million=args.price_read_million,
+        stream_reads_per_100k=args.price_stream_100k, transfer_per_gb=args.price_transfer_gb,
+    )
+    regions = len(config.regions)
+    watched = [t for t in config.tables if t.conflicts.enabled] if config.streams.enabled else []
+    readers = sum(len(config.table_regions(t)) for t in watched)
+    poll = (config.streams.poll_interval_min_seconds + config.streams.poll_interval_max_seconds) / 2
+    targets = len(canary_targets(config)) if config.canary.enabled else 0
+    cost = canary_cost(
+        regions, targets, config.canary.interval_seconds, args.reads_per_canary, readers, poll, prices
+    )
+    print(f"gtmon monthly AWS cost estimate for {args.config}")
+    print(f"  {regions} regions, {targets} canary table(s), canary every {config.canary.interval_seconds:g} s, "
+          f"{args.reads_per_canary:g} reads per canary and pair, {readers} stream reader(s) polling "
+          f"about every {poll:g} s")
+    rows = [
+        ("canary writes", f"{cost.write_units_per_month / 1e6:.2f} M write units", cost.writes_usd),
+        ("canary reads", f"{cost.reads_per_month / 1e6:.2f} M read units", cost.reads_usd),
+        ("stream reads", f"{cost.stream_requests_per_month / 1e6:.2f} M requests", cost.streams_usd),
+        ("replication transfer", f"{cost.transfer_gb_per_month:.3f} GB", cost.transfer_usd),
+        ("storage", "canary items", cost.storage_usd),
+    ]
+    for name, volume, usd in rows:
+        print(f"  {name:<22}{volume:>26}   ${usd:8.2f}")
+    print(f"  {'total':<22}{'':>26}   ${cost.total_usd:8.2f} per month")
+    print("prices assumed (us-east-1 on-demand, override with the --price-* options):")
+    print(f"  ${prices.write_unit_per_million}/M write units (replicated writes the same), "
+          f"${prices.read_unit_per_million}/M read units, ${prices.stream_reads_per_100k}/100k stream "
+          f"reads after {prices.stream_reads_free_per_month / 1e6:g} M free, "
+          f"${prices.transfer_per_gb}/GB cross-region transfer, ${prices.storage_per_gb_month}/GB-month")
+    return 0
+
+
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings
 
@@ -205,6 +273,37 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--endpoint", help="override aws.endpoint_url (e.g. the emulator)")
     init.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for ACTIVE")
     init.set_defaults(func=_cmd_init)
+
+    check = commands.add_parser(
+        "check", help="one canary round; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+        description=(
+            "Write one canary per region, wait for the others to see it, print the lag matrix and "
+            "exit with a nagios-style code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). A canary not "
+            "seen within --timeout is CRITICAL."
+        ),
+    )
+    check.add_argument("--config", help="YAML config (uses its canary table)")
+    check.add_argument("--endpoint", help="AWS endpoint override, e.g. the emulator")
+    check.add_argument("--table", help="canary table (with --regions, instead of --config)")
+    check.add_argument("--regions", type=_regions, help="comma-separated regions")
+    check.add_argument("--instance", default="gtmon", help="instance id for the canary key")
+    check.add_argument("--warning", type=float, default=5.0, help="lag in seconds for WARNING (default %(default)s)")
+    check.add_argument("--critical", type=float, default=30.0, help="lag for CRITICAL (default %(default)s)")
+    check.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default %(default)s)")
+    check.set_defaults(func=_cmd_check)
+
+    cost = commands.add_parser(
+        "cost", help="estimate the monthly AWS cost of a configuration",
+        description="Monthly AWS cost of the configured canaries and stream readers, with the prices assumed.",
+    )
+    cost.add_argument("--config", required=True)
+    cost.add_argument("--reads-per-canary", type=float, default=3.0,
+                      help="reads per canary and region pair (the daemon reports its own figure; default %(default)s)")
+    cost.add_argument("--price-write-million", type=float, default=0.625, help="USD per million write units")
+    cost.add_argument("--price-read-million", type=float, default=0.125, help="USD per million read units")
+    cost.add_argument("--price-stream-100k", type=float, default=0.02, help="USD per 100k stream reads")
+    cost.add_argument("--price-transfer-gb", type=float, default=0.02, help="USD per GB cross-region")
+    cost.set_defaults(func=_cmd_cost)
 
     emulator = commands.add_parser(
         "emulator",
