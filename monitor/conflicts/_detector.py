@@ -72,6 +72,7 @@ class Detector:
             "items_forced": 0,
             "items_inconsistent": 0,
             "items_truncated": 0,
+            "prefixes_judged": 0,
         }
 
     # -- input ----------------------------------------------------------------------
@@ -106,7 +107,7 @@ class Detector:
             t.waiting.pop(obs.key, None)
             self._schedule(t, obs.key, item, due)
         if item.records >= self.settings.max_records_per_key:
-            self._settle(obs.table, t, obs.key, forced=True)
+            self._settle_prefix(obs.table, t, obs.key, item)
 
     @staticmethod
     def _schedule(t: _Table, key: Image, item: _Item, due: int) -> None:
@@ -186,14 +187,38 @@ class Detector:
                 return False
         return True
 
+    def _settle_prefix(self, name: str, t: _Table, key: Image, item: _Item) -> None:
+        """A hot item: judge its history up to the last version every region holds.
+
+        The newest version all regions applied is a cut (everything after it
+        descends from it), so judging the part before it early is safe; the rest
+        stays buffered. Without such a version the whole item is judged, forced.
+        """
+        lists = [item.by_region.get(r, []) for r in t.regions]
+        common = set.intersection(*({o.new_image for o in recs} for recs in lists))
+        cut = next((o.new_image for o in reversed(lists[0]) if o.new_image in common), None)
+        if cut is None or not common:
+            self._settle(name, t, key, forced=True)
+            return
+        head: dict[str, list[Observation]] = {}
+        for region, recs in zip(t.regions, lists, strict=True):
+            i = max(j for j, o in enumerate(recs) if o.new_image == cut)
+            head[region], item.by_region[region] = recs[: i + 1], recs[i + 1 :]
+        item.records = sum(len(v) for v in item.by_region.values())
+        self.stats["prefixes_judged"] += 1
+        self._judge(name, key, head)
+
     def _settle(self, name: str, t: _Table, key: Image, forced: bool) -> None:
         item = t.items.pop(key)
         t.waiting.pop(key, None)
         self.stats["items_settled"] += 1
         if forced:
             self.stats["items_forced"] += 1
+        self._judge(name, key, item.by_region)
+
+    def _judge(self, name: str, key: Image, records: Mapping[str, list[Observation]]) -> None:
         by_region = {}
-        for region, recs in item.by_region.items():
+        for region, recs in records.items():
             if len(recs) > 1:
                 recs.sort(key=_seq_key)
                 dedup = [recs[0]]

@@ -20,7 +20,14 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from monitor.conflicts import Detector, DetectorSettings, Image, Observation, Verdict, canonical_image
+from monitor.conflicts import (
+    Detector,
+    DetectorSettings,
+    Image,
+    Observation,
+    Verdict,
+    canonical_image,
+)
 
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
 TABLE = "Orders"
@@ -67,11 +74,7 @@ class SimResult:
         the same image (the overwrite was a no-op everywhere), and a delete
         overtaken only by other deletes (tombstones are identical).
         """
-        return [
-            w
-            for w in self.writes.values()
-            if w.item == item and w.lost and self._visible(w)
-        ]
+        return [w for w in self.writes.values() if w.item == item and w.lost and self._visible(w)]
 
     def _descends(self, node: int | None, ancestor: int) -> bool:
         while node is not None:
@@ -299,12 +302,14 @@ def compare(result: SimResult, item: int, verdicts: Sequence[Verdict]) -> Score:
     for v in verdicts:
         if v.lost_image is None and not v.lost_is_delete:
             continue  # ambiguous "one of" verdict: nothing named
-        fits = [w for w in pool if w.image == v.lost_image and (w.image is not None or v.lost_is_delete)]
+        fits = [
+            w for w in pool if w.image == v.lost_image and (w.image is not None or v.lost_is_delete)
+        ]
         if not fits:
             wrong.append(f"not a true loss: {v.lost_image} ({v.mode})")
             continue
 
-        def agrees(w: TrueWrite) -> bool:
+        def agrees(w: TrueWrite, v: Verdict = v) -> bool:
             win = result.writes[w.winner] if w.winner is not None else None
             if v.loser_region != "unknown" and v.loser_region != w.origin:
                 return False

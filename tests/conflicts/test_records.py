@@ -50,7 +50,10 @@ def test_attribute_order_and_number_spelling_do_not_matter() -> None:
         ({"N": "0.0"}, {"N": "-0"}),
         ({"SS": ["b", "a"]}, {"SS": ["a", "b"]}),
         ({"NS": ["1", "2.0"]}, {"NS": ["2", "1"]}),
-        ({"M": {"y": {"N": "1"}, "x": {"NULL": True}}}, {"M": {"x": {"NULL": True}, "y": {"N": "1.0"}}}),
+        (
+            {"M": {"y": {"N": "1"}, "x": {"NULL": True}}},
+            {"M": {"x": {"NULL": True}, "y": {"N": "1.0"}}},
+        ),
         ({"B": b"\x00\x01"}, {"B": bytearray(b"\x00\x01")}),
     ],
 )

@@ -1,0 +1,462 @@
+"""Table-driven detector tests: one row per outcome, streams written by hand.
+
+Versions are written as ``"Shipped"``, ``"Shipped:2"`` (with the version
+attribute) or ``"Shipped:2:eu-west-1"`` (version and writer attribute); None is
+"no item" (a delete's new image, an insert's old one). Each stream entry is
+``(old, new, applied_at)``; observation times equal apply times unless given as
+a fourth element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from monitor.conflicts import (
+    Detector,
+    DetectorSettings,
+    Image,
+    Observation,
+    Verdict,
+    canonical_image,
+    judge,
+)
+
+US, EU, AP = "us-east-1", "eu-west-1", "ap-southeast-1"
+REGIONS = (US, EU, AP)
+KEY = canonical_image({"OrderID": {"S": "1"}})
+INFERRED = DetectorSettings(settle_seconds=5)
+VERSION = DetectorSettings(settle_seconds=5, version_attribute="v")
+WRITER = DetectorSettings(settle_seconds=5, version_attribute="v", writer_attribute="w")
+
+Entry = tuple[Any, ...]
+
+
+def img(spec: str | None) -> Image | None:
+    if spec is None:
+        return None
+    status, *rest = spec.split(":")
+    doc: dict[str, dict[str, str]] = {"OrderID": {"S": "1"}, "OrderStatus": {"S": status}}
+    if rest:
+        doc["v"] = {"N": rest[0]}
+    if len(rest) > 1:
+        doc["w"] = {"S": rest[1]}
+    return canonical_image(doc)
+
+
+def observations(streams: dict[str, Sequence[Entry]], key: Image = KEY) -> list[Observation]:
+    out = []
+    for region, entries in streams.items():
+        for i, entry in enumerate(entries):
+            old, new, t = entry[:3]
+            seen = entry[3] if len(entry) > 3 else t
+            event = "INSERT" if old is None else ("REMOVE" if new is None else "MODIFY")
+            out.append(
+                Observation(
+                    "Orders",
+                    region,
+                    key,
+                    event,
+                    img(old),
+                    img(new),
+                    str(i + 1),
+                    float(int(t)),
+                    seen,
+                )
+            )
+    return out
+
+
+def by_region(streams: dict[str, Sequence[Entry]]) -> dict[str, list[Observation]]:
+    obs = observations(streams)
+    return {r: [o for o in obs if o.region == r] for r in streams}
+
+
+def status(image: Image | None, deleted: bool) -> str | None:
+    if deleted:
+        return "DELETE"
+    if image is None:
+        return None
+    return str(dict(image)["OrderStatus"][1])
+
+
+def summary(verdicts: Sequence[Verdict]) -> list[tuple[Any, ...]]:
+    return sorted(
+        (
+            v.loser_region,
+            status(v.lost_image, v.lost_is_delete),
+            v.winner_region,
+            status(v.winning_image, v.winner_is_delete),
+            v.mode,
+        )
+        for v in verdicts
+    )
+
+
+SEED = {  # links paused; Shipped in us-east-1, Delivered (newer) in eu-west-1; links resumed
+    US: [("Pending", "Shipped", 100), ("Shipped", "Delivered", 131, 131.3)],
+    EU: [("Pending", "Delivered", 130, 130.1)],
+    AP: [("Pending", "Shipped", 101, 101.2), ("Shipped", "Delivered", 131, 131.2)],
+}
+
+
+def versioned(streams: dict[str, Sequence[Entry]], specs: dict[str, str]) -> dict[str, list[Entry]]:
+    """Replace statuses by full specs (adds version and writer) in every entry."""
+    return {
+        r: [(specs.get(e[0], e[0]), specs.get(e[1], e[1]), *e[2:]) for e in es]
+        for r, es in streams.items()
+    }
+
+
+SEED_W = versioned(
+    SEED,
+    {
+        "Pending": "Pending:1:us-east-1",
+        "Shipped": "Shipped:2:us-east-1",
+        "Delivered": "Delivered:2:eu-west-1",
+    },
+)
+SEED_V = versioned(
+    SEED, {"Pending": "Pending:1", "Shipped": "Shipped:2", "Delivered": "Delivered:2"}
+)
+
+# A->C slow, A->B->C fast: eu-west-1 saw Shipped and wrote Delivered over it;
+# ap-southeast-1 got Delivered before Shipped (which then lost LWW there: no record).
+SKIP = {
+    US: [("Pending", "Shipped", 100), ("Shipped", "Delivered", 103, 103.2)],
+    EU: [("Pending", "Shipped", 101, 101.1), ("Shipped", "Delivered", 102, 102.05)],
+    AP: [("Pending", "Delivered", 103, 103.1)],
+}
+SKIP_W = versioned(
+    SKIP,
+    {
+        "Pending": "Pending:1:us-east-1",
+        "Shipped": "Shipped:2:us-east-1",
+        "Delivered": "Delivered:3:eu-west-1",
+    },
+)
+SKIP_V = versioned(
+    SKIP, {"Pending": "Pending:1", "Shipped": "Shipped:2", "Delivered": "Delivered:3"}
+)
+
+SEQUENTIAL = {  # Shipped replicated everywhere, then Delivered written in eu-west-1
+    US: [("Pending", "Shipped", 100), ("Shipped", "Delivered", 111)],
+    EU: [("Pending", "Shipped", 101), ("Shipped", "Delivered", 110)],
+    AP: [("Pending", "Shipped", 101), ("Shipped", "Delivered", 111)],
+}
+
+IDENTICAL = {  # two regions write byte-identical images concurrently
+    US: [("Pending", "Shipped", 100)],
+    EU: [("Pending", "Shipped", 100, 100.3)],
+    AP: [("Pending", "Shipped", 101)],
+}
+
+DELETE_LOSES = {  # us-east-1 deletes, eu-west-1's newer update wins and resurrects the item
+    US: [("Pending", None, 100), (None, "Packed", 102)],
+    EU: [("Pending", "Packed", 101)],
+    AP: [("Pending", "Packed", 102)],
+}
+
+UPDATE_LOSES = {  # us-east-1 updates, eu-west-1's newer delete wins
+    US: [("Pending", "Shipped", 100), ("Shipped", None, 102)],
+    EU: [("Pending", None, 101)],
+    AP: [("Pending", None, 102)],
+}
+
+THREE_WAY = {  # a, b, c written concurrently from Pending in us, eu, ap; c is newest
+    US: [
+        ("Pending:1:us-east-1", "A:2:us-east-1", 100),
+        ("A:2:us-east-1", "B:2:eu-west-1", 102),
+        ("B:2:eu-west-1", "C:2:ap-southeast-1", 103),
+    ],
+    EU: [
+        ("Pending:1:us-east-1", "B:2:eu-west-1", 101),
+        ("B:2:eu-west-1", "C:2:ap-southeast-1", 103),
+    ],
+    AP: [("Pending:1:us-east-1", "C:2:ap-southeast-1", 102)],
+}
+
+REPEATED = {  # the seed, then a second conflict on the same item: eu's X loses to ap's Y
+    US: SEED[US] + [("Delivered", "X", 200, 200.4), ("X", "Y", 203)],
+    EU: SEED[EU] + [("Delivered", "X", 200), ("X", "Y", 203, 203.3)],
+    AP: SEED[AP] + [("Delivered", "Y", 202)],
+}
+
+CASES = [
+    # name, settings, streams, expected summary
+    ("seed_conflict_inferred", INFERRED, SEED, [(US, "Shipped", EU, "Delivered", "inferred")]),
+    ("seed_conflict_writer_attribute", WRITER, SEED_W, [(US, "Shipped", EU, "Delivered", "exact")]),
+    # Version alone: Shipped may have been written in us or ap (both show it first):
+    # the loser region is not named, the winner (a version-2 sibling) is.
+    (
+        "seed_conflict_version_only",
+        VERSION,
+        SEED_V,
+        [("unknown", "Shipped", EU, "Delivered", "ambiguous")],
+    ),
+    ("sequential_through_normal_lag", INFERRED, SEQUENTIAL, []),
+    (
+        "sequential_writer_attribute",
+        WRITER,
+        versioned(
+            SEQUENTIAL,
+            {
+                "Pending": "Pending:1:us-east-1",
+                "Shipped": "Shipped:2:us-east-1",
+                "Delivered": "Delivered:3:eu-west-1",
+            },
+        ),
+        [],
+    ),
+    ("byte_identical_concurrent_images_not_reported", INFERRED, IDENTICAL, []),
+    ("skip_a_to_c_slow_is_no_conflict_inferred", INFERRED, SKIP, []),
+    ("skip_a_to_c_slow_is_no_conflict_writer", WRITER, SKIP_W, []),
+    ("skip_a_to_c_slow_is_no_conflict_version", VERSION, SKIP_V, []),
+    ("delete_loses_to_update", INFERRED, DELETE_LOSES, [(US, "DELETE", EU, "Packed", "inferred")]),
+    # The winning delete carries no attribute: eu or ap may have written it.
+    (
+        "update_loses_to_delete_inferred",
+        INFERRED,
+        UPDATE_LOSES,
+        [(US, "Shipped", EU, "DELETE", "inferred")],
+    ),
+    (
+        "update_loses_to_delete_exact_mode_names_no_winner_region",
+        VERSION,
+        UPDATE_LOSES,
+        [(US, "Shipped", "unknown", "DELETE", "ambiguous")],
+    ),
+    (
+        "three_way_writer",
+        WRITER,
+        THREE_WAY,
+        [(EU, "B", AP, "C", "exact"), (US, "A", AP, "C", "exact")],
+    ),
+    (
+        "three_way_version_levels_name_everyone",
+        DetectorSettings(settle_seconds=5, version_attribute="v"),
+        THREE_WAY,
+        [(EU, "B", AP, "C", "exact"), (US, "A", AP, "C", "exact")],
+    ),
+    (
+        "repeated_conflicts_on_one_item",
+        INFERRED,
+        REPEATED,
+        [(EU, "X", AP, "Y", "inferred"), (US, "Shipped", EU, "Delivered", "inferred")],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("settings", "streams", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_judge(
+    settings: DetectorSettings, streams: dict[str, Sequence[Entry]], expected: list[Any]
+) -> None:
+    verdicts = judge("Orders", KEY, by_region(streams), settings).verdicts
+    assert summary(verdicts) == expected
+    for v in verdicts:
+        assert v.certain and v.evidence and v.table == "Orders" and v.key == KEY
+
+
+def test_seed_verdict_fields_and_evidence() -> None:
+    (v,) = judge("Orders", KEY, by_region(SEED_W), WRITER).verdicts
+    assert v.lost_image == img("Shipped:2:us-east-1")
+    assert v.winning_image == img("Delivered:2:eu-west-1")
+    assert (v.lost_created_at, v.winner_created_at) == (100.0, 130.0)
+    assert "us-east-1 wrote" in v.evidence and "eu-west-1 wrote" in v.evidence
+
+
+def test_skip_and_conflict_have_the_same_streams_only_origin_separates_them() -> None:
+    """The conflict (Delivered written in eu) and the skip (written in ap after it saw
+    Shipped; eu got it before Shipped) produce the same edges in every region. Without
+    attributes only observation order tells them apart; with a version they differ."""
+    conflict = {
+        US: [("Pending", "Shipped", 100), ("Shipped", "Delivered", 102, 102.3)],
+        EU: [("Pending", "Delivered", 101, 101.05)],
+        AP: [("Pending", "Shipped", 100, 100.2), ("Shipped", "Delivered", 102, 102.2)],
+    }
+    skip = {  # Delivered first seen in ap (its writer), then eu, then us
+        US: [("Pending", "Shipped", 100), ("Shipped", "Delivered", 102, 102.3)],
+        EU: [("Pending", "Delivered", 101, 101.25)],
+        AP: [("Pending", "Shipped", 100, 100.2), ("Shipped", "Delivered", 101, 101.05)],
+    }
+    edges = {r: [(e[0], e[1]) for e in es] for r, es in conflict.items()}
+    assert edges == {r: [(e[0], e[1]) for e in es] for r, es in skip.items()}
+    assert summary(judge("Orders", KEY, by_region(conflict), INFERRED).verdicts) == [
+        (US, "Shipped", EU, "Delivered", "inferred")
+    ]
+    assert judge("Orders", KEY, by_region(skip), INFERRED).verdicts == []
+    # The analysis knows both explanations exist.
+    outcomes = judge("Orders", KEY, by_region(skip), INFERRED).outcomes
+    assert len(outcomes) == 1 and frozenset() in outcomes[0] and len(outcomes[0]) > 1
+    levels = {"Pending": "Pending:1", "Shipped": "Shipped:2"}
+    assert summary(
+        judge(
+            "Orders",
+            KEY,
+            by_region(versioned(conflict, {**levels, "Delivered": "Delivered:2"})),
+            VERSION,
+        ).verdicts
+    ) == [("unknown", "Shipped", EU, "Delivered", "ambiguous")]
+    assert (
+        judge(
+            "Orders",
+            KEY,
+            by_region(versioned(skip, {**levels, "Delivered": "Delivered:3"})),
+            VERSION,
+        ).verdicts
+        == []
+    )
+
+
+def test_three_region_cascade_without_levels_is_ambiguous_not_guessed() -> None:
+    """Versions of a cascade across three regions: counts exact, regions unknown."""
+    streams = versioned(
+        {
+            US: [("P", "A", 100), ("A", "B", 102)],
+            EU: [("P", "A", 101), ("A", "B", 102)],
+            AP: [("P", "B", 101)],
+        },
+        {"P": "P:1", "A": "A:2", "B": "B:2"},
+    )
+    verdicts = judge("Orders", KEY, by_region(streams), VERSION).verdicts
+    assert len(verdicts) == 1
+    (v,) = verdicts
+    assert v.lost_image == img("A:2") and v.mode == "ambiguous" and v.certain
+    assert v.loser_region == "unknown"  # A may have come from us or eu
+    assert "not name every region" in v.evidence
+
+
+# -- buffering, watermarks, memory ---------------------------------------------------
+
+
+def feed(det: Detector, obs: Sequence[Observation]) -> None:
+    for ob in obs:
+        det.observe(ob)
+
+
+def watermark_all(det: Detector, t: float, regions: Sequence[str] = REGIONS) -> None:
+    for r in regions:
+        det.advance_watermark("Orders", r, t)
+
+
+def test_region_merely_behind_is_not_a_conflict() -> None:
+    """ap's reader is behind: until it has read past the writes, nothing is judged."""
+    det = Detector({"Orders": REGIONS}, INFERRED)
+    obs = observations(SEQUENTIAL)
+    feed(det, [o for o in obs if o.region != AP])
+    det.advance_watermark("Orders", US, 1000)
+    det.advance_watermark("Orders", EU, 1000)
+    det.advance_watermark("Orders", AP, 100)  # behind
+    assert det.poll(now=1000) == []
+    assert det.tracked_keys("Orders") == 1
+    feed(det, [o for o in obs if o.region == AP][:1])  # it has read only Shipped so far
+    det.advance_watermark("Orders", AP, 105)
+    assert det.poll(now=1000) == []
+    feed(det, [o for o in obs if o.region == AP][1:])
+    det.advance_watermark("Orders", AP, 1000)
+    assert det.poll(now=1000) == []
+    assert det.tracked_keys("Orders") == 0
+
+
+def test_waits_for_settle_margin_then_reports_once() -> None:
+    det = Detector({"Orders": REGIONS}, INFERRED)
+    feed(det, observations(SEED))
+    watermark_all(det, 131 + INFERRED.settle_seconds - 1)
+    assert det.poll(now=140) == []
+    watermark_all(det, 131 + INFERRED.settle_seconds)
+    assert summary(det.poll(now=140)) == [(US, "Shipped", EU, "Delivered", "inferred")]
+    watermark_all(det, 10_000)
+    assert det.poll(now=10_000) == []
+    assert det.tracked_keys("Orders") == 0
+
+
+def test_paused_link_waits_for_convergence() -> None:
+    """eu never got Shipped and us never got Delivered yet: judged only once they converge."""
+    det = Detector({"Orders": REGIONS}, INFERRED)
+    obs = observations(SEED)
+    late = [o for o in obs if o.region == US and o.new_image == img("Delivered")]
+    feed(det, [o for o in obs if o not in late])
+    watermark_all(det, 500)
+    assert det.poll(now=500) == []
+    assert det.tracked_keys("Orders") == 1
+    feed(det, late)
+    assert summary(det.poll(now=500)) == [(US, "Shipped", EU, "Delivered", "inferred")]
+
+
+def test_never_converging_item_is_judged_after_max_pending() -> None:
+    settings = DetectorSettings(settle_seconds=5, max_pending_seconds=60)
+    det = Detector({"Orders": REGIONS}, settings)
+    feed(
+        det, observations({US: [("Pending", "Shipped", 100)], EU: [("Pending", "Delivered", 100)]})
+    )
+    watermark_all(det, 120)
+    assert det.poll(now=120) == []
+    assert det.poll(now=161) == []  # divergent, nothing overwritten yet: no loss can be named
+    assert det.tracked_keys("Orders") == 0
+    assert det.stats["items_forced"] == 1
+
+
+def test_redelivered_records_are_deduplicated() -> None:
+    det = Detector({"Orders": REGIONS}, INFERRED)
+    obs = observations(SEQUENTIAL)
+    feed(det, obs + obs[:2])
+    watermark_all(det, 1000)
+    assert det.poll(now=1000) == []
+
+
+def test_state_is_evicted_and_bounded() -> None:
+    settings = DetectorSettings(settle_seconds=5, max_tracked_keys=10)
+    det = Detector({"Orders": REGIONS}, settings)
+    for k in range(100):
+        key = canonical_image({"OrderID": {"S": str(k)}})
+        for ob in observations(SEQUENTIAL, key=key):
+            det.observe(ob)
+        assert det.tracked_keys("Orders") <= 10
+    watermark_all(det, 1000)
+    det.poll(now=1000)
+    assert det.tracked_keys("Orders") == 0
+    assert det.stats["items_settled"] == 100 and det.stats["items_forced"] == 90
+
+
+def test_hot_key_is_judged_in_chunks() -> None:
+    settings = DetectorSettings(settle_seconds=5, max_records_per_key=10)
+    det = Detector({"Orders": REGIONS}, settings)
+    for i in range(30):
+        for r in REGIONS:
+            det.observe(
+                Observation(
+                    "Orders", r, KEY, "MODIFY", img(f"s{i}"), img(f"s{i + 1}"), str(i), 100.0 + i
+                )
+            )
+    assert det.tracked_keys("Orders") <= 1
+    assert det.flush() == []
+
+
+def test_unknown_table_or_region_is_refused() -> None:
+    det = Detector({"Orders": REGIONS}, INFERRED)
+    ob = observations(SEED)[0]
+    with pytest.raises(ValueError, match="unknown table"):
+        det.observe(Observation("Nope", US, KEY, "INSERT", None, img("a"), "1", 1.0))
+    with pytest.raises(ValueError, match="not a replica"):
+        det.observe(Observation("Orders", "sa-east-1", KEY, "INSERT", None, img("a"), "1", 1.0))
+    with pytest.raises(ValueError, match="not a replica"):
+        det.advance_watermark("Orders", "sa-east-1", 1.0)
+    det.observe(ob)
+    assert det.tracked_keys("Orders") == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"settle_seconds": -1},
+        {"settle_seconds": 10, "max_pending_seconds": 5},
+        {"max_tracked_keys": 0},
+    ],
+)
+def test_settings_are_validated(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        DetectorSettings(**kwargs)
