@@ -157,3 +157,16 @@ def order_item(order_id: str, customer: str = "C1", **attrs: str) -> dict[str, A
 def get(ddb: Any, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
     item = ddb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
     return item if item is None else dict(item)
+
+
+def unvalidated_client(emu: EmulatorServer, region: str, service: str = "dynamodb") -> Any:
+    """A boto3 client that sends whatever it is given (no client-side parameter validation),
+    to reach the emulator's own validation."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service, region_name=region, endpoint_url=emu.url,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+        config=Config(parameter_validation=False, retries={"max_attempts": 1, "mode": "standard"}),
+    )
