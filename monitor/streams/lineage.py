@@ -38,7 +38,7 @@ def parent_of(shard: ShardInfo, known: Mapping[str, ShardInfo]) -> str | None:
 def _start(shard: ShardInfo) -> int:
     text = (shard.get("SequenceNumberRange") or {}).get("StartingSequenceNumber")
     try:
-        return int(text)
+        return int(str(text))
     except (TypeError, ValueError):
         return 0
 

@@ -1,0 +1,647 @@
+"""The stream reader: every record of one replica's stream, in order, exactly once.
+
+One `StreamReader` per (table, region). It finds the replica's stream
+(DescribeTable's LatestStreamArn, else ListStreams), lists the shards
+(DescribeStream, paged, within AWS's 10 calls/s through a token bucket shared
+by the region's readers) and runs one task per shard, as AWS advises for
+global tables (at most 2 readers per shard; 1 recommended). A child shard is
+started only once its parent has been read to its end (`lineage`), so an
+item's writes are delivered in apply order across shard rollovers.
+
+Failures never end the reader; each one is handled where it happens:
+
+    ExpiredIteratorException    new iterator AFTER_SEQUENCE_NUMBER the last record read
+    TrimmedDataAccessException  records were lost: logged (stream_records_lost), counted,
+                                reading restarts at TRIM_HORIZON
+    Throttled, RegionUnavailable exponential backoff with cap and jitter, same iterator;
+                                 after an outage the reader catches up from where it was
+    NotFound, AccessDenied,     reported in `status()` and the log, retried slowly
+    stream not enabled
+    ValidationException         (invalid iterator or sequence number) new iterator
+
+Records go to a synchronous sink as `StreamRecord`s with two times that the
+conflict detector needs:
+
+- ``observed_at`` is the wall time of the *midpoint* of the GetRecords call,
+  (send + receive) / 2 on the daemon's clock. The service read the shard at
+  some instant between send and receive; with symmetric network latency the
+  midpoint is the best estimate of that instant, and it removes the round trip
+  that a receive timestamp would add (tens to hundreds of ms across regions,
+  the same order as the replication delays inferred mode compares).
+- ``fresh`` says whether that time means anything: only if the previous poll
+  of the shard had read everything (it returned a partial page) is the record
+  known to have arrived after ``arrived_after`` (that poll's midpoint). Records
+  read from a backlog (first read, after an outage, a full page) are not fresh.
+
+The reader also keeps a per-region **watermark**: the wall time up to which
+everything in this region's stream has been read. It is the minimum, over the
+shards still being read, of the send time of the last poll that returned a
+partial page; it does not move while a shard has not yet been polled, nor
+after a shard closed until a DescribeStream issued later has listed its
+children (records may already sit in a child the reader does not know yet).
+The watermark never goes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import structlog
+
+from monitor.aws import (
+    AccessDenied,
+    AwsCallError,
+    AwsClients,
+    ExpiredIterator,
+    NotFound,
+    RegionUnavailable,
+    Throttled,
+    TrimmedData,
+)
+from monitor.clock import Clock
+from monitor.config import StreamSettings
+from monitor.metrics import Metrics
+from monitor.streams.checkpoints import ShardPosition
+from monitor.streams.lineage import order_shards, parent_of
+from monitor.streams.pacing import AdaptiveInterval, Backoff, TokenBucket
+
+__all__ = [
+    "DESCRIBE_STREAM_RATE",
+    "ReaderSettings",
+    "RecordSink",
+    "StreamNotEnabled",
+    "StreamReader",
+    "StreamRecord",
+    "describe_stream_bucket",
+]
+
+_log = structlog.get_logger("gtmon.streams")
+
+#: AWS's DescribeStream limit, per account and region.
+DESCRIBE_STREAM_RATE = 10.0
+
+
+def describe_stream_bucket() -> TokenBucket:
+    """A bucket for one region's DescribeStream calls, shared by all its readers.
+
+    Kept below the AWS limit (8/s, burst 4) so that another tool of the same
+    account calling DescribeStream now and then does not push gtmon into
+    throttling.
+    """
+    return TokenBucket(rate=DESCRIBE_STREAM_RATE * 0.8, burst=4)
+
+
+@dataclass(frozen=True)
+class ReaderSettings:
+    """How a reader paces itself. `from_config` maps the operator's settings."""
+
+    poll_interval_min: float = 0.2
+    poll_interval_max: float = 2.0
+    describe_interval: float = 10.0
+    retry_slow_seconds: float = 30.0
+    backoff_base: float = 0.2
+    backoff_cap: float = 30.0
+    initial_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
+    get_records_limit: int = 1000
+    replay_seconds: float = 0.0
+    describe_page_limit: int = 100
+
+    @classmethod
+    def from_config(cls, streams: StreamSettings, **overrides: Any) -> ReaderSettings:
+        """Reader settings from the config; the checkpoint replay span covers the settle window."""
+        values: dict[str, Any] = {
+            "poll_interval_min": streams.poll_interval_min_seconds,
+            "poll_interval_max": streams.poll_interval_max_seconds,
+            # Long enough for the detector to judge what it holds (settle window plus
+            # two polls and the rounding of creation times), so a restart replays it.
+            "replay_seconds": streams.settle_seconds + 2 * streams.poll_interval_max_seconds + 2.0,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    """One stream record as delivered to the sink.
+
+    ``record`` is the low-level boto3 record dict (``eventName``, ``awsRegion``,
+    ``dynamodb`` with Keys/OldImage/NewImage/SequenceNumber/
+    ApproximateCreationDateTime). ``replayed`` marks records read again after a
+    restart (already delivered before it; see `checkpoints`).
+    """
+
+    table: str
+    region: str
+    shard_id: str
+    sequence_number: str
+    record: Mapping[str, Any]
+    observed_at: float
+    fresh: bool
+    arrived_after: float | None
+    replayed: bool = False
+
+
+RecordSink = Callable[[StreamRecord], None]
+
+
+class StreamNotEnabled(AwsCallError):
+    """The table exists but has no stream (global tables need NEW_AND_OLD_IMAGES)."""
+
+
+@dataclass
+class _Shard:
+    shard_id: str
+    parent_id: str | None
+    closed: bool = False
+    last_seq: str | None = None  # newest record delivered (or checkpointed) in this shard
+    replay_through: int | None = None  # records up to this were delivered before a restart
+    finished: bool = False
+    caught_up: bool = False
+    caught_up_at: float | None = None
+    last_midpoint: float | None = None
+    newest_created: float | None = None
+    lag: float = 0.0
+    records: int = 0
+    task: asyncio.Task[None] | None = None
+    # (last sequence of a poll, wall time it was delivered): for settled checkpoints.
+    delivered: deque[tuple[str, float]] = field(default_factory=deque)
+    settled_seq: str | None = None
+    trimmed: int = 0
+    start_latest: bool = False  # first read of a shard open at start, initial_position LATEST
+    floor: str | None = None  # never deliver at or below this again (restart at TRIM_HORIZON)
+
+
+def _created_seconds(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+class StreamReader:
+    """Reads one replica's stream into `sink`; `run()` until cancelled.
+
+    `positions` are checkpoints from an earlier run, keyed by shard id. The
+    reader never raises out of `run()` for AWS or sink failures: it reports
+    them in `status()` and the log and keeps trying.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        region: str,
+        clients: AwsClients,
+        sink: RecordSink,
+        *,
+        clock: Clock,
+        settings: ReaderSettings | None = None,
+        metrics: Metrics | None = None,
+        describe_bucket: TokenBucket | None = None,
+        positions: Mapping[str, ShardPosition] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.table = table
+        self.region = region
+        self.clients = clients
+        self.sink = sink
+        self.clock = clock
+        self.settings = settings or ReaderSettings()
+        self.metrics = metrics
+        self._bucket = describe_bucket or describe_stream_bucket()
+        self._rng = rng or random.Random()
+        self._positions = dict(positions or {})
+        self._log = _log.bind(table=table, region=region)
+        self.stream_arn: str | None = None
+        self._shards: dict[str, _Shard] = {}
+        self._listed: set[str] = set()
+        self._discover = asyncio.Event()
+        self._describe_done_at: float | None = None  # send time of the last full listing
+        self._closed_at: float | None = None  # a shard finished; children not listed since
+        self._watermark: float | None = None
+        self._first_listing = True
+        self.state = "starting"
+        self.last_error: dict[str, Any] | None = None
+        self.records_total = 0
+        self.records_lost_events = 0
+        self.sink_errors = 0
+
+    # ---- public ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Find the stream, follow its shards, and read them until cancelled."""
+        backoff = self._backoff()
+        try:
+            while True:
+                wait = self.settings.describe_interval
+                try:
+                    if self.stream_arn is None:
+                        self.stream_arn = await self._find_stream()
+                        self._log.info("stream_found", stream_arn=self.stream_arn)
+                    await self._refresh_shards()
+                    backoff.reset()
+                    self._start_ready_shards()
+                    if self.state != "reading":
+                        self.state = "reading"
+                except (Throttled, RegionUnavailable) as exc:
+                    self._report(exc, "backing off")
+                    wait = backoff.next_delay()
+                except (NotFound, AccessDenied, StreamNotEnabled) as exc:
+                    self._report(exc, "retrying slowly")
+                    if isinstance(exc, NotFound):
+                        self.stream_arn = None
+                    wait = self.settings.retry_slow_seconds
+                except AwsCallError as exc:
+                    self._report(exc, "retrying slowly")
+                    wait = self.settings.retry_slow_seconds
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._discover.wait(), timeout=wait)
+                self._discover.clear()
+        finally:
+            await self._stop_shards()
+
+    def watermark(self) -> float | None:
+        """Wall time up to which every record of this region's stream has been read."""
+        if self._describe_done_at is None or self._closed_at is not None:
+            return self._watermark
+        active = [s for s in self._shards.values() if s.shard_id in self._listed and not s.finished]
+        if any(s.caught_up_at is None for s in active):
+            return self._watermark
+        candidate = min((s.caught_up_at for s in active if s.caught_up_at is not None),
+                        default=self._describe_done_at)
+        if self._watermark is None or candidate > self._watermark:
+            self._watermark = candidate
+        return self._watermark
+
+    def checkpoint(self, now: float) -> dict[str, ShardPosition]:
+        """Positions to persist: settled up to `now - replay_seconds`, keyed by shard id."""
+        cutoff = now - self.settings.replay_seconds
+        out: dict[str, ShardPosition] = {}
+        for shard in self._shards.values():
+            while shard.delivered and shard.delivered[0][1] <= cutoff:
+                shard.settled_seq = shard.delivered.popleft()[0]
+            finished = shard.finished and not shard.delivered
+            out[shard.shard_id] = ShardPosition(shard.settled_seq, shard.last_seq, finished)
+        # Shards finished in an earlier run and still listed stay finished.
+        for shard_id, pos in self._positions.items():
+            if shard_id not in out and (shard_id in self._listed or not self._listed):
+                out[shard_id] = pos
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """For /api/status: shards, lag, records, last error (with AWS code), watermark."""
+        listed = [s for s in self._shards.values() if s.shard_id in self._listed]
+        return {
+            "table": self.table,
+            "region": self.region,
+            "state": self.state,
+            "stream_arn": self.stream_arn,
+            "shards": {
+                "open": sum(1 for s in listed if not s.closed and not s.finished),
+                "closed": sum(1 for s in listed if s.closed and not s.finished),
+                "finished": sum(1 for s in listed if s.finished),
+                "reading": sum(1 for s in self._shards.values() if s.task and not s.task.done()),
+            },
+            "lag_seconds": self.lag(),
+            "records": self.records_total,
+            "records_lost_events": self.records_lost_events,
+            "sink_errors": self.sink_errors,
+            "watermark": self.watermark(),
+            "last_error": self.last_error,
+        }
+
+    def lag(self) -> float:
+        """Seconds behind the newest record read (0 when every shard has caught up)."""
+        active = [s for s in self._shards.values() if not s.finished]
+        return max((s.lag for s in active), default=0.0)
+
+    # ---- stream and shards ------------------------------------------------------------------
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.settings.backoff_base, self.settings.backoff_cap, self._rng)
+
+    async def _find_stream(self) -> str:
+        table = await self.clients.call(
+            self.region, "dynamodb", "describe_table", TableName=self.table
+        )
+        arn = table.get("Table", {}).get("LatestStreamArn")
+        spec = table.get("Table", {}).get("StreamSpecification") or {}
+        if arn and spec.get("StreamEnabled", True):
+            return str(arn)
+        listing = await self.clients.call(
+            self.region, "dynamodbstreams", "list_streams", TableName=self.table
+        )
+        streams = listing.get("Streams") or []
+        if streams:
+            return str(streams[-1]["StreamArn"])
+        raise StreamNotEnabled(
+            self.region, "describe_table", "StreamNotEnabled",
+            f"table {self.table} has no stream; enable NEW_AND_OLD_IMAGES (global tables do)",
+        )
+
+    async def _describe_page(self, start: str | None) -> dict[str, Any]:
+        wait = self._bucket.reserve(self.clock.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
+        kwargs: dict[str, Any] = {
+            "StreamArn": self.stream_arn, "Limit": self.settings.describe_page_limit,
+        }
+        if start is not None:
+            kwargs["ExclusiveStartShardId"] = start
+        result = await self.clients.call(
+            self.region, "dynamodbstreams", "describe_stream", **kwargs
+        )
+        return dict(result.get("StreamDescription") or {})
+
+    async def _refresh_shards(self) -> None:
+        sent = self.clock.wall()
+        listing: list[Mapping[str, Any]] = []
+        start: str | None = None
+        while True:
+            page = await self._describe_page(start)
+            listing.extend(page.get("Shards") or [])
+            start = page.get("LastEvaluatedShardId")
+            if not start:
+                break
+        known = {str(s["ShardId"]): s for s in listing}
+        for info in order_shards(listing):
+            shard_id = str(info["ShardId"])
+            shard = self._shards.get(shard_id)
+            if shard is None:
+                shard = self._new_shard(shard_id, parent_of(info, known))
+            shard.closed = "EndingSequenceNumber" in (info.get("SequenceNumberRange") or {})
+        self._listed = set(known)
+        # Forget shards that left the listing (trimmed) once nothing reads them.
+        for shard_id in [s for s in self._shards if s not in known]:
+            shard = self._shards[shard_id]
+            if shard.task is None or shard.task.done():
+                del self._shards[shard_id]
+        self._first_listing = False
+        self._describe_done_at = sent
+        if self._closed_at is not None and sent > self._closed_at:
+            self._closed_at = None
+        self._set_shard_metrics()
+
+    def _new_shard(self, shard_id: str, parent_id: str | None) -> _Shard:
+        shard = _Shard(shard_id, parent_id)
+        position = self._positions.get(shard_id)
+        if position is not None:
+            shard.last_seq = position.sequence
+            shard.settled_seq = position.sequence
+            if position.read is not None and position.read != position.sequence:
+                shard.replay_through = int(position.read)
+            shard.finished = position.finished
+        elif self._first_listing and self.settings.initial_position == "LATEST":
+            shard.start_latest = True
+        self._shards[shard_id] = shard
+        return shard
+
+    def _start_ready_shards(self) -> None:
+        for shard in self._shards.values():
+            if shard.finished or shard.task is not None or shard.shard_id not in self._listed:
+                continue
+            parent = self._shards.get(shard.parent_id) if shard.parent_id else None
+            if parent is not None and parent.shard_id in self._listed and not parent.finished:
+                continue  # parent first
+            shard.task = asyncio.create_task(
+                self._read_shard(shard),
+                name=f"gtmon-stream-{self.table}-{self.region}-{shard.shard_id}",
+            )
+
+    async def _stop_shards(self) -> None:
+        tasks = [s.task for s in self._shards.values() if s.task is not None and not s.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _set_shard_metrics(self) -> None:
+        if self.metrics is None:
+            return
+        status = self.status()["shards"]
+        self.metrics.stream_shards.labels(self.table, self.region, "open").set(status["open"])
+        self.metrics.stream_shards.labels(self.table, self.region, "closed").set(status["closed"])
+
+    def _report(self, exc: AwsCallError, action: str) -> None:
+        self.state = "error"
+        self.last_error = {
+            "code": exc.code,
+            "operation": exc.operation,
+            "message": exc.message,
+            "at": self.clock.wall(),
+        }
+        self._log.warning(
+            "stream_error", code=exc.code, operation=exc.operation, error=exc.message, action=action
+        )
+
+    # ---- one shard ----------------------------------------------------------------------------
+
+    async def _iterator(self, shard: _Shard) -> str | None:
+        """A fresh iterator for `shard`, or None when the shard is gone."""
+        backoff = self._backoff()
+        while True:
+            kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard.shard_id}
+            if shard.last_seq is not None:
+                kwargs["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
+                kwargs["SequenceNumber"] = shard.last_seq
+            elif shard.start_latest:
+                kwargs["ShardIteratorType"] = "LATEST"
+            else:
+                kwargs["ShardIteratorType"] = "TRIM_HORIZON"
+            try:
+                result = await self.clients.call(
+                    self.region, "dynamodbstreams", "get_shard_iterator", **kwargs
+                )
+                iterator = result.get("ShardIterator")
+                return str(iterator) if iterator else None
+            except TrimmedData as exc:
+                # The checkpointed position is past retention: what lay between is lost.
+                self._lost(shard, exc)
+                self._restart_at_trim_horizon(shard)
+                await asyncio.sleep(backoff.next_delay())
+            except NotFound as exc:
+                self._report(exc, "shard is gone; its unread records are lost")
+                self._lost(shard, exc)
+                return None
+            except (Throttled, RegionUnavailable) as exc:
+                self._report(exc, "backing off")
+                await asyncio.sleep(backoff.next_delay())
+            except AccessDenied as exc:
+                self._report(exc, "retrying slowly")
+                await asyncio.sleep(self.settings.retry_slow_seconds)
+            except AwsCallError as exc:
+                # ValidationException: a checkpointed sequence number this shard does not hold.
+                if kwargs["ShardIteratorType"] == "AFTER_SEQUENCE_NUMBER":
+                    self._report(exc, "restarting the shard at TRIM_HORIZON")
+                    self._restart_at_trim_horizon(shard)
+                else:
+                    self._report(exc, "retrying slowly")
+                    await asyncio.sleep(self.settings.retry_slow_seconds)
+
+    def _restart_at_trim_horizon(self, shard: _Shard) -> None:
+        """Read the shard again from its oldest record, skipping what was already delivered."""
+        if shard.last_seq is not None:
+            shard.floor = shard.last_seq
+        shard.last_seq = None
+        shard.start_latest = False
+        shard.caught_up = False
+
+    def _lost(self, shard: _Shard, exc: AwsCallError) -> None:
+        shard.trimmed += 1
+        self.records_lost_events += 1
+        self._log.error(
+            "stream_records_lost", shard_id=shard.shard_id, after_sequence=shard.last_seq,
+            code=exc.code, error=exc.message,
+            reason="records passed the 24 h retention (or the shard was trimmed) before being read",
+        )
+
+    async def _read_shard(self, shard: _Shard) -> None:
+        """Poll one shard until it is closed and read to its end; never raises but Cancelled."""
+        settings = self.settings
+        interval = AdaptiveInterval(settings.poll_interval_min, settings.poll_interval_max)
+        backoff = self._backoff()
+        iterator: str | None = None
+        try:
+            while not shard.finished:
+                try:
+                    if iterator is None:
+                        iterator = await self._iterator(shard)
+                        if iterator is None:
+                            self._finish(shard)
+                            break
+                    delay, iterator = await self._poll(shard, iterator, interval)
+                    backoff.reset()
+                except ExpiredIterator as exc:
+                    self._log.info(
+                        "iterator_expired", shard_id=shard.shard_id, resume_after=shard.last_seq
+                    )
+                    self._note(exc)
+                    iterator, delay = None, 0.0
+                except TrimmedData as exc:
+                    self._lost(shard, exc)
+                    self._restart_at_trim_horizon(shard)  # the oldest record still kept
+                    iterator, delay = None, 0.0
+                except (Throttled, RegionUnavailable) as exc:
+                    self._report(exc, "backing off")
+                    shard.caught_up = False
+                    delay = backoff.next_delay()
+                except AccessDenied as exc:
+                    self._report(exc, "retrying slowly")
+                    delay = self.settings.retry_slow_seconds
+                except NotFound as exc:
+                    self._report(exc, "getting a new iterator")
+                    iterator, delay = None, backoff.next_delay()
+                except AwsCallError as exc:  # ValidationException: a bad iterator
+                    self._report(exc, "getting a new iterator")
+                    iterator, delay = None, backoff.next_delay()
+                except Exception as exc:  # a bug must not end the daemon: log, back off, go on
+                    self._log.exception("stream_reader_bug", shard_id=shard.shard_id)
+                    self.last_error = {"code": type(exc).__name__, "operation": "read_shard",
+                                       "message": str(exc), "at": self.clock.wall()}
+                    delay = backoff.next_delay()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        finally:
+            if shard.finished:
+                self._closed_at = self._closed_at or self.clock.wall()
+                self._discover.set()
+
+    def _note(self, exc: AwsCallError) -> None:
+        self.last_error = {
+            "code": exc.code, "operation": exc.operation, "message": exc.message,
+            "at": self.clock.wall(),
+        }
+
+    async def _poll(
+        self, shard: _Shard, iterator: str, interval: AdaptiveInterval
+    ) -> tuple[float, str | None]:
+        limit = self.settings.get_records_limit
+        sent = self.clock.wall()
+        result = await self.clients.call(
+            self.region, "dynamodbstreams", "get_records", ShardIterator=iterator, Limit=limit
+        )
+        received = self.clock.wall()
+        observed = (sent + received) / 2
+        if self.state == "error":
+            self.state = "reading"
+        records = result.get("Records") or []
+        fresh = shard.caught_up
+        arrived_after = shard.last_midpoint if fresh else None
+        self._deliver(shard, records, observed, fresh, arrived_after)
+        shard.last_midpoint = observed
+        next_iterator = result.get("NextShardIterator")
+        full_page = len(records) >= limit
+        if next_iterator is None:
+            self._finish(shard)
+            return 0.0, None
+        if full_page:
+            shard.caught_up = False
+            if shard.newest_created is not None:
+                shard.lag = max(0.0, received - shard.newest_created)
+        else:
+            shard.caught_up = True
+            shard.caught_up_at = sent
+            shard.lag = 0.0
+        self._set_lag()
+        return interval.after_poll(len(records), full_page), str(next_iterator)
+
+    def _deliver(
+        self, shard: _Shard, records: list[dict[str, Any]], observed: float, fresh: bool,
+        arrived_after: float | None,
+    ) -> None:
+        floors = [int(t) for t in (shard.floor, shard.last_seq) if t and t.isdigit()]
+        floor = max(floors) if floors else None
+        last_in_poll: str | None = None
+        for record in records:
+            data = record.get("dynamodb") or {}
+            seq = str(data.get("SequenceNumber", ""))
+            number = int(seq) if seq.isdigit() else None
+            if floor is not None and number is not None and number <= floor:
+                continue  # already delivered (a restart at TRIM_HORIZON): never twice
+            replayed = (
+                shard.replay_through is not None and number is not None
+                and number <= shard.replay_through
+            )
+            item = StreamRecord(
+                self.table, self.region, shard.shard_id, seq, record, observed,
+                fresh and not replayed, arrived_after if not replayed else None, replayed,
+            )
+            try:
+                self.sink(item)
+            except Exception as exc:  # the detector's problem must not stop reading
+                self.sink_errors += 1
+                self._log.exception("stream_sink_failed", shard_id=shard.shard_id, sequence=seq)
+                self.last_error = {"code": type(exc).__name__, "operation": "sink",
+                                   "message": str(exc), "at": self.clock.wall()}
+            shard.last_seq = seq
+            last_in_poll = seq
+            shard.records += 1
+            self.records_total += 1
+            created = _created_seconds(data.get("ApproximateCreationDateTime"))
+            if created is not None:
+                shard.newest_created = created
+            if self.metrics is not None:
+                self.metrics.stream_records.labels(
+                    self.table, self.region, str(record.get("eventName", "UNKNOWN"))
+                ).inc()
+        if last_in_poll is not None:
+            shard.start_latest = False
+            shard.delivered.append((last_in_poll, self.clock.wall()))
+
+    def _finish(self, shard: _Shard) -> None:
+        shard.finished = True
+        shard.lag = 0.0
+        self._log.info("shard_finished", shard_id=shard.shard_id, records=shard.records)
+        self._set_lag()
+        self._set_shard_metrics()
+
+    def _set_lag(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stream_lag.labels(self.table, self.region).set(self.lag())

@@ -1,0 +1,365 @@
+"""The conflict watcher: stream readers in, published conflicts out.
+
+`ConflictWatcher` is the glue the service starts and stops. For each table
+with ``conflicts.enabled`` (and ``streams.enabled``) it runs a `StreamReader`
+per replica region, turns each record into a detector `Observation`, passes
+each region's watermark to the detector, polls it, and publishes every verdict:
+
+- ``gtmon_lww_conflicts_total{table, winner_region, loser_region}``, once per
+  lost write. Only verdicts the detector calls ``certain`` are counted; the
+  others (some explanation of the same streams loses nothing) are logged and
+  listed but do not move the counter, so an alert on it never fires on a guess.
+  Regions the streams do not determine are labelled ``unknown``.
+- one structured log event per conflict, ``event="lww_conflict"``, with the
+  item key, regions, creation times and mode. Item images and the detector's
+  evidence text (which quotes images) appear only when
+  ``streams.log_item_images`` is true: items may hold personal data.
+- a bounded list of recent conflicts, newest first, for /api/status and the page.
+
+A record's observation time is passed to the detector only when the reader
+marks it *fresh* (the shard had been read to its end by the previous poll, so
+the record arrived within one polling interval): a record read from a backlog,
+or replayed after a restart, was not observed when it arrived, and a wrong
+time would mislead inferred mode more than no time. Restart behaviour
+(settled checkpoints plus reported-verdict fingerprints) is explained in
+`monitor.streams.checkpoints`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import random
+from collections import deque
+from typing import Any
+
+import structlog
+
+from monitor.aws import AwsClients
+from monitor.clock import Clock
+from monitor.config import Config, TableConfig
+from monitor.conflicts import (
+    UNKNOWN,
+    Detector,
+    DetectorSettings,
+    ImageError,
+    Verdict,
+    from_stream_record,
+    image_to_dynamodb_json,
+)
+from monitor.metrics import Metrics
+from monitor.streams.checkpoints import (
+    CheckpointState,
+    CheckpointStore,
+    ReportedConflicts,
+    ShardPosition,
+    open_checkpoint_store,
+)
+from monitor.streams.pacing import TokenBucket
+from monitor.streams.reader import (
+    ReaderSettings,
+    StreamReader,
+    StreamRecord,
+    describe_stream_bucket,
+)
+
+__all__ = ["ConflictWatcher", "verdict_fingerprint"]
+
+_log = structlog.get_logger("gtmon.conflicts")
+
+
+def _jsonable(value: Any) -> Any:
+    """DynamoDB JSON with binary values as base64 text, for logs and the status API."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _image_json(image: Any) -> Any:
+    return None if image is None else _jsonable(image_to_dynamodb_json(image))
+
+
+def verdict_fingerprint(verdict: Verdict) -> str:
+    """A stable identity of a lost write, the same when its records are read again.
+
+    Built from what the stream records themselves carry (key, images, delete
+    flags, creation times), never from observation times or inferred regions,
+    which change when records are replayed after a restart.
+    """
+    parts = (
+        verdict.table, verdict.key, verdict.lost_image, verdict.winning_image,
+        verdict.lost_is_delete, verdict.winner_is_delete, verdict.lost_created_at,
+        verdict.winner_created_at, verdict.candidates,
+    )
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+class ConflictWatcher:
+    """Runs the stream readers and the conflict detector; publishes verdicts.
+
+    Lifecycle: `start()` loads checkpoints and starts one reader task per
+    (table, region) and a detector loop; `stop()` cancels them and saves the
+    checkpoints. `status()` is cheap and safe to call at any time.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        clients: AwsClients,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        store: CheckpointStore | None = None,
+        reader_settings: ReaderSettings | None = None,
+        detector_interval: float = 0.5,
+        checkpoint_interval: float = 5.0,
+        recent_limit: int = 100,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.clients = clients
+        self.metrics = metrics
+        self.clock = clock
+        self.reader_settings = reader_settings or ReaderSettings.from_config(config.streams)
+        self.detector_interval = detector_interval
+        self.checkpoint_interval = checkpoint_interval
+        self._rng = rng or random.Random()
+        self.store: CheckpointStore = store or open_checkpoint_store(
+            config.streams.checkpoint_path, clients, config.instance_id
+        )
+        self.tables: dict[str, TableConfig] = {}
+        for table in config.tables if config.streams.enabled else []:
+            regions = config.table_regions(table)
+            if not table.conflicts.enabled:
+                continue
+            if len(regions) < 2:
+                _log.info("conflicts_skipped", table=table.name,
+                          reason="a table in one region has no conflicts")
+                continue
+            self.tables[table.name] = table
+        self.detectors: dict[str, Detector] = {}
+        self.readers: dict[tuple[str, str], StreamReader] = {}
+        self.recent: deque[dict[str, Any]] = deque(maxlen=recent_limit)
+        self.reported: ReportedConflicts = ReportedConflicts()
+        self.conflicts_reported = 0
+        self.observe_errors = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._buckets: dict[str, TokenBucket] = {}
+        self._checkpoint_error: str | None = None
+        self._checkpoint_saved_at: float | None = None
+        self._running = False
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load checkpoints, then start a reader per table and region and the detector loop."""
+        if self._running:
+            return
+        state = await self._load()
+        self.reported = ReportedConflicts(state.reported)
+        regions = sorted({r for t in self.tables.values() for r in self.config.table_regions(t)})
+        await self.clients.start(regions)
+        for name, table in self.tables.items():
+            table_regions = self.config.table_regions(table)
+            self.detectors[name] = Detector(
+                {name: table_regions},
+                DetectorSettings(
+                    version_attribute=table.conflicts.version_attribute,
+                    writer_attribute=table.conflicts.writer_attribute,
+                    settle_seconds=self.config.streams.settle_seconds,
+                ),
+            )
+            for region in table_regions:
+                positions = {
+                    shard: pos for (t, r, shard), pos in state.positions.items()
+                    if t == name and r == region
+                }
+                reader = StreamReader(
+                    name, region, self.clients, self._on_record, clock=self.clock,
+                    settings=self.reader_settings, metrics=self.metrics,
+                    describe_bucket=self._buckets.setdefault(region, describe_stream_bucket()),
+                    positions=positions, rng=random.Random(self._rng.random()),
+                )
+                self.readers[(name, region)] = reader
+        self._running = True
+        for (name, region), reader in self.readers.items():
+            task = asyncio.create_task(reader.run(), name=f"gtmon-reader-{name}-{region}")
+            self._tasks.append(task)
+        self._tasks.append(asyncio.create_task(self._detector_loop(), name="gtmon-detector"))
+        self._tasks.append(asyncio.create_task(self._checkpoint_loop(), name="gtmon-checkpoints"))
+        _log.info(
+            "conflict_watcher_started", tables=sorted(self.tables), store=self.store.describe()
+        )
+
+    async def stop(self) -> None:
+        """Cancel readers and loops cleanly, then save the checkpoints one last time.
+
+        The detector is *not* flushed: judging unsettled items now could report a
+        region that is merely behind. Their records lie after the settled
+        checkpoint, so the next start reads and judges them again.
+        """
+        if not self._running:
+            return
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._tick()  # publish what already settled
+        await self.save_checkpoints()
+        _log.info("conflict_watcher_stopped")
+
+    # ---- records in ---------------------------------------------------------------------------
+
+    def _on_record(self, item: StreamRecord) -> None:
+        detector = self.detectors.get(item.table)
+        if detector is None:
+            return
+        try:
+            observation = from_stream_record(
+                item.table, item.region, item.record, item.observed_at if item.fresh else None
+            )
+        except (KeyError, ValueError, ImageError) as exc:
+            self.observe_errors += 1
+            _log.warning("stream_record_unusable", table=item.table, region=item.region,
+                         sequence=item.sequence_number, error=str(exc))
+            return
+        detector.observe(observation)
+
+    # ---- verdicts out -------------------------------------------------------------------------
+
+    async def _detector_loop(self) -> None:
+        while True:
+            try:
+                self._tick()
+            except Exception:  # a detector bug must not stop the readers
+                _log.exception("detector_failed")
+            await asyncio.sleep(self.detector_interval)
+
+    def _tick(self) -> None:
+        """Advance watermarks, collect verdicts, publish them, update the gauge."""
+        for (table, region), reader in self.readers.items():
+            mark = reader.watermark()
+            if mark is not None:
+                self.detectors[table].advance_watermark(table, region, mark)
+        now = self.clock.wall()
+        for table, detector in self.detectors.items():
+            for verdict in detector.poll(now):
+                self._publish(verdict, now)
+            self.metrics.detector_tracked_keys.labels(table).set(detector.tracked_keys(table))
+
+    def _publish(self, verdict: Verdict, now: float) -> None:
+        fingerprint = verdict_fingerprint(verdict)
+        if not self.reported.should_report(fingerprint, now):
+            _log.info("lww_conflict_already_reported", table=verdict.table,
+                      key=_image_json(verdict.key), fingerprint=fingerprint)
+            return
+        winner = verdict.winner_region or UNKNOWN
+        loser = verdict.loser_region or UNKNOWN
+        if verdict.certain:
+            self.metrics.lww_conflicts.labels(verdict.table, winner, loser).inc()
+        self.conflicts_reported += 1
+        entry: dict[str, Any] = {
+            "table": verdict.table,
+            "key": _image_json(verdict.key),
+            "winner_region": winner,
+            "loser_region": loser,
+            "lost_created_at": verdict.lost_created_at,
+            "winner_created_at": verdict.winner_created_at,
+            "lost_is_delete": verdict.lost_is_delete,
+            "winner_is_delete": verdict.winner_is_delete,
+            "mode": verdict.mode,
+            "certain": verdict.certain,
+            "reported_at": now,
+            "fingerprint": fingerprint,
+        }
+        if self.config.streams.log_item_images:
+            entry["lost_image"] = _image_json(verdict.lost_image)
+            entry["winning_image"] = _image_json(verdict.winning_image)
+            entry["evidence"] = verdict.evidence
+            if verdict.candidates:
+                entry["candidates"] = [_image_json(c) for c in verdict.candidates]
+        self.recent.appendleft(entry)
+        fields = {k: v for k, v in entry.items() if k not in ("table",)}
+        _log.warning("lww_conflict", table=verdict.table, **fields)
+
+    # ---- checkpoints --------------------------------------------------------------------------
+
+    async def _load(self) -> CheckpointState:
+        try:
+            state = await self.store.load()
+        except Exception as exc:  # CheckpointError, AWS errors: all reported
+            # Monitoring goes on from the streams' start; fingerprints are gone, so
+            # conflicts still in the streams may be reported a second time: say so.
+            self._checkpoint_error = str(exc)
+            _log.error("checkpoint_load_failed", store=self.store.describe(), error=str(exc),
+                       consequence="reading from TRIM_HORIZON; recent conflicts may be "
+                       "reported again")
+            return CheckpointState()
+        _log.info("checkpoint_loaded", store=self.store.describe(), shards=len(state.positions),
+                  fingerprints=len(state.reported))
+        return state
+
+    def checkpoint_state(self) -> CheckpointState:
+        """What would be saved now: settled positions of every reader and fingerprints."""
+        now = self.clock.wall()
+        positions: dict[tuple[str, str, str], ShardPosition] = {}
+        for (table, region), reader in self.readers.items():
+            for shard, pos in reader.checkpoint(now).items():
+                positions[(table, region, shard)] = pos
+        return CheckpointState(positions, self.reported.snapshot(now))
+
+    async def save_checkpoints(self) -> None:
+        """Persist positions and fingerprints; a failure is reported, never raised."""
+        try:
+            await self.store.save(self.checkpoint_state())
+        except Exception as exc:  # a full disk must not stop monitoring
+            self._checkpoint_error = str(exc)
+            _log.error("checkpoint_save_failed", store=self.store.describe(), error=str(exc))
+            return
+        self._checkpoint_error = None
+        self._checkpoint_saved_at = self.clock.wall()
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.checkpoint_interval)
+            await self.save_checkpoints()
+
+    # ---- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Per table and region: shards, lag, last error, records; recent conflicts newest first."""
+        tables: dict[str, Any] = {}
+        for name, table in self.tables.items():
+            detector = self.detectors.get(name)
+            tables[name] = {
+                "mode": "exact" if (table.conflicts.version_attribute
+                                    or table.conflicts.writer_attribute) else "inferred",
+                "tracked_keys": detector.tracked_keys(name) if detector else 0,
+                "regions": {
+                    region: self.readers[(name, region)].status()
+                    for region in self.config.table_regions(table)
+                    if (name, region) in self.readers
+                },
+            }
+        return {
+            "running": self._running,
+            "tables": tables,
+            "conflicts_reported": self.conflicts_reported,
+            "conflicts_suppressed_after_restart": self.reported.suppressed,
+            "recent_conflicts": list(self.recent),
+            "checkpoint": {
+                "store": self.store.describe(),
+                "last_saved_at": self._checkpoint_saved_at,
+                "last_error": self._checkpoint_error,
+            },
+        }
+
+    def reader(self, table: str, region: str) -> StreamReader:
+        """The reader of one table and region (for tests and diagnostics)."""
+        return self.readers[(table, region)]

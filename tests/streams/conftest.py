@@ -1,0 +1,87 @@
+"""Stream-reader tests: real aioboto3 clients over HTTP against the session emulator.
+
+Helpers live in streams_helpers.py (imported by name; this directory is put on
+sys.path here so that works whatever pytest's import mode).
+"""
+
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+from monitor.aws import AwsClients  # noqa: E402
+from monitor.config import AwsSettings  # noqa: E402
+from monitor.emulator import EmulatorServer, StreamSettings  # noqa: E402
+from monitor.emulator.control import ControlClient  # noqa: E402
+from monitor.metrics import Metrics  # noqa: E402
+
+REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
+
+
+@pytest.fixture
+def stream_settings(emu: EmulatorServer) -> Iterator[Callable[..., StreamSettings]]:
+    """`stream_settings(**fields)` swaps the live stream store's settings; restored after."""
+    store = emu.emulator.streams
+    original = store.settings
+
+    def swap(**fields: float) -> StreamSettings:
+        merged = {
+            "shard_rollover_seconds": original.shard_rollover_seconds,
+            "retention_seconds": original.retention_seconds,
+            "iterator_ttl_seconds": original.iterator_ttl_seconds,
+            **fields,
+        }
+        with emu.emulator.lock:
+            store.settings = StreamSettings(**merged)
+        return store.settings
+
+    yield swap
+    with emu.emulator.lock:
+        store.settings = original
+
+
+@pytest.fixture
+def control(emu: EmulatorServer) -> Iterator[ControlClient]:
+    """The emulator's fault API; every fault is cleared after the test."""
+    ctl = ControlClient(emu.url)
+    yield ctl
+    ctl.fault("clear")
+    for region in REGIONS:
+        ctl.fault("restore", region=region)
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry(), "test")
+
+
+@pytest.fixture
+async def aws(emu: EmulatorServer, metrics: Metrics) -> AsyncIterator[AwsClients]:
+    """gtmon's own clients: short timeouts, no SDK retries (the reader does its own)."""
+    clients = AwsClients(
+        AwsSettings(
+            endpoint_url=emu.url, connect_timeout_seconds=1.0, read_timeout_seconds=1.0,
+            max_attempts=1,
+        ),
+        metrics=metrics,
+    )
+    await clients.start(REGIONS)
+    yield clients
+    await clients.close()
+
+
+@pytest.fixture
+def sample(metrics: Metrics) -> Callable[..., Any]:
+    """`sample(name, **labels)`: a metric's value in the test registry (0.0 if absent)."""
+
+    def get(name: str, **labels: str) -> float:
+        value = metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    return get
