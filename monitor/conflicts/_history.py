@@ -37,7 +37,7 @@ merge the records of one delete seen in several regions.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 from monitor.conflicts._images import (
@@ -409,6 +409,7 @@ def analyze(
 ) -> Analysis:
     """Judge one settled episode of one item; ``by_region`` holds records in apply order."""
     chains = build_chains(by_region)
+    blurred = _tombstones_blurred(chains)
     segments = _split(chains)
     verdicts: list[Verdict] = []
     all_outcomes: list[dict[Outcome, float]] = []
@@ -427,8 +428,53 @@ def analyze(
         if not any(outcomes):
             continue
         all_outcomes.append(outcomes)
-        verdicts.extend(_verdicts(table, key, seg, outcomes, settings, trunc or relaxed))
+        found = _verdicts(table, key, seg, outcomes, settings, trunc or relaxed)
+        if blurred:
+            found = [_blur(v) for v in found]
+        verdicts.extend(found)
     return Analysis(verdicts, all_outcomes, len(segments), inconsistent, truncated)
+
+
+def _tombstones_blurred(chains: Sequence[_Chain]) -> bool:
+    """True when tombstone names rest on a guess.
+
+    A region holding several deletes before the same next common version, while
+    another region holds a different number of them, leaves it open which of its
+    deletes the others saw. Then nothing about the item is named (see _blur).
+    """
+    counts: list[dict[NodeId | None, int]] = []
+    for ch in chains:
+        per: dict[NodeId | None, int] = {}
+        for node in ch.nodes:
+            if node[0] == "D":
+                succ = node[1]
+                per[succ if isinstance(succ, tuple) else None] = (
+                    per.get(succ if isinstance(succ, tuple) else None, 0) + 1
+                )
+        counts.append(per)
+    succs = {s for per in counts for s in per}
+    for succ in succs:
+        seen = [per.get(succ, 0) for per in counts]
+        if max(seen) >= 2 and len(set(seen)) > 1:
+            return True
+    return False
+
+
+def _blur(v: Verdict) -> Verdict:
+    return replace(
+        v,
+        loser_region=UNKNOWN,
+        winner_region=UNKNOWN,
+        lost_image=None,
+        winning_image=None,
+        lost_is_delete=False,
+        winner_is_delete=False,
+        mode="ambiguous",
+        certain=False,
+        candidates=v.candidates or ((v.lost_image,) if v.lost_image is not None else ()),
+        evidence="several deletes of this item cannot be told apart across regions "
+        "(tombstones carry no attributes); a write was probably lost: " + v.evidence,
+    )
 
 
 def _closed(segment: list[_Chain]) -> bool:
