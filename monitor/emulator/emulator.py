@@ -216,8 +216,10 @@ class Emulator:
                 time.sleep(0.05)
                 with self.lock:
                     if self.faults.outage(region) != "blackhole":
-                        return
-            raise AwsError("InternalServerError", "black hole: no answer", status=504)
+                        break
+            # A black hole loses the request: it is never applied, not even late when the
+            # region is restored (its client has long timed out and may have retried).
+            raise AwsError("InternalServerError", "black hole: the request was lost", status=504)
         if mode == "error":
             raise AwsError("InternalServerError", f"Region {region} is unavailable (injected outage)", 500)
         if throttled:
