@@ -508,50 +508,51 @@ class StreamReader:
         interval = AdaptiveInterval(settings.poll_interval_min, settings.poll_interval_max)
         backoff = self._backoff()
         iterator: str | None = None
-        try:
-            while not shard.finished:
-                try:
+        while not shard.finished:
+            try:
+                if iterator is None:
+                    iterator = await self._iterator(shard)
                     if iterator is None:
-                        iterator = await self._iterator(shard)
-                        if iterator is None:
-                            self._finish(shard)
-                            break
-                    delay, iterator = await self._poll(shard, iterator, interval)
-                    backoff.reset()
-                except ExpiredIterator as exc:
-                    self._log.info(
-                        "iterator_expired", shard_id=shard.shard_id, resume_after=shard.last_seq
-                    )
-                    self._note(exc)
-                    iterator, delay = None, 0.0
-                except TrimmedData as exc:
-                    self._lost(shard, exc)
-                    self._restart_at_trim_horizon(shard)  # the oldest record still kept
-                    iterator, delay = None, 0.0
-                except (Throttled, RegionUnavailable) as exc:
-                    self._report(exc, "backing off")
-                    shard.caught_up = False
-                    delay = backoff.next_delay()
-                except AccessDenied as exc:
-                    self._report(exc, "retrying slowly")
-                    delay = self.settings.retry_slow_seconds
-                except NotFound as exc:
-                    self._report(exc, "getting a new iterator")
-                    iterator, delay = None, backoff.next_delay()
-                except AwsCallError as exc:  # ValidationException: a bad iterator
-                    self._report(exc, "getting a new iterator")
-                    iterator, delay = None, backoff.next_delay()
-                except Exception as exc:  # a bug must not end the daemon: log, back off, go on
-                    self._log.exception("stream_reader_bug", shard_id=shard.shard_id)
-                    self.last_error = {"code": type(exc).__name__, "operation": "read_shard",
-                                       "message": str(exc), "at": self.clock.wall()}
-                    delay = backoff.next_delay()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-        finally:
-            if shard.finished:
-                self._closed_at = self._closed_at or self.clock.wall()
-                self._discover.set()
+                        self._finish(shard)
+                        break
+                delay, iterator = await self._poll(shard, iterator, interval)
+                backoff.reset()
+            except ExpiredIterator as exc:
+                self._log.info(
+                    "iterator_expired", shard_id=shard.shard_id, resume_after=shard.last_seq
+                )
+                self._note(exc)
+                iterator, delay = None, 0.0
+            except TrimmedData as exc:
+                self._lost(shard, exc)
+                self._restart_at_trim_horizon(shard)  # the oldest record still kept
+                iterator, delay = None, 0.0
+            except (Throttled, RegionUnavailable) as exc:
+                self._report(exc, "backing off")
+                shard.caught_up = False
+                delay = backoff.next_delay()
+            except AccessDenied as exc:
+                self._report(exc, "retrying slowly")
+                delay = self.settings.retry_slow_seconds
+            except NotFound as exc:
+                self._report(exc, "getting a new iterator")
+                iterator, delay = None, backoff.next_delay()
+            except AwsCallError as exc:  # ValidationException: a bad iterator
+                self._report(exc, "getting a new iterator")
+                iterator, delay = None, backoff.next_delay()
+            except Exception as exc:  # a bug must not end the daemon: log, back off, go on
+                self._log.exception("stream_reader_bug", shard_id=shard.shard_id)
+                self.last_error = {"code": type(exc).__name__, "operation": "read_shard",
+                                   "message": str(exc), "at": self.clock.wall()}
+                delay = backoff.next_delay()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        # Only a finished shard gets here (cancellation propagates). Children already
+        # listed start now; a fresh listing (for children not yet listed, and before the
+        # watermark may move on) follows at once.
+        self._closed_at = self._closed_at or self.clock.wall()
+        self._start_ready_shards()
+        self._discover.set()
 
     def _note(self, exc: AwsCallError) -> None:
         self.last_error = {

@@ -13,13 +13,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from prometheus_client import CollectorRegistry  # noqa: E402
+from prometheus_client import CollectorRegistry
 
-from monitor.aws import AwsClients  # noqa: E402
-from monitor.config import AwsSettings  # noqa: E402
-from monitor.emulator import EmulatorServer, StreamSettings  # noqa: E402
-from monitor.emulator.control import ControlClient  # noqa: E402
-from monitor.metrics import Metrics  # noqa: E402
+from monitor.aws import AwsClients
+from monitor.config import AwsSettings
+from monitor.emulator import EmulatorServer, StreamSettings
+from monitor.emulator.control import ControlClient
+from monitor.metrics import Metrics
 
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
 

@@ -35,7 +35,9 @@ def wait_sync(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "
         time.sleep(0.02)
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+async def wait_for(
+    predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition"
+) -> Any:
     """Poll `predicate` on the event loop until truthy; fail naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -50,7 +52,9 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: st
 def create_table(ddb: Any, name: str, stream: bool = True) -> None:
     extra: dict[str, Any] = {}
     if stream:
-        extra["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+        extra["StreamSpecification"] = {
+            "StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES",
+        }
     ddb.create_table(
         TableName=name,
         KeySchema=[{"AttributeName": "OrderID", "KeyType": "HASH"}],
@@ -59,7 +63,9 @@ def create_table(ddb: Any, name: str, stream: bool = True) -> None:
     )
 
 
-def make_global(client: ClientFactory, name: str = "Orders", regions: list[str] | None = None) -> dict[str, Any]:
+def make_global(
+    client: ClientFactory, name: str = "Orders", regions: list[str] | None = None
+) -> dict[str, Any]:
     """Create `name` in the first region, add replicas with UpdateTable, wait until ACTIVE."""
     regions = regions or REGIONS
     ddb = client(regions[0])
@@ -121,5 +127,6 @@ async def running(stream_reader: StreamReader) -> AsyncIterator[StreamReader]:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         assert not [
-            t for t in asyncio.all_tasks() if t.get_name().startswith("gtmon-stream-") and not t.done()
+            t for t in asyncio.all_tasks()
+            if t.get_name().startswith("gtmon-stream-") and not t.done()
         ], "shard tasks left running after the reader was cancelled"
