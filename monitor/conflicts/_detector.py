@@ -66,14 +66,19 @@ class Detector:
                 raise ValueError(f"table {table!r} has no regions")
             self._tables[table] = _Table(regs, {r: -math.inf for r in regs})
         self._ready: list[Verdict] = []
-        self.stats: dict[str, int] = {
-            "records": 0,
+        self._records = 0
+        self._stats: dict[str, int] = {
             "items_settled": 0,
             "items_forced": 0,
             "items_inconsistent": 0,
             "items_truncated": 0,
             "prefixes_judged": 0,
         }
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters for logs and the bench: records seen, items judged, forced, degraded."""
+        return {"records": self._records, **self._stats}
 
     # -- input ----------------------------------------------------------------------
 
@@ -85,29 +90,39 @@ class Detector:
 
     def observe(self, obs: Observation) -> None:
         """Buffer one record. Records of one region must come in apply order."""
-        t = self._table(obs.table)
-        if obs.region not in t.watermarks:
-            raise ValueError(f"region {obs.region!r} is not a replica of table {obs.table!r}")
-        item = t.items.get(obs.key)
+        t = self._tables.get(obs.table) or self._table(obs.table)
+        region = obs.region
+        if region not in t.watermarks:
+            raise ValueError(f"region {region!r} is not a replica of table {obs.table!r}")
+        key = obs.key
+        item = t.items.get(key)
         if item is None:
-            if len(t.items) >= self.settings.max_tracked_keys:
-                oldest = next(iter(t.items))
-                self._settle(obs.table, t, oldest, forced=True)
-            item = t.items[obs.key] = _Item()
-        item.by_region.setdefault(obs.region, []).append(obs)
+            while len(t.items) >= self.settings.max_tracked_keys and t.heap:
+                self._force_bucket(obs.table, t, heapq.heappop(t.heap))
+            item = t.items[key] = _Item()
+        recs = item.by_region.get(region)
+        if recs is None:
+            item.by_region[region] = [obs]
+        else:
+            recs.append(obs)
         item.records += 1
-        self.stats["records"] += 1
+        self._records += 1
         seen = obs.observed_at if obs.observed_at is not None else obs.created_at
         if seen < item.first_seen:
             item.first_seen = seen
-        if obs.created_at > item.last_created:
-            item.last_created = obs.created_at
-        due = math.floor(item.last_created)
-        if item.due != due or obs.key in t.waiting:
-            t.waiting.pop(obs.key, None)
-            self._schedule(t, obs.key, item, due)
+        created = obs.created_at
+        if created > item.last_created:
+            item.last_created = created
+            due = math.floor(created)
+            if due != item.due:
+                if t.waiting:
+                    t.waiting.pop(key, None)
+                self._schedule(t, key, item, due)
+        elif t.waiting and key in t.waiting:
+            del t.waiting[key]  # new evidence: look again when its second is due
+            self._schedule(t, key, item, math.floor(item.last_created))
         if item.records >= self.settings.max_records_per_key:
-            self._settle_prefix(obs.table, t, obs.key, item)
+            self._settle_prefix(obs.table, t, key, item)
 
     @staticmethod
     def _schedule(t: _Table, key: Image, item: _Item, due: int) -> None:
@@ -117,6 +132,13 @@ class Detector:
             bucket = t.buckets[due] = []
             heapq.heappush(t.heap, due)
         bucket.append(key)
+
+    def _force_bucket(self, name: str, t: _Table, due: int) -> None:
+        """Judge now every item whose last write fell in second ``due`` (memory or age bound)."""
+        for key in t.buckets.pop(due, []):
+            item = t.items.get(key)
+            if item is not None and item.due == due:
+                self._settle(name, t, key, forced=True)
 
     def advance_watermark(self, table: str, region: str, t: float) -> None:
         """The reader of ``region`` has read every record created up to ``t`` (never goes back)."""
@@ -150,11 +172,9 @@ class Detector:
                 elif now - item.first_seen >= limit:
                     self._settle(name, t, key, forced=True)
             # Items whose regions never pass their writes (a region down for good).
-            while t.items:
-                key, item = next(iter(t.items.items()))
-                if now - item.first_seen < limit:
-                    break
-                self._settle(name, t, key, forced=True)
+            stale = now - limit
+            while t.heap and t.heap[0] <= stale:
+                self._force_bucket(name, t, heapq.heappop(t.heap))
         out, self._ready = self._ready, []
         return out
 
@@ -205,15 +225,15 @@ class Detector:
             i = max(j for j, o in enumerate(recs) if o.new_image == cut)
             head[region], item.by_region[region] = recs[: i + 1], recs[i + 1 :]
         item.records = sum(len(v) for v in item.by_region.values())
-        self.stats["prefixes_judged"] += 1
+        self._stats["prefixes_judged"] += 1
         self._judge(name, key, head)
 
     def _settle(self, name: str, t: _Table, key: Image, forced: bool) -> None:
         item = t.items.pop(key)
         t.waiting.pop(key, None)
-        self.stats["items_settled"] += 1
+        self._stats["items_settled"] += 1
         if forced:
-            self.stats["items_forced"] += 1
+            self._stats["items_forced"] += 1
         self._judge(name, key, item.by_region)
 
     def _judge(self, name: str, key: Image, records: Mapping[str, list[Observation]]) -> None:
@@ -231,9 +251,9 @@ class Detector:
             return
         result = judge(name, key, by_region, self.settings)
         if result.inconsistent:
-            self.stats["items_inconsistent"] += 1
+            self._stats["items_inconsistent"] += 1
         if result.truncated:
-            self.stats["items_truncated"] += 1
+            self._stats["items_truncated"] += 1
         self._ready.extend(result.verdicts)
 
 
