@@ -1,0 +1,233 @@
+"""Shared plumbing for the canary benchmarks (bench/lag_accuracy.py, stall.py, footprint.py).
+
+The emulator runs in a child process (``python bench/_common.py emulator SPEC``) so
+that its CPU work (moto, werkzeug) neither competes with the monitor for one GIL
+nor counts in the monitor's figures; ground truth comes back over its control API.
+Both sides use their own clocks: only durations are ever compared.
+
+Every benchmark prints one JSON object last:
+``{"bench", "params", "results", "targets", "met"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+# ---- numbers ------------------------------------------------------------------------------
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100); None for no data."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ms(value: float | None, digits: int = 1) -> float | None:
+    """Seconds to rounded milliseconds (None stays None)."""
+    return None if value is None else round(value * 1000.0, digits)
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, Any]:
+    """n, p50, p90, p99 and max of durations given in seconds, in milliseconds."""
+    return {
+        "n": len(values),
+        "p50_ms": ms(percentile(values, 50)),
+        "p90_ms": ms(percentile(values, 90)),
+        "p99_ms": ms(percentile(values, 99)),
+        "max_ms": ms(max(values) if values else None),
+    }
+
+
+def emit(bench: str, params: dict[str, Any], results: dict[str, Any], targets: dict[str, Any],
+         met: dict[str, bool]) -> None:
+    """Print the benchmark's one JSON object (last on stdout)."""
+    print(json.dumps(
+        {"bench": bench, "params": params, "results": results, "targets": targets, "met": met},
+        indent=2, sort_keys=False,
+    ), flush=True)
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout ends with the JSON object alone."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---- the emulator in a child process ------------------------------------------------------
+
+def delay_json(ms_: float, jitter_ms: float = 0.0, kind: str = "fixed") -> dict[str, Any]:
+    return {"ms": ms_, "jitter_ms": jitter_ms, "kind": kind}
+
+
+def describe_delay(spec: dict[str, Any]) -> str:
+    if spec["kind"] == "fixed" or not spec.get("jitter_ms"):
+        return f"fixed {spec['ms']:g} ms"
+    if spec["kind"] == "uniform":
+        low, high = spec["ms"], spec["ms"] + spec["jitter_ms"]
+        return f"uniform {low:g}-{high:g} ms"
+    return f"lognormal {spec['ms']:g} ms + median {spec['jitter_ms']:g} ms"
+
+
+class EmulatorProcess:
+    """An emulator served from a child process on a loopback port.
+
+    `spec`: {"regions": [...], "default_delay": delay, "link_delays": [[src, dst, delay]],
+    "client_latency": {region: delay}, "replica_activation_seconds": s}. The child exits when
+    its stdin closes, so it never outlives the benchmark.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.process = subprocess.Popen(
+            [PYTHON, str(Path(__file__).resolve()), "emulator", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("URL "):
+            self.close()
+            raise RuntimeError(f"the emulator did not start (said {line!r})")
+        self.url = line.split(" ", 1)[1].strip()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.close()
+                self.process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def __enter__(self) -> EmulatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _serve_emulator(spec: dict[str, Any]) -> None:
+    from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings
+
+    def delay(value: dict[str, Any]) -> DelaySpec:
+        return DelaySpec(ms=value["ms"], jitter_ms=value.get("jitter_ms", 0.0),
+                         kind=value.get("kind", "fixed"))
+
+    settings = EmulatorSettings(
+        regions=list(spec["regions"]),
+        default_delay=delay(spec.get("default_delay", delay_json(100))),
+        link_delays={(a, b): delay(d) for a, b, d in spec.get("link_delays", [])},
+        client_latency={r: delay(d) for r, d in spec.get("client_latency", {}).items()},
+        replica_activation_seconds=spec.get("replica_activation_seconds", 0.2),
+        seed=spec.get("seed"),
+    )
+    server = EmulatorServer(Emulator(settings), "127.0.0.1", 0).start()
+    print(f"URL {server.url}", flush=True)
+    try:
+        sys.stdin.read()  # until the parent closes our stdin (or dies)
+    except (OSError, ValueError):
+        pass
+    server.close()
+
+
+# ---- tables, through boto3 (for the bench process itself) ---------------------------------
+
+def boto_client(url: str, region: str, service: str = "dynamodb") -> Any:
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        service, region_name=region, endpoint_url=url, aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        config=BotoConfig(retries={"max_attempts": 3, "mode": "standard"}, read_timeout=30),
+    )
+
+
+def create_global_table(url: str, name: str, regions: Sequence[str], key: str = "pk",
+                        timeout: float = 60.0) -> None:
+    """A PAY_PER_REQUEST table keyed by `key` (S) with replicas in every region, ACTIVE."""
+    home = boto_client(url, regions[0])
+    home.create_table(
+        TableName=name, KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    if len(regions) > 1:
+        home.update_table(
+            TableName=name, ReplicaUpdates=[{"Create": {"RegionName": r}} for r in regions[1:]]
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        table = home.describe_table(TableName=name)["Table"]
+        if table["TableStatus"] == "ACTIVE" and all(
+            r.get("ReplicaStatus") == "ACTIVE" for r in table.get("Replicas", [])
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} not ACTIVE after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+# ---- ground truth ------------------------------------------------------------------------
+
+def truth_by_seq(writes: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Canary writes from the control API's truth, keyed by (origin region, gtmon_seq)."""
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    for write in writes:
+        image = write.get("image") or {}
+        seq = image.get("gtmon_seq", {}).get("N")
+        if seq is not None:
+            found[(write["origin"], int(seq))] = write
+    return found
+
+
+# ---- a process's own footprint (Linux /proc, no psutil) -----------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` (its threads included), in seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def proc_rss_bytes(pid: int) -> int:
+    """VmRSS of `pid`."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "emulator":
+        _serve_emulator(json.loads(sys.argv[2]))
+    else:
+        print("usage: _common.py emulator SPEC_JSON", file=sys.stderr)
+        sys.exit(2)

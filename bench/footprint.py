@@ -1,0 +1,252 @@
+"""The daemon's memory and CPU: 3 regions x 5 monitored tables at 1 canary/s.
+
+The emulator runs in one child process (the sandbox's distances: link delays of
+0.6-1.5 s and the client round trips a monitor in us-east-1 sees); each daemon
+runs as its own child process, `python -m monitor run --config FILE`, so its RSS
+(/proc/PID/status VmRSS) and CPU (/proc/PID/stat utime + stime) are its own.
+Two daemons run side by side against the same emulator:
+
+* `five_tables`: tables T1..T5 (global tables in the three regions), each with a
+  `canary_key` template, so five canary targets;
+* `dedicated`: the single dedicated canary table.
+
+CPU is counted from `--settle` seconds after the daemon is ready (imports and
+start-up excluded, reported apart) to the end. The daemon's own /metrics give the
+AWS calls it made in that window, hence CPU per AWS call.
+
+    python bench/footprint.py [--quick] [--seconds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (  # noqa: E402
+    PYTHON,
+    ROOT,
+    EmulatorProcess,
+    create_global_table,
+    delay_json,
+    emit,
+    log,
+    proc_cpu_seconds,
+    proc_rss_bytes,
+)
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from monitor.sandbox import REGIONS, SANDBOX_CLIENT_LATENCY, SANDBOX_LINK_DELAYS  # noqa: E402
+
+TABLES = [f"T{i}" for i in range(1, 6)]
+CANARY_KEY = {"pk": "__gtmon__#{instance}#{source}"}
+TARGET_RSS_MB = 100.0
+TARGET_CPU = 0.02  # of one core
+
+
+def emulator_spec() -> dict[str, Any]:
+    return {
+        "regions": REGIONS,
+        "default_delay": delay_json(800),
+        "link_delays": [[a, b, delay_json(s.ms, s.jitter_ms, s.kind)]
+                        for (a, b), s in SANDBOX_LINK_DELAYS.items()],
+        "client_latency": {r: delay_json(s.ms, s.jitter_ms, s.kind)
+                           for r, s in SANDBOX_CLIENT_LATENCY.items()},
+        "replica_activation_seconds": 0.2,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def daemon_config(url: str, name: str, port: int, workdir: Path, interval: float) -> dict[str, Any]:
+    tables = [{"name": t, "canary_key": dict(CANARY_KEY)} for t in TABLES] if name == "five_tables" else []
+    return {
+        "instance_id": f"bench-{name}",
+        "regions": REGIONS,
+        "aws": {"endpoint_url": url},
+        "canary": {"interval_seconds": interval},
+        "tables": tables,
+        "streams": {"checkpoint_path": str(workdir / f"{name}-checkpoints.json")},
+        "metrics": {"host": "127.0.0.1", "port": port},
+        "log": {"format": "json", "level": "warning"},
+    }
+
+
+class Daemon:
+    def __init__(self, name: str, config: dict[str, Any], workdir: Path) -> None:
+        self.name = name
+        self.port = config["metrics"]["port"]
+        path = workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        self.stderr = open(workdir / f"{name}.log", "wb")  # noqa: SIM115
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [PYTHON, "-m", "monitor", "run", "--config", str(path)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.stderr,
+        )
+        self.ready_after: float | None = None
+        self.rss: list[int] = []
+        self.window: tuple[float, float, dict[str, float]] | None = None  # t, cpu, calls
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def get(self, path: str) -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as response:
+                return str(response.read().decode())
+        except OSError:
+            return None
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daemon {self.name} exited with {self.process.returncode}")
+            if self.get("/readyz") is not None:
+                self.ready_after = time.monotonic() - self.started
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"daemon {self.name} not ready after {timeout:.0f} s")
+
+    def counters(self) -> dict[str, float]:
+        """AWS calls by operation and canary operations, from the daemon's /metrics."""
+        text = self.get("/metrics") or ""
+        found: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "gtmon_aws_request_duration_seconds_count":
+                    key = f"aws_{sample.labels['operation']}"
+                    found[key] = found.get(key, 0.0) + sample.value
+                elif sample.name == "gtmon_canary_operations_total":
+                    key = f"canary_{sample.labels['operation']}_{sample.labels['result']}"
+                    found[key] = found.get(key, 0.0) + sample.value
+        return found
+
+    def mark(self) -> tuple[float, float, dict[str, float]]:
+        return time.monotonic(), proc_cpu_seconds(self.pid), self.counters()
+
+    def stop(self) -> int | None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.stderr.close()
+        return self.process.returncode
+
+
+def report(daemon: Daemon, start: tuple[float, float, dict[str, float]],
+           end: tuple[float, float, dict[str, float]], startup_cpu: float) -> dict[str, Any]:
+    wall = end[0] - start[0]
+    cpu = end[1] - start[1]
+    calls = {k: end[2].get(k, 0.0) - start[2].get(k, 0.0) for k in end[2]}
+    aws_calls = sum(v for k, v in calls.items() if k.startswith("aws_"))
+    return {
+        "pid": daemon.pid,
+        "ready_after_s": round(daemon.ready_after or 0.0, 2),
+        "startup_cpu_s": round(startup_cpu, 2),
+        "window_s": round(wall, 1),
+        "rss_mb_max": round(max(daemon.rss) / 2**20, 1),
+        "rss_mb_end": round(daemon.rss[-1] / 2**20, 1),
+        "cpu_fraction_of_one_core": round(cpu / wall, 4),
+        "cpu_seconds": round(cpu, 2),
+        "aws_calls": int(aws_calls),
+        "aws_calls_per_s": round(aws_calls / wall, 1),
+        "cpu_ms_per_aws_call": round(cpu * 1000 / aws_calls, 2) if aws_calls else None,
+        "calls_by_kind": {k: int(v) for k, v in sorted(calls.items()) if v},
+        "reads_per_canary_write": round(
+            calls.get("canary_read_ok", 0.0) / calls["canary_write_ok"], 2
+        ) if calls.get("canary_write_ok") else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="30 s instead of 5 minutes")
+    parser.add_argument("--seconds", type=float, help="measuring window")
+    parser.add_argument("--settle", type=float, help="seconds after ready before measuring")
+    parser.add_argument("--interval", type=float, default=1.0, help="canary interval (s)")
+    args = parser.parse_args()
+    args.seconds = args.seconds or (24.0 if args.quick else 300.0)
+    args.settle = args.settle if args.settle is not None else (3.0 if args.quick else 15.0)
+    started = time.monotonic()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="gtmon-footprint-") as tmp, \
+            EmulatorProcess(emulator_spec()) as emulator:
+        workdir = Path(tmp)
+        log(f"emulator {emulator.url} (pid {emulator.pid})")
+        for table in [*TABLES, "gtmon-canary"]:
+            create_global_table(emulator.url, table, REGIONS)
+        daemons = [
+            Daemon(name, daemon_config(emulator.url, name, free_port(), workdir, args.interval), workdir)
+            for name in ("five_tables", "dedicated")
+        ]
+        try:
+            for daemon in daemons:
+                daemon.wait_ready()
+            time.sleep(args.settle)
+            startup = {d.name: proc_cpu_seconds(d.pid) for d in daemons}
+            starts = {d.name: d.mark() for d in daemons}
+            emulator_cpu0 = proc_cpu_seconds(emulator.pid)
+            log(f"measuring for {args.seconds:.0f} s")
+            deadline = time.monotonic() + args.seconds
+            while time.monotonic() < deadline:
+                for daemon in daemons:
+                    if daemon.process.poll() is not None:
+                        raise RuntimeError(f"daemon {daemon.name} exited early")
+                    daemon.rss.append(proc_rss_bytes(daemon.pid))
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            ends = {d.name: d.mark() for d in daemons}
+            for daemon in daemons:
+                results[daemon.name] = report(daemon, starts[daemon.name], ends[daemon.name],
+                                              startup[daemon.name])
+            results["emulator_cpu_fraction"] = round(
+                (proc_cpu_seconds(emulator.pid) - emulator_cpu0) / args.seconds, 3)
+        finally:
+            for daemon in daemons:
+                code = daemon.stop()
+                results.setdefault(daemon.name, {})["exit_code"] = code
+    results["loadavg_1m_at_end"] = float(Path("/proc/loadavg").read_text().split()[0])
+    results["cpus"] = os.cpu_count()
+    results["wall_seconds"] = round(time.monotonic() - started, 1)
+    five = results["five_tables"]
+    dedicated = results["dedicated"]
+    targets = {"rss_mb": TARGET_RSS_MB, "cpu_fraction_of_one_core": TARGET_CPU}
+    met = {
+        "five_tables_rss": five["rss_mb_max"] <= TARGET_RSS_MB,
+        "five_tables_cpu": five["cpu_fraction_of_one_core"] <= TARGET_CPU,
+        "dedicated_rss": dedicated["rss_mb_max"] <= TARGET_RSS_MB,
+        "dedicated_cpu": dedicated["cpu_fraction_of_one_core"] <= TARGET_CPU,
+    }
+    params = {
+        "quick": args.quick, "seconds": args.seconds, "settle_s": args.settle,
+        "canary_interval_s": args.interval, "regions": REGIONS,
+        "five_tables": {"tables": TABLES, "canary_key": CANARY_KEY},
+        "dedicated": {"tables": [], "canary_table": "gtmon-canary"},
+        "distances": "gtmon sandbox defaults", "daemons_side_by_side": True,
+        "command": "python -m monitor run --config FILE",
+    }
+    emit("footprint", params, results, targets, met)
+
+
+if __name__ == "__main__":
+    main()
