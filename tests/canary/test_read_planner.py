@@ -1,0 +1,46 @@
+"""The read planner spends its budget around the expected arrival."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.canary.polling import LagHistory, plan_reads
+
+
+def test_without_history_reads_double_their_gaps_within_budget_and_timeout():
+    plan = plan_reads(None, max_reads=20, min_interval=0.02, timeout=5.0)
+    assert plan[0] == 0.0
+    assert len(plan) <= 20
+    assert all(b > a for a, b in zip(plan, plan[1:], strict=False))
+    assert plan[-1] <= 5.0
+
+
+@pytest.mark.parametrize("lag", [0.05, 0.5, 2.0, 5.0])
+def test_with_history_most_reads_fall_inside_the_expected_window(lag):
+    history = LagHistory()
+    for i in range(20):
+        history.add(lag + (i % 5) * 0.01)
+    window = history.window(min_spread=0.06)
+    assert window is not None
+    start, end = window
+    assert start <= lag <= end
+    plan = plan_reads(window, max_reads=20, min_interval=0.02, timeout=120)
+    assert len(plan) <= 20
+    # Every instant of the window has a read within one dense step of it.
+    step = max(0.02, (end - start) / 10)
+    for i in range(101):
+        instant = start + (end - start) * i / 100
+        assert min(abs(t - instant) for t in plan) <= step + 1e-9
+
+
+def test_history_keeps_only_recent_samples():
+    history = LagHistory(size=4)
+    for value in [9.0, 9.0, 9.0, 9.0, 1.0, 1.0, 1.0, 1.0]:
+        history.add(value)
+    window = history.window(0.01)
+    assert window is not None and window[1] < 2.0
+
+
+def test_a_budget_below_two_reads_is_refused():
+    with pytest.raises(ValueError):
+        plan_reads(None, max_reads=1, min_interval=0.02, timeout=1)
