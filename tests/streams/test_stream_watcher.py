@@ -1,0 +1,233 @@
+"""ConflictWatcher end to end: the seed conflict through readers, detector and publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from prometheus_client import CollectorRegistry
+from streams_helpers import REGIONS, make_global, put, wait_for
+
+from monitor.aws import AwsClients
+from monitor.clock import SystemClock
+from monitor.config import AwsSettings, Config, parse_config
+from monitor.conflicts import UNKNOWN, Verdict, canonical_image, canonical_key
+from monitor.emulator import EmulatorServer
+from monitor.emulator.control import ControlClient
+from monitor.metrics import Metrics
+from monitor.streams.reader import ReaderSettings
+from monitor.streams.watcher import ConflictWatcher
+
+pytestmark = pytest.mark.timeout(90)
+
+READER = ReaderSettings(
+    poll_interval_min=0.05, poll_interval_max=0.2, describe_interval=0.5, retry_slow_seconds=0.3,
+    backoff_base=0.05, backoff_cap=0.5, replay_seconds=0.0,
+)
+
+
+def config(tmp_path: Path, url: str, **streams: Any) -> Config:
+    return parse_config({
+        "instance_id": "test",
+        "regions": REGIONS,
+        "aws": {"endpoint_url": url, "connect_timeout_seconds": 1, "read_timeout_seconds": 1,
+                "max_attempts": 1},
+        "streams": {"poll_interval_min_seconds": 0.05, "poll_interval_max_seconds": 0.2,
+                    "settle_seconds": 1.0, "checkpoint_path": str(tmp_path / "cp.json"),
+                    **streams},
+        "tables": [{"name": "Orders"}],
+    })
+
+
+class Run:
+    """A watcher with its own registry and clients (a daemon process, as far as state goes)."""
+
+    def __init__(self, cfg: Config, reader: ReaderSettings = READER) -> None:
+        self.metrics = Metrics(CollectorRegistry(), "test")
+        self.clients = AwsClients(cfg.aws, metrics=self.metrics)
+        self.watcher = ConflictWatcher(
+            cfg, self.clients, self.metrics, SystemClock(), reader_settings=reader,
+            detector_interval=0.1, checkpoint_interval=0.5, rng=random.Random(3),
+        )
+
+    async def __aenter__(self) -> Run:
+        await self.watcher.start()
+        await wait_for(
+            lambda: all(r.watermark() is not None for r in self.watcher.readers.values()),
+            what="every region's reader to catch up",
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.watcher.stop()
+        await self.clients.close()
+
+    def conflicts(self, winner: str, loser: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "gtmon_lww_conflicts_total",
+            {"table": "Orders", "winner_region": winner, "loser_region": loser},
+        )
+        return value or 0.0
+
+    def total(self) -> float:
+        return sum(
+            s.value for m in self.metrics.registry.collect() if m.name == "gtmon_lww_conflicts"
+            for s in m.samples if s.name == "gtmon_lww_conflicts_total"
+        )
+
+    async def settled(self) -> None:
+        """Wait until the detector holds nothing more (everything judged)."""
+        await wait_for(lambda: self.watcher.status()["tables"]["Orders"]["tracked_keys"] == 0,
+                       what="the detector to judge every item")
+
+
+async def seed_conflict(emu: EmulatorServer, tables: dict[str, Any], key: str) -> None:
+    """OrderStatus Shipped in us-east-1, then Delivered in eu-west-1, while links are paused."""
+    ctl = ControlClient(emu.url)
+
+    def run() -> None:
+        put(tables["us-east-1"], "Orders", key, OrderStatus="Placed")
+        assert emu.emulator.settle(10)
+        ctl.fault("pause")
+        put(tables["us-east-1"], "Orders", key, OrderStatus="Shipped")
+        put(tables["eu-west-1"], "Orders", key, OrderStatus="Delivered")
+        ctl.fault("resume")
+        assert emu.emulator.settle(10)
+
+    await asyncio.to_thread(run)
+
+
+async def test_seed_conflict_is_reported_once_with_winner_and_loser(
+    emu: EmulatorServer, client: Any, tmp_path: Path
+) -> None:
+    tables = make_global(client)
+    with structlog.testing.capture_logs() as logs:
+        async with Run(config(tmp_path, emu.url)) as run:
+            await seed_conflict(emu, tables, "o-1001")
+            await wait_for(lambda: run.total() >= 1, what="the conflict to be counted")
+            await run.settled()
+            await asyncio.sleep(1.5)  # a second report would have arrived by now
+            status = run.watcher.status()
+            assert run.conflicts("eu-west-1", "us-east-1") == 1
+            assert run.total() == 1
+            gauge = run.metrics.registry.get_sample_value(
+                "gtmon_detector_tracked_keys", {"table": "Orders"})
+            assert gauge == 0
+    (event,) = [e for e in logs if e["event"] == "lww_conflict"]
+    assert event["table"] == "Orders"
+    assert event["key"] == {"OrderID": {"S": "o-1001"}}
+    assert (event["winner_region"], event["loser_region"]) == ("eu-west-1", "us-east-1")
+    assert event["certain"] is True and event["mode"] in ("exact", "inferred")
+    assert "lost_image" not in event and "evidence" not in event, "images logged without opt-in"
+    (recent,) = status["recent_conflicts"]
+    assert recent["winner_region"] == "eu-west-1" and recent["loser_region"] == "us-east-1"
+    for region in REGIONS:
+        reader = status["tables"]["Orders"]["regions"][region]
+        assert reader["state"] == "reading" and reader["last_error"] is None
+        assert reader["shards"]["open"] == 1 and reader["records"] >= 2
+
+
+async def test_sequential_writes_through_normal_lag_report_nothing(
+    emu: EmulatorServer, client: Any, tmp_path: Path
+) -> None:
+    tables = make_global(client)
+    async with Run(config(tmp_path, emu.url)) as run:
+        def writes() -> None:
+            for i, region in enumerate(REGIONS * 2):
+                put(tables[region], "Orders", "o-2", OrderStatus=f"step-{i}")
+                put(tables[region], "Orders", f"o-3-{i}", OrderStatus="New")
+                assert emu.emulator.settle(10)  # normal lag: each write seen before the next
+
+        await asyncio.to_thread(writes)
+        await run.settled()
+        await asyncio.sleep(0.5)
+        assert run.total() == 0
+        assert run.watcher.status()["recent_conflicts"] == []
+        assert run.watcher.status()["tables"]["Orders"]["regions"]["us-east-1"]["records"] == 12
+
+
+async def test_restart_does_not_report_a_conflict_again(
+    emu: EmulatorServer, client: Any, tmp_path: Path
+) -> None:
+    tables = make_global(client)
+    cfg = config(tmp_path, emu.url)
+    # A long replay window: the second run re-reads every record, the conflict's included.
+    replaying = ReaderSettings(**{**READER.__dict__, "replay_seconds": 600.0})
+    async with Run(cfg, replaying) as first:
+        await seed_conflict(emu, tables, "o-1001")
+        await wait_for(lambda: first.total() >= 1, what="the conflict in the first run")
+        await first.settled()
+    assert first.total() == 1
+    assert (tmp_path / "cp.json").exists()
+
+    async with Run(cfg, replaying) as second:
+        await wait_for(
+            lambda: second.watcher.status()["conflicts_suppressed_after_restart"] >= 1,
+            what="the replayed conflict to be recognised",
+        )
+        await second.settled()
+        assert second.total() == 0
+        assert second.watcher.status()["recent_conflicts"] == []
+        replayed = second.watcher.status()["tables"]["Orders"]["regions"]["us-east-1"]["records"]
+        assert replayed >= 3, "the second run did re-read the records"
+        # A new conflict after the restart is still reported.
+        await seed_conflict(emu, tables, "o-1002")
+        await wait_for(lambda: second.total() >= 1, what="the new conflict")
+        await second.settled()
+        await asyncio.sleep(0.5)
+        assert second.conflicts("eu-west-1", "us-east-1") == 1
+
+
+def _verdict(**overrides: Any) -> Verdict:
+    fields: dict[str, Any] = {
+        "table": "Orders",
+        "key": canonical_key({"OrderID": {"S": "o-9"}}),
+        "loser_region": "us-east-1",
+        "winner_region": "eu-west-1",
+        "lost_image": canonical_image({"OrderID": {"S": "o-9"}, "Email": {"S": "a@b.c"}}),
+        "winning_image": canonical_image({"OrderID": {"S": "o-9"}, "Email": {"S": "x@y.z"}}),
+        "lost_is_delete": False,
+        "winner_is_delete": False,
+        "lost_created_at": 100.0,
+        "winner_created_at": 101.0,
+        "mode": "exact",
+        "certain": True,
+        "evidence": "us-east-1 wrote {Email='a@b.c'} ...",
+    }
+    fields.update(overrides)
+    return Verdict(**fields)
+
+
+@pytest.mark.parametrize("log_images", [False, True])
+def test_publishing_labels_images_and_the_recent_list(tmp_path: Path, log_images: bool) -> None:
+    cfg = config(tmp_path, "http://127.0.0.1:9", log_item_images=log_images)
+    metrics = Metrics(CollectorRegistry(), "test")
+    watcher = ConflictWatcher(
+        cfg, AwsClients(AwsSettings(endpoint_url="http://127.0.0.1:9")), metrics, SystemClock(),
+        recent_limit=2,
+    )
+    with structlog.testing.capture_logs() as logs:
+        watcher._publish(_verdict(), 1.0)
+        watcher._publish(_verdict(loser_region=UNKNOWN, winner_region=UNKNOWN, mode="ambiguous",
+                                  lost_created_at=200.0), 2.0)
+        watcher._publish(_verdict(certain=False, lost_created_at=300.0), 3.0)
+
+    def counted(winner: str, loser: str) -> float:
+        return metrics.registry.get_sample_value(
+            "gtmon_lww_conflicts_total",
+            {"table": "Orders", "winner_region": winner, "loser_region": loser}) or 0.0
+
+    assert counted("eu-west-1", "us-east-1") == 1  # the uncertain one is logged, not counted
+    assert counted(UNKNOWN, UNKNOWN) == 1
+    recent = watcher.status()["recent_conflicts"]
+    assert [r["reported_at"] for r in recent] == [3.0, 2.0]  # newest first, bounded
+    events = [e for e in logs if e["event"] == "lww_conflict"]
+    assert len(events) == 3
+    for event in events:
+        assert ("lost_image" in event) is log_images
+        assert ("evidence" in event) is log_images
+        assert "a@b.c" in repr(event) if log_images else "a@b.c" not in repr(event)
