@@ -11,10 +11,18 @@ from __future__ import annotations
 import re
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "AwsSettings",
@@ -46,6 +54,9 @@ def _check_region(value: str) -> str:
     if not _REGION_RE.match(value):
         raise ValueError(f"{value!r} is not an AWS region name (like us-east-1)")
     return value
+
+
+Region = Annotated[str, AfterValidator(_check_region)]
 
 
 class AwsSettings(_Model):
@@ -101,7 +112,7 @@ class TableConfig(_Model):
     """A monitored global table."""
 
     name: str = Field(min_length=3, max_length=255)
-    regions: list[str] | None = Field(
+    regions: list[Region] | None = Field(
         default=None, description="Replica regions to watch; default: all configured regions."
     )
     canary_key: dict[str, str] | None = Field(
@@ -112,14 +123,6 @@ class TableConfig(_Model):
         ),
     )
     conflicts: ConflictSettings = ConflictSettings()
-
-    @field_validator("regions")
-    @classmethod
-    def _regions_valid(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            for region in value:
-                _check_region(region)
-        return value
 
     @field_validator("canary_key")
     @classmethod
@@ -175,7 +178,7 @@ class Config(_Model):
         max_length=64,
         pattern=r"^[A-Za-z0-9_.:-]+$",
     )
-    regions: list[str] = Field(min_length=1)
+    regions: list[Region] = Field(min_length=1)
     home_region: str | None = Field(
         default=None,
         description="Per-region mode: write canaries only here and read the others' locally.",
@@ -190,9 +193,7 @@ class Config(_Model):
 
     @field_validator("regions")
     @classmethod
-    def _regions_valid(cls, value: list[str]) -> list[str]:
-        for region in value:
-            _check_region(region)
+    def _regions_unique(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("regions must not repeat")
         return value

@@ -1,0 +1,108 @@
+"""HTTP endpoints: what they serve, and TLS with basic auth from an exporter web config."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from monitor.web import WebServer
+from monitor.webconfig import load_web_config
+
+STATUS = {
+    "instance_id": "t", "version": "0", "pairs": [
+        {"table": "c", "source_region": "us-east-1", "target_region": "eu-west-1", "state": "STALLED",
+         "last_lag_seconds": 0.5, "p50_seconds": 0.5, "p99_seconds": 0.6, "oldest_pending_seconds": 12.0},
+    ],
+    "regions": {"us-east-1": {"up": True, "last_error": None},
+                "eu-west-1": {"up": False, "last_error": "get_item: InternalServerError: down"}},
+    "conflicts": {"recent": [{"table": "Orders", "key": "order-1", "loser_region": "us-east-1",
+                              "winner_region": "eu-west-1", "mode": "inferred"}]},
+}
+
+
+def registry() -> CollectorRegistry:
+    reg = CollectorRegistry()
+    Counter("gtmon_probe", "x", registry=reg).inc()
+    return reg
+
+
+async def test_endpoints_serve_metrics_health_readiness_status_and_page():
+    ready = {"value": False}
+    server = WebServer("127.0.0.1", 0, registry(), lambda: STATUS, lambda: ready["value"])
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=5) as client:
+            assert "gtmon_probe_total 1.0" in (await client.get("/metrics")).text
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/readyz")).status_code == 503
+            ready["value"] = True
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/api/status")).json()["pairs"][0]["state"] == "STALLED"
+            page = (await client.get("/")).text
+            assert "STALLED" in page and "pending 12.00 s" in page
+            assert "InternalServerError" in page and "order-1" in page
+            assert (await client.get("/nope")).status_code == 404
+            assert (await client.post("/metrics")).status_code == 405
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def web_config(tmp_path: Path) -> Path:
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is needed to make a test certificate"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
+         "-out", str(tmp_path / "cert.pem")],
+        check=True, capture_output=True, timeout=60,
+    )
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    path = tmp_path / "web.yml"
+    path.write_text(
+        "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n"
+        f"basic_auth_users:\n  prometheus: '{hashed}'\n"
+    )
+    return path
+
+
+async def test_tls_and_basic_auth_refuse_strangers_and_serve_the_right_credentials(web_config: Path):
+    server = WebServer("127.0.0.1", 0, registry(), lambda: STATUS, lambda: True, load_web_config(web_config))
+    await server.start()
+    context = ssl.create_default_context(cafile=str(web_config.parent / "cert.pem"))
+    url = f"https://127.0.0.1:{server.port}/metrics"
+    try:
+        async with httpx.AsyncClient(verify=context, timeout=5) as client:
+            assert (await client.get(url)).status_code == 401
+            assert (await client.get(url, auth=("prometheus", "wrong"))).status_code == 401
+            response = await client.get(url, auth=("prometheus", "s3cret"))
+            assert response.status_code == 200 and "gtmon_probe_total" in response.text
+        async with httpx.AsyncClient(timeout=5) as plain:
+            with pytest.raises(httpx.HTTPError):
+                await plain.get(f"http://127.0.0.1:{server.port}/metrics")
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("basic_auth_users:\n  u: plain\n", "bcrypt"),
+        ("tls_server_config:\n  cert_file: nope.pem\n  key_file: nope.key\n", "no such file"),
+        ("tls: {}\n", "unknown field"),
+    ],
+)
+def test_a_bad_web_config_is_refused_with_the_field(tmp_path, text, expected):
+    from monitor.config import ConfigError
+
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_web_config(path)
