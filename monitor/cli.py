@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -195,6 +196,11 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         f"on {server.url} (control API under {server.url}/gtmon/). Ctrl-C stops it.",
         flush=True,
     )
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (docker stop, systemd, kill) stops it like Ctrl-C
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
