@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from monitor.emulator import EmulatorServer, StreamSettings  # noqa: E402
+from monitor.emulator import EmulatorServer, StreamSettings
 
 
 @pytest.fixture

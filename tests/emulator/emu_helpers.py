@@ -50,8 +50,11 @@ def create_table(
     if stream_view:
         extra["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream_view}
     ddb.create_table(
-        TableName=name, KeySchema=keys, AttributeDefinitions=attrs,
-        BillingMode="PAY_PER_REQUEST", **extra,
+        TableName=name,
+        KeySchema=keys,
+        AttributeDefinitions=attrs,
+        BillingMode="PAY_PER_REQUEST",
+        **extra,
     )
 
 
@@ -166,7 +169,10 @@ def unvalidated_client(emu: EmulatorServer, region: str, service: str = "dynamod
     from botocore.config import Config
 
     return boto3.client(
-        service, region_name=region, endpoint_url=emu.url,
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        service,
+        region_name=region,
+        endpoint_url=emu.url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
         config=Config(parameter_validation=False, retries={"max_attempts": 1, "mode": "standard"}),
     )

@@ -30,7 +30,10 @@ def test_emulator_command_serves_and_exits_cleanly_on_signal(stop: signal.Signal
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [sys.executable, "-m", "monitor", "emulator", "--port", str(port), "--delay-ms", "10"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -43,8 +46,12 @@ def test_emulator_command_serves_and_exits_cleanly_on_signal(stop: signal.Signal
                 assert time.monotonic() < deadline, "the emulator never started answering"
                 time.sleep(0.1)
         ddb = boto3.client(
-            "dynamodb", region_name="eu-west-1", endpoint_url=url, aws_access_key_id="t",
-            aws_secret_access_key="t", config=Config(retries={"max_attempts": 0}, read_timeout=5),
+            "dynamodb",
+            region_name="eu-west-1",
+            endpoint_url=url,
+            aws_access_key_id="t",
+            aws_secret_access_key="t",
+            config=Config(retries={"max_attempts": 0}, read_timeout=5),
         )
         assert ddb.list_tables()["TableNames"] == []
 

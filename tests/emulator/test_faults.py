@@ -23,7 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 def gtmon_fault(emu: EmulatorServer, *args: str, ok: bool = True) -> Any:
     done = subprocess.run(
         [sys.executable, "-m", "monitor", "fault", *args, "--endpoint", emu.url],
-        cwd=REPO, capture_output=True, text=True, timeout=30,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     if not ok:
         return done
@@ -49,8 +52,12 @@ def test_pause_queues_writes_in_order_and_resume_delivers_them(
     gtmon_fault(emu, "pause", "--from", "us-east-1", "--to", "eu-west-1")
     for i in range(3):
         ddb["us-east-1"].put_item(TableName="Orders", Item=order_item("O-1", Status=str(i)))
-    wait_for(lambda: get(ddb["ap-southeast-1"], "Orders", order_item("O-1")) == order_item(
-        "O-1", Status="2"), what="the unpaused link to deliver")
+    wait_for(
+        lambda: (
+            get(ddb["ap-southeast-1"], "Orders", order_item("O-1")) == order_item("O-1", Status="2")
+        ),
+        what="the unpaused link to deliver",
+    )
     time.sleep(0.2)
     assert get(ddb["eu-west-1"], "Orders", order_item("O-1")) is None
     link = ControlClient(emu.url).state()["global_tables"]["links"]["us-east-1->eu-west-1"]
@@ -158,7 +165,8 @@ def test_clear_removes_outages_throttles_pauses_and_delay_changes(
     state = control.state()
     assert all(not f["outage"] and f["throttle_fraction"] == 0 for f in state["faults"].values())
     assert all(
-        not link["paused"] and link["ms"] == 50.0 for link in state["global_tables"]["links"].values()
+        not link["paused"] and link["ms"] == 50.0
+        for link in state["global_tables"]["links"].values()
     )
     settle(emu, timeout=10)  # the queued write no longer waits 5 s
     for table in ddb.values():

@@ -52,7 +52,10 @@ def backend(emulator_server: EmulatorServer) -> Iterator[Any]:
 
 def _table(backend: Any, name: str = "T", streams: bool = True, gsi: bool = False) -> Table:
     extra: dict[str, Any] = {}
-    attrs = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
+    attrs = [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "S"},
+    ]
     if gsi:
         attrs.append({"AttributeName": "g", "AttributeType": "S"})
         extra["global_indexes"] = [
@@ -64,11 +67,22 @@ def _table(backend: Any, name: str = "T", streams: bool = True, gsi: bool = Fals
         ]
     return backend.create_table(
         name,
-        schema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        throughput=None, attr=attrs, global_indexes=extra.get("global_indexes", []), indexes=[],
-        streams={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"} if streams else None,
-        billing_mode="PAY_PER_REQUEST", sse_specification=None, tags=[],
-        deletion_protection_enabled=False, warm_throughput=None,
+        schema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        throughput=None,
+        attr=attrs,
+        global_indexes=extra.get("global_indexes", []),
+        indexes=[],
+        streams={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+        if streams
+        else None,
+        billing_mode="PAY_PER_REQUEST",
+        sse_specification=None,
+        tags=[],
+        deletion_protection_enabled=False,
+        warm_throughput=None,
     )
 
 
@@ -133,9 +147,10 @@ def test_table_put_item_calls_stream_shard_add_with_old_and_new(backend: Any) ->
     recorder = _recording(table)
     table.put_item(_item("a", v="1"))
     table.put_item(_item("a", v="2"), overwrite=True)
-    assert recorder.images() == [(None, _item("a", v="1")), (_item("a", v="1"), _item("a", v="2"))], (
-        "Table.put_item no longer reports (current, new) to stream_shard.add"
-    )
+    assert recorder.images() == [
+        (None, _item("a", v="1")),
+        (_item("a", v="1"), _item("a", v="2")),
+    ], "Table.put_item no longer reports (current, new) to stream_shard.add"
 
 
 def test_table_delete_item_calls_stream_shard_add_with_old_and_none(backend: Any) -> None:
@@ -193,13 +208,14 @@ def test_transact_write_items_deep_copies_tables_and_keeps_the_capture_shard(bac
     table = _table(backend)
     shard = table.stream_shard
     assert copy.deepcopy(shard) is shard, "CaptureShard must survive moto's deepcopy unchanged"
-    with pytest.raises(Exception, match="ConditionalCheckFailed|Transaction cancelled"):
+    with pytest.raises(Exception, match=r"ConditionalCheckFailed|Transaction cancelled"):
         backend.transact_write_items(
             [
                 {"Put": {"TableName": "T", "Item": _item("t1")}},
                 {
                     "Put": {
-                        "TableName": "T", "Item": _item("t2"),
+                        "TableName": "T",
+                        "Item": _item("t2"),
                         "ConditionExpression": "attribute_exists(pk)",
                     }
                 },
@@ -225,8 +241,17 @@ def test_backends_are_per_account_and_region_with_a_tables_dict(backend: Any) ->
 
 def test_create_replica_table_arguments_match_create_table(backend: Any) -> None:
     wanted = {
-        "schema", "throughput", "attr", "global_indexes", "indexes", "streams", "billing_mode",
-        "sse_specification", "tags", "deletion_protection_enabled", "warm_throughput",
+        "schema",
+        "throughput",
+        "attr",
+        "global_indexes",
+        "indexes",
+        "streams",
+        "billing_mode",
+        "sse_specification",
+        "tags",
+        "deletion_protection_enabled",
+        "warm_throughput",
     }
     accepted = set(inspect.signature(type(backend).create_table).parameters)
     assert wanted <= accepted, f"create_table no longer accepts {sorted(wanted - accepted)}"
@@ -245,7 +270,10 @@ def test_create_replica_table_builds_a_twin_in_another_region(emu: EmulatorServe
     for field in ("KeySchema", "AttributeDefinitions", "BillingModeSummary"):
         assert a.get(field) == b.get(field), f"the replica's {field} differs"
     assert [g["IndexName"] for g in b["GlobalSecondaryIndexes"]] == ["G"]
-    assert b["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert b["StreamSpecification"] == {
+        "StreamEnabled": True,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    }
     moto_hooks.delete_table("ap-southeast-1", "Twin")
     assert moto_hooks.find_table("ap-southeast-1", "Twin") is None
 
@@ -255,7 +283,10 @@ def test_enable_streams_switches_on_new_and_old_images(backend: Any) -> None:
     assert table.stream_shard is None
     moto_hooks.enable_streams(table)
     assert isinstance(table.stream_shard, moto_hooks.CaptureShard)
-    assert table.stream_specification == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert table.stream_specification == {
+        "StreamEnabled": True,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    }
     shard = table.stream_shard
     moto_hooks.enable_streams(table)  # already on: no new stream
     assert table.stream_shard is shard
@@ -286,12 +317,20 @@ def test_backend_app_serves_dynamodb_over_wsgi(emu: EmulatorServer) -> None:
 
     body = b'{"TableName": "nope"}'
     environ = {
-        "REQUEST_METHOD": "POST", "PATH_INFO": "/", "QUERY_STRING": "", "SERVER_NAME": "localhost",
-        "SERVER_PORT": "80", "HTTP_HOST": "localhost", "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)),
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "localhost",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_LENGTH": str(len(body)),
         "CONTENT_TYPE": "application/x-amz-json-1.0",
         "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.DescribeTable",
-        "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=x/20240101/us-east-1/dynamodb/aws4_request",
+        "HTTP_AUTHORIZATION": (
+            "AWS4-HMAC-SHA256 Credential=x/20240101/us-east-1/dynamodb/aws4_request"
+        ),
     }
     payload = b"".join(app(environ, lambda line, headers, exc=None: status.append(line)))
     assert status[0].startswith("400"), f"moto's DynamoDB WSGI app answered {status}"

@@ -43,7 +43,9 @@ scenario = {
 # No shrinking: every example is real HTTP traffic with real delays (~0.4 s), and shrinking a
 # failure would take minutes; the failing example is printed as generated.
 PROPERTY_SETTINGS = settings(
-    max_examples=18, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    max_examples=18,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
@@ -69,12 +71,16 @@ def _apply(ddb: Any, op: tuple[str, str, str, int, int]) -> None:
         table.put_item(TableName="Items", Item={**item_key, "v": {"N": str(value)}})
     elif kind == "update":
         table.update_item(
-            TableName="Items", Key=item_key, UpdateExpression="SET v = :v",
+            TableName="Items",
+            Key=item_key,
+            UpdateExpression="SET v = :v",
             ExpressionAttributeValues={":v": {"N": str(value)}},
         )
     elif kind == "add":  # not idempotent, and creates the item when absent
         table.update_item(
-            TableName="Items", Key=item_key, UpdateExpression="ADD n :one",
+            TableName="Items",
+            Key=item_key,
+            UpdateExpression="ADD n :one",
             ExpressionAttributeValues={":one": {"N": "1"}},
         )
     else:
@@ -170,7 +176,10 @@ def test_concurrent_writes_converge_to_newest_and_streams_match_applied_changes(
         except BaseException as exc:  # reported in the main thread
             errors.append(exc)
 
-    workers = [threading.Thread(target=run, args=(lane, own)) for lane, own in zip(lanes, clients, strict=True)]
+    workers = [
+        threading.Thread(target=run, args=(lane, own))
+        for lane, own in zip(lanes, clients, strict=True)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -56,7 +56,8 @@ def test_create_replica_enables_new_and_old_images_streams_on_both_sides(
     for region in ("us-east-1", "eu-west-1"):
         table = client(region).describe_table(TableName="Orders")["Table"]
         assert table["StreamSpecification"] == {
-            "StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"
+            "StreamEnabled": True,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
         }, region
         assert table["LatestStreamArn"].startswith(f"arn:aws:dynamodb:{region}:")
 
@@ -115,18 +116,25 @@ def test_removing_the_last_replica_leaves_a_plain_table(emu: EmulatorServer, cli
 def test_replica_of_a_missing_table_is_resource_not_found(emu: EmulatorServer, client: Any) -> None:
     code, message, status = _error(
         client("us-east-1").update_table,
-        TableName="Nope", ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}],
+        TableName="Nope",
+        ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}],
     )
     assert (code, status) == ("ResourceNotFoundException", 400)
     assert "Nope" in message
 
 
-def test_replica_in_an_unknown_region_is_a_validation_error(emu: EmulatorServer, client: Any) -> None:
+def test_replica_in_an_unknown_region_is_a_validation_error(
+    emu: EmulatorServer, client: Any
+) -> None:
     east = client("us-east-1")
     create_table(east)
     code, message, status = _error(
-        east.update_table, TableName="Orders",
-        ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}, {"Create": {"RegionName": "mars-1"}}],
+        east.update_table,
+        TableName="Orders",
+        ReplicaUpdates=[
+            {"Create": {"RegionName": "eu-west-1"}},
+            {"Create": {"RegionName": "mars-1"}},
+        ],
     )
     assert (code, status) == ("ValidationException", 400)
     assert "mars-1" in message
@@ -142,7 +150,8 @@ def test_removing_a_region_that_is_not_a_replica_is_a_validation_error(
 ) -> None:
     ddb = make_global(client, regions=["us-east-1", "eu-west-1"])
     code, message, status = _error(
-        ddb["us-east-1"].update_table, TableName="Orders",
+        ddb["us-east-1"].update_table,
+        TableName="Orders",
         ReplicaUpdates=[{"Delete": {"RegionName": "ap-southeast-1"}}],
     )
     assert (code, status) == ("ValidationException", 400)
@@ -152,7 +161,8 @@ def test_removing_a_region_that_is_not_a_replica_is_a_validation_error(
 def test_creating_a_replica_twice_is_a_validation_error(emu: EmulatorServer, client: Any) -> None:
     ddb = make_global(client, regions=["us-east-1", "eu-west-1"])
     code, _, status = _error(
-        ddb["us-east-1"].update_table, TableName="Orders",
+        ddb["us-east-1"].update_table,
+        TableName="Orders",
         ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}],
     )
     assert (code, status) == ("ValidationException", 400)
@@ -172,8 +182,15 @@ def test_creating_a_replica_twice_is_a_validation_error(emu: EmulatorServer, cli
         "eu-west-1",
     ],
     ids=[
-        "empty", "no-action", "two-actions", "no-region", "blank-region", "spec-not-object",
-        "unknown-action", "not-an-object", "not-a-list",
+        "empty",
+        "no-action",
+        "two-actions",
+        "no-region",
+        "blank-region",
+        "spec-not-object",
+        "unknown-action",
+        "not-an-object",
+        "not-a-list",
     ],
 )
 def test_malformed_replica_updates_are_validation_errors(
@@ -201,14 +218,20 @@ def test_replicas_get_the_global_secondary_indexes(emu: EmulatorServer, client: 
     for region in ("eu-west-1", "ap-southeast-1"):
         replica = ddb[region].describe_table(TableName="Orders")["Table"]
         assert replica["KeySchema"] == source["KeySchema"]
-        assert [(g["IndexName"], g["KeySchema"], g["Projection"]) for g in replica["GlobalSecondaryIndexes"]] == [
-            (g["IndexName"], g["KeySchema"], g["Projection"]) for g in source["GlobalSecondaryIndexes"]
+        assert [
+            (g["IndexName"], g["KeySchema"], g["Projection"])
+            for g in replica["GlobalSecondaryIndexes"]
+        ] == [
+            (g["IndexName"], g["KeySchema"], g["Projection"])
+            for g in source["GlobalSecondaryIndexes"]
         ]
     ddb["us-east-1"].put_item(TableName="Orders", Item=order_item("O-1", Status="Shipped"))
     settle(emu)
     for region, table in ddb.items():
         found = table.query(
-            TableName="Orders", IndexName="ByStatus", KeyConditionExpression="#s = :s",
+            TableName="Orders",
+            IndexName="ByStatus",
+            KeyConditionExpression="#s = :s",
             ExpressionAttributeNames={"#s": "Status"},
             ExpressionAttributeValues={":s": {"S": "Shipped"}},
         )["Items"]

@@ -32,7 +32,10 @@ def _aws(emu: EmulatorServer, tmp_path: Path, *args: str) -> Any:
     }
     done = subprocess.run(
         [str(AWS), "dynamodb", *args, "--endpoint-url", emu.url, "--output", "json"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, f"aws dynamodb {args[0]} failed: {done.stderr}"
     return json.loads(done.stdout) if done.stdout.strip() else None
@@ -42,16 +45,29 @@ def _aws(emu: EmulatorServer, tmp_path: Path, *args: str) -> Any:
 def test_seed_walkthrough_with_the_real_aws_cli(emu: EmulatorServer, tmp_path: Path) -> None:
     assert AWS.exists(), f"the AWS CLI is not installed next to {sys.executable}"
     created = _aws(
-        emu, tmp_path, "create-table", "--table-name", "Orders",
-        "--attribute-definitions", "AttributeName=OrderID,AttributeType=S",
+        emu,
+        tmp_path,
+        "create-table",
+        "--table-name",
+        "Orders",
+        "--attribute-definitions",
+        "AttributeName=OrderID,AttributeType=S",
         "AttributeName=CustomerID,AttributeType=S",
-        "--key-schema", "AttributeName=OrderID,KeyType=HASH", "AttributeName=CustomerID,KeyType=RANGE",
-        "--billing-mode", "PAY_PER_REQUEST",
+        "--key-schema",
+        "AttributeName=OrderID,KeyType=HASH",
+        "AttributeName=CustomerID,KeyType=RANGE",
+        "--billing-mode",
+        "PAY_PER_REQUEST",
     )
     assert created["TableDescription"]["TableName"] == "Orders"
 
     updated = _aws(
-        emu, tmp_path, "update-table", "--table-name", "Orders", "--replica-updates",
+        emu,
+        tmp_path,
+        "update-table",
+        "--table-name",
+        "Orders",
+        "--replica-updates",
         '[{"Create":{"RegionName":"eu-west-1"}},{"Create":{"RegionName":"ap-southeast-1"}}]',
     )
     regions = {r["RegionName"] for r in updated["TableDescription"]["Replicas"]}
@@ -68,8 +84,17 @@ def test_seed_walkthrough_with_the_real_aws_cli(emu: EmulatorServer, tmp_path: P
     assert table["GlobalTableVersion"] == "2019.11.21"
 
     item = order_item("O-1001", "C-42", OrderStatus="Placed")
-    _aws(emu, tmp_path, "put-item", "--region", "eu-west-1", "--table-name", "Orders",
-         "--item", json.dumps(item))
+    _aws(
+        emu,
+        tmp_path,
+        "put-item",
+        "--region",
+        "eu-west-1",
+        "--table-name",
+        "Orders",
+        "--item",
+        json.dumps(item),
+    )
     key = json.dumps({"OrderID": {"S": "O-1001"}, "CustomerID": {"S": "C-42"}})
     deadline = time.monotonic() + 20
     while True:
@@ -84,13 +109,19 @@ def test_seed_walkthrough_with_the_real_aws_cli(emu: EmulatorServer, tmp_path: P
 def test_seed_conflict_delivered_wins_and_shipped_is_lost(emu: EmulatorServer, client: Any) -> None:
     ddb = make_global(client)
     key = {"OrderID": {"S": "O-7"}, "CustomerID": {"S": "C-1"}}
-    ddb["us-east-1"].put_item(TableName="Orders", Item=order_item("O-7", "C-1", OrderStatus="Placed"))
+    ddb["us-east-1"].put_item(
+        TableName="Orders", Item=order_item("O-7", "C-1", OrderStatus="Placed")
+    )
     settle(emu)
 
     control = ControlClient(emu.url)
     control.fault("pause")  # every link
-    ddb["us-east-1"].put_item(TableName="Orders", Item=order_item("O-7", "C-1", OrderStatus="Shipped"))
-    ddb["eu-west-1"].put_item(TableName="Orders", Item=order_item("O-7", "C-1", OrderStatus="Delivered"))
+    ddb["us-east-1"].put_item(
+        TableName="Orders", Item=order_item("O-7", "C-1", OrderStatus="Shipped")
+    )
+    ddb["eu-west-1"].put_item(
+        TableName="Orders", Item=order_item("O-7", "C-1", OrderStatus="Delivered")
+    )
     # Resume us-east-1's links first so ap-southeast-1 applies Shipped before Delivered arrives.
     control.fault("resume", **{"from": "us-east-1"})
     settle(emu)
@@ -98,7 +129,9 @@ def test_seed_conflict_delivered_wins_and_shipped_is_lost(emu: EmulatorServer, c
     settle(emu)
 
     for region, table in ddb.items():
-        assert get(table, "Orders", key) == order_item("O-7", "C-1", OrderStatus="Delivered"), region
+        assert get(table, "Orders", key) == order_item("O-7", "C-1", OrderStatus="Delivered"), (
+            region
+        )
 
     writes = {w.image["OrderStatus"]["S"]: w for w in emu.emulator.truth.writes("Orders")}
     shipped, delivered = writes["Shipped"], writes["Delivered"]
@@ -109,17 +142,23 @@ def test_seed_conflict_delivered_wins_and_shipped_is_lost(emu: EmulatorServer, c
     assert set(delivered.applied) == {"us-east-1", "eu-west-1", "ap-southeast-1"}
     for region in ("us-east-1", "ap-southeast-1"):  # applied, then overwritten by Delivered
         assert shipped.applied[region] <= delivered.applied[region]
-    assert [(lost.write_id, winner.write_id) for lost, winner in emu.emulator.truth.lost_writes()] == [
-        (shipped.write_id, delivered.write_id)
-    ]
+    assert [
+        (lost.write_id, winner.write_id) for lost, winner in emu.emulator.truth.lost_writes()
+    ] == [(shipped.write_id, delivered.write_id)]
     over_http = control.truth("Orders")["lost"]
     assert over_http == [{"write_id": shipped.write_id, "lost_to": delivered.write_id}]
 
     # eu-west-1's stream never saw Shipped; the others saw it overwritten.
     status = lambda image: image and image["OrderStatus"]["S"]  # noqa: E731
-    eu = [(e, status(o), status(n)) for e, o, n in edges(read_stream(client, "eu-west-1", "Orders"))]
+    eu = [
+        (e, status(o), status(n)) for e, o, n in edges(read_stream(client, "eu-west-1", "Orders"))
+    ]
     assert eu[-1] == ("MODIFY", "Placed", "Delivered")
     assert all("Shipped" not in (o, n) for _, o, n in eu)
     for region in ("us-east-1", "ap-southeast-1"):
-        seen = [(e, status(o), status(n)) for e, o, n in edges(read_stream(client, region, "Orders"))]
-        assert seen[-2:] == [("MODIFY", "Placed", "Shipped"), ("MODIFY", "Shipped", "Delivered")], region
+        seen = [
+            (e, status(o), status(n)) for e, o, n in edges(read_stream(client, region, "Orders"))
+        ]
+        assert seen[-2:] == [("MODIFY", "Placed", "Shipped"), ("MODIFY", "Shipped", "Delivered")], (
+            region
+        )

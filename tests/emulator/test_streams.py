@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -55,14 +56,19 @@ def test_aws_region_is_the_replica_region_for_local_and_replicated_records(
         assert all(not k.startswith("aws:rep:") for r in records for k in r["dynamodb"]["NewImage"])
 
 
-def test_no_op_writes_leave_no_record_and_do_not_replicate(emu: EmulatorServer, client: Any) -> None:
+def test_no_op_writes_leave_no_record_and_do_not_replicate(
+    emu: EmulatorServer, client: Any
+) -> None:
     ddb = make_global(client)
     east = ddb["us-east-1"]
     east.put_item(TableName="Orders", Item=order_item("O-1", Status="a"))
     east.put_item(TableName="Orders", Item=order_item("O-1", Status="a"))  # same image
     east.update_item(
-        TableName="Orders", Key=KEY, UpdateExpression="SET #s = :s",
-        ExpressionAttributeNames={"#s": "Status"}, ExpressionAttributeValues={":s": {"S": "a"}},
+        TableName="Orders",
+        Key=KEY,
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "Status"},
+        ExpressionAttributeValues={":s": {"S": "a"}},
     )
     east.delete_item(TableName="Orders", Key={"OrderID": {"S": "absent"}, "CustomerID": {"S": "x"}})
     settle(emu)
@@ -107,7 +113,7 @@ def test_shards_roll_over_into_children_and_reading_parent_first_yields_every_re
     shards = all_shards(streams, arn)
     assert len(shards) >= 3
     ordered = shards_in_lineage_order(shards)
-    for parent, child in zip(ordered, ordered[1:], strict=False):
+    for parent, child in itertools.pairwise(ordered):
         assert child["ParentShardId"] == parent["ShardId"]
         numbers = parent["SequenceNumberRange"]
         assert "EndingSequenceNumber" in numbers, "a parent shard must be closed"
@@ -149,7 +155,9 @@ def test_records_past_retention_are_trimmed(
 
     with pytest.raises(ClientError) as raised:
         streams.get_shard_iterator(
-            StreamArn=arn, ShardId=shard, ShardIteratorType="AT_SEQUENCE_NUMBER",
+            StreamArn=arn,
+            ShardId=shard,
+            ShardIteratorType="AT_SEQUENCE_NUMBER",
             SequenceNumber=old_seq,
         )
     assert _code(raised.value) == "TrimmedDataAccessException"
@@ -166,9 +174,9 @@ def test_iterators_expire_with_expired_iterator_exception(
     make_global(client)
     stream_settings(iterator_ttl_seconds=0.3)
     streams, arn, shard = _first_shard(client)
-    iterator = streams.get_shard_iterator(
-        StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST"
-    )["ShardIterator"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")[
+        "ShardIterator"
+    ]
     assert "NextShardIterator" in streams.get_records(ShardIterator=iterator)  # fresh: fine
     time.sleep(0.45)
     with pytest.raises(ClientError) as raised:
@@ -244,7 +252,8 @@ def test_iterator_registry_stays_bounded_over_thousands_of_get_records(
         for i in range(calls):
             if i % 100 == 0:
                 token = store.dispatch(
-                    "GetShardIterator", "us-east-1",
+                    "GetShardIterator",
+                    "us-east-1",
                     {"StreamArn": arn, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"},
                 )["ShardIterator"]
             token = store.dispatch("GetRecords", "us-east-1", {"ShardIterator": token})[
@@ -271,8 +280,11 @@ def test_update_item_on_a_new_item_emits_one_insert_everywhere(
 ) -> None:
     ddb = make_global(client)
     ddb["eu-west-1"].update_item(
-        TableName="Orders", Key=KEY, UpdateExpression="SET #s = :s",
-        ExpressionAttributeNames={"#s": "Status"}, ExpressionAttributeValues={":s": {"S": "new"}},
+        TableName="Orders",
+        Key=KEY,
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "Status"},
+        ExpressionAttributeValues={":s": {"S": "new"}},
     )
     settle(emu)
     for region in REGIONS:
@@ -293,14 +305,17 @@ def test_transact_write_items_replicate_and_stream(emu: EmulatorServer, client: 
             {"Delete": {"TableName": "Orders", "Key": order_item("O-del")}},
             {
                 "Update": {
-                    "TableName": "Orders", "Key": order_item("O-upd"),
-                    "UpdateExpression": "SET #s = :s", "ExpressionAttributeNames": {"#s": "Status"},
+                    "TableName": "Orders",
+                    "Key": order_item("O-upd"),
+                    "UpdateExpression": "SET #s = :s",
+                    "ExpressionAttributeNames": {"#s": "Status"},
                     "ExpressionAttributeValues": {":s": {"S": "new"}},
                 }
             },
             {
                 "ConditionCheck": {
-                    "TableName": "Orders", "Key": order_item("O-cond"),
+                    "TableName": "Orders",
+                    "Key": order_item("O-cond"),
                     "ConditionExpression": "attribute_exists(OrderID)",
                 }
             },
@@ -321,9 +336,7 @@ def test_batch_write_item_replicates_and_streams(emu: EmulatorServer, client: An
     ap.put_item(TableName="Orders", Item=order_item("O-gone"))
     ap.batch_write_item(
         RequestItems={
-            "Orders": [
-                {"PutRequest": {"Item": order_item(f"O-{i}", Status="b")}} for i in range(5)
-            ]
+            "Orders": [{"PutRequest": {"Item": order_item(f"O-{i}", Status="b")}} for i in range(5)]
             + [{"DeleteRequest": {"Key": order_item("O-gone")}}]
         }
     )
@@ -349,12 +362,14 @@ def test_failed_transaction_emits_nothing_and_replicates_nothing(
                 {"Put": {"TableName": "Orders", "Item": order_item("O-2", Status="no")}},
                 {
                     "Update": {
-                        "TableName": "Orders", "Key": order_item("O-1"),
+                        "TableName": "Orders",
+                        "Key": order_item("O-1"),
                         "UpdateExpression": "SET #s = :s",
                         "ConditionExpression": "#s = :expected",
                         "ExpressionAttributeNames": {"#s": "Status"},
                         "ExpressionAttributeValues": {
-                            ":s": {"S": "changed"}, ":expected": {"S": "something else"},
+                            ":s": {"S": "changed"},
+                            ":expected": {"S": "something else"},
                         },
                     }
                 },
