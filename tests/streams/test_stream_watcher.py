@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,10 @@ READER = ReaderSettings(
 )
 
 
-def config(tmp_path: Path, url: str, **streams: Any) -> Config:
+def config(tmp_path: Path, url: str, exact: bool = False, **streams: Any) -> Config:
+    table: dict[str, Any] = {"name": "Orders"}
+    if exact:  # a version counter and the writing region stored in the item
+        table["conflicts"] = {"version_attribute": "Version", "writer_attribute": "Region"}
     return parse_config({
         "instance_id": "test",
         "regions": REGIONS,
@@ -39,7 +43,7 @@ def config(tmp_path: Path, url: str, **streams: Any) -> Config:
         "streams": {"poll_interval_min_seconds": 0.05, "poll_interval_max_seconds": 0.2,
                     "settle_seconds": 1.0, "checkpoint_path": str(tmp_path / "cp.json"),
                     **streams},
-        "tables": [{"name": "Orders"}],
+        "tables": [table],
     })
 
 
@@ -85,29 +89,46 @@ class Run:
                        what="the detector to judge every item")
 
 
-async def seed_conflict(emu: EmulatorServer, tables: dict[str, Any], key: str) -> None:
-    """OrderStatus Shipped in us-east-1, then Delivered in eu-west-1, while links are paused."""
+async def seed_conflict(
+    emu: EmulatorServer, tables: dict[str, Any], key: str, versioned: bool = False
+) -> None:
+    """OrderStatus Shipped in us-east-1, then Delivered in eu-west-1, while links are paused.
+
+    As in the seed (10:01, then 10:02) the writes are further apart than a polling
+    interval: inferred mode tells a conflict from a skip by where a write was seen
+    first, which needs the writes to land in different polls.
+    """
     ctl = ControlClient(emu.url)
 
+    def write(region: str, status: str, version: int) -> None:
+        item = {"OrderID": {"S": key}, "OrderStatus": {"S": status}}
+        if versioned:
+            item.update({"Version": {"N": str(version)}, "Region": {"S": region}})
+        tables[region].put_item(TableName="Orders", Item=item)
+
     def run() -> None:
-        put(tables["us-east-1"], "Orders", key, OrderStatus="Placed")
+        write("us-east-1", "Placed", 1)
         assert emu.emulator.settle(10)
         ctl.fault("pause")
-        put(tables["us-east-1"], "Orders", key, OrderStatus="Shipped")
-        put(tables["eu-west-1"], "Orders", key, OrderStatus="Delivered")
+        write("us-east-1", "Shipped", 2)
+        time.sleep(0.5)
+        write("eu-west-1", "Delivered", 2)  # never saw Shipped: same version, a sibling
+        time.sleep(0.5)
         ctl.fault("resume")
         assert emu.emulator.settle(10)
 
     await asyncio.to_thread(run)
 
 
+@pytest.mark.parametrize("versioned", [False, True], ids=["inferred", "exact"])
 async def test_seed_conflict_is_reported_once_with_winner_and_loser(
-    emu: EmulatorServer, client: Any, tmp_path: Path
+    emu: EmulatorServer, client: Any, tmp_path: Path, versioned: bool
 ) -> None:
     tables = make_global(client)
+    cfg = config(tmp_path, emu.url, exact=versioned)
     with structlog.testing.capture_logs() as logs:
-        async with Run(config(tmp_path, emu.url)) as run:
-            await seed_conflict(emu, tables, "o-1001")
+        async with Run(cfg) as run:
+            await seed_conflict(emu, tables, "o-1001", versioned)
             await wait_for(lambda: run.total() >= 1, what="the conflict to be counted")
             await run.settled()
             await asyncio.sleep(1.5)  # a second report would have arrived by now
@@ -121,7 +142,8 @@ async def test_seed_conflict_is_reported_once_with_winner_and_loser(
     assert event["table"] == "Orders"
     assert event["key"] == {"OrderID": {"S": "o-1001"}}
     assert (event["winner_region"], event["loser_region"]) == ("eu-west-1", "us-east-1")
-    assert event["certain"] is True and event["mode"] in ("exact", "inferred")
+    assert event["certain"] is True
+    assert event["mode"] == ("exact" if versioned else "inferred")
     assert "lost_image" not in event and "evidence" not in event, "images logged without opt-in"
     (recent,) = status["recent_conflicts"]
     assert recent["winner_region"] == "eu-west-1" and recent["loser_region"] == "us-east-1"
@@ -154,11 +176,13 @@ async def test_restart_does_not_report_a_conflict_again(
     emu: EmulatorServer, client: Any, tmp_path: Path
 ) -> None:
     tables = make_global(client)
-    cfg = config(tmp_path, emu.url)
+    # Exact mode: replayed records carry no observation times (see checkpoints), so only
+    # attributes make the re-judged verdict certain again, and it must be recognised.
+    cfg = config(tmp_path, emu.url, exact=True)
     # A long replay window: the second run re-reads every record, the conflict's included.
     replaying = ReaderSettings(**{**READER.__dict__, "replay_seconds": 600.0})
     async with Run(cfg, replaying) as first:
-        await seed_conflict(emu, tables, "o-1001")
+        await seed_conflict(emu, tables, "o-1001", versioned=True)
         await wait_for(lambda: first.total() >= 1, what="the conflict in the first run")
         await first.settled()
     assert first.total() == 1
@@ -175,7 +199,7 @@ async def test_restart_does_not_report_a_conflict_again(
         replayed = second.watcher.status()["tables"]["Orders"]["regions"]["us-east-1"]["records"]
         assert replayed >= 3, "the second run did re-read the records"
         # A new conflict after the restart is still reported.
-        await seed_conflict(emu, tables, "o-1002")
+        await seed_conflict(emu, tables, "o-1002", versioned=True)
         await wait_for(lambda: second.total() >= 1, what="the new conflict")
         await second.settled()
         await asyncio.sleep(0.5)
