@@ -83,6 +83,10 @@ class CanarySettings(_Model):
     )
     max_reads_per_canary: int = Field(default=20, ge=2, le=1000)
     min_poll_interval_seconds: float = Field(default=0.02, gt=0, le=10)
+    fleet: str = Field(
+        default="gtmon", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Per-region mode: the name all daemons of one deployment share in canary keys.",
+    )
     warning_seconds: float = Field(default=5.0, gt=0, description="Lag that turns a pair WARNING.")
     critical_seconds: float = Field(default=30.0, gt=0, description="Lag that turns a pair CRITICAL.")
     stall_seconds: float = Field(

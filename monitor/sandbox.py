@@ -28,6 +28,7 @@ from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettin
 from monitor.emulator.traffic import ORDERS_TABLE, DemoTraffic, create_orders_table
 from monitor.logs import configure_logging
 from monitor.service import Service
+from monitor.web import format_key
 
 __all__ = ["SANDBOX_CLIENT_LATENCY", "SANDBOX_LINK_DELAYS", "SandboxOptions", "run_sandbox"]
 
@@ -138,7 +139,8 @@ def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, m
         conflict_table.add_column(column)
     for conflict in recent[:8]:
         conflict_table.add_row(
-            *(str(conflict.get(k, "")) for k in ("table", "key", "loser_region", "winner_region", "mode"))
+            str(conflict.get("table")), format_key(conflict.get("key")), str(conflict.get("loser_region")),
+            str(conflict.get("winner_region")), str(conflict.get("mode")),
         )
     parts.append(conflict_table)
     if traffic is not None:

@@ -20,11 +20,13 @@ from prometheus_client import CollectorRegistry
 
 from monitor import __version__
 from monitor.aws import AwsClients
+from monitor.canary.remote import RemoteCanaryRunner
 from monitor.canary.runner import CanaryRunner, CanaryTarget
 from monitor.canary.table import CANARY_KEY_ATTRIBUTE
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config
 from monitor.metrics import Metrics, PairReading
+from monitor.streams.watcher import ConflictWatcher
 from monitor.web import WebServer
 from monitor.webconfig import WebConfig, load_web_config
 
@@ -66,11 +68,12 @@ class Service:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry, __version__)
         self.clients = AwsClients(config.aws, self.metrics, session=session, monotonic=self.clock.monotonic)
-        self.runners = [
-            CanaryRunner(target, config.canary, config.instance_id, self.clients, self.metrics, self.clock)
-            for target in canary_targets(config)
-        ] if config.canary.enabled else []
+        self.runners = [self._runner(target) for target in canary_targets(config)] if config.canary.enabled else []
         self.metrics.add_replication_state(self._readings)
+        self.watcher: ConflictWatcher | None = (
+            ConflictWatcher(config, self.clients, self.metrics, self.clock)
+            if config.streams.enabled and any(t.conflicts.enabled for t in config.tables) else None
+        )
         web_config: WebConfig | None = (
             load_web_config(config.metrics.web_config_file) if config.metrics.web_config_file else None
         )
@@ -81,6 +84,15 @@ class Service:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._ready = False
         self._stopped = asyncio.Event()
+
+    def _runner(self, target: CanaryTarget) -> CanaryRunner:
+        config = self.config
+        if config.home_region is None:
+            return CanaryRunner(target, config.canary, config.instance_id, self.clients, self.metrics, self.clock)
+        return RemoteCanaryRunner(
+            target, config.canary, config.instance_id, self.clients, self.metrics, self.clock,
+            config.home_region, config.canary.fleet, config.clock_error_seconds,
+        )
 
     def _readings(self) -> list[PairReading]:
         return [reading for runner in self.runners for reading in runner.readings()]
@@ -99,6 +111,8 @@ class Service:
             self.metrics.region_up.labels(region).set(1)
         for runner in self.runners:
             runner.start()
+        if self.watcher is not None:
+            await self.watcher.start()
         self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         interval = self.config.canary.interval_seconds
         for runner in self.runners:
@@ -143,10 +157,18 @@ class Service:
             self._scheduler = None
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=3)
-        for runner in self.runners:
-            await runner.stop()
-        await self.web.stop()
-        await self.clients.close()
+        # Every phase has a deadline: a hung connection must not keep the process alive.
+        phases: list[tuple[str, Coroutine[Any, Any, None]]] = [
+            *((f"canary {r.target.table}", r.stop()) for r in self.runners),
+            *((("stream readers", self.watcher.stop()),) if self.watcher is not None else ()),
+            ("web", self.web.stop()),
+            ("aws clients", self.clients.close()),
+        ]
+        for name, phase in phases:
+            try:
+                await asyncio.wait_for(phase, timeout=5)
+            except TimeoutError:
+                _log.error("stop_timed_out", phase=name)
         _log.info("stopped", instance=self.config.instance_id)
 
     def request_stop(self) -> None:
@@ -162,6 +184,18 @@ class Service:
             await self._stopped.wait()
         finally:
             await self.stop()
+
+    def _conflicts_status(self) -> dict[str, Any]:
+        if self.watcher is None:
+            return {"enabled": False, "total": 0, "recent": []}
+        watched = self.watcher.status()
+        return {
+            "enabled": True,
+            "total": watched["conflicts_reported"],
+            "recent": watched["recent_conflicts"],
+            "streams": watched["tables"],
+            "checkpoint": watched["checkpoint"],
+        }
 
     def status(self) -> dict[str, Any]:
         region_up = {r: self.clients.region_ok.get(r, True) for r in self.regions}
@@ -180,5 +214,5 @@ class Service:
                 }
                 for region in self.regions
             },
-            "conflicts": {"recent": []},
+            "conflicts": self._conflicts_status(),
         }

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from monitor.webconfig import WebConfig
 
-__all__ = ["WebServer", "render_status_page"]
+__all__ = ["WebServer", "format_key", "render_status_page"]
 
 _log = structlog.get_logger("gtmon.web")
 _REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
@@ -32,6 +32,17 @@ def _fmt(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def format_key(key: Any) -> str:
+    """An item key as `Attr=value, ...` (DynamoDB JSON types dropped)."""
+    if not isinstance(key, dict):
+        return str(key)
+    parts = []
+    for name, value in key.items():
+        shown = next(iter(value.values())) if isinstance(value, dict) and len(value) == 1 else value
+        parts.append(f"{name}={shown}")
+    return ", ".join(parts)
 
 
 def render_status_page(status: dict[str, Any]) -> str:
@@ -80,16 +91,14 @@ def render_status_page(status: dict[str, Any]) -> str:
         )
     parts.append("</table>")
     conflicts = status.get("conflicts", {}).get("recent", [])
-    parts.append(f"<h2>Recent last-writer-wins conflicts ({len(conflicts)})</h2>")
+    total = status.get("conflicts", {}).get("total", len(conflicts))
+    parts.append(f"<h2>Last-writer-wins conflicts: {total} detected</h2>")
     if conflicts:
         parts.append("<table><tr><th>table</th><th>key</th><th>lost in</th><th>won by</th><th>mode</th></tr>")
         for conflict in conflicts[:50]:
-            parts.append(
-                "<tr>" + "".join(
-                    f"<td>{html.escape(str(conflict.get(k, '')))}</td>"
-                    for k in ("table", "key", "loser_region", "winner_region", "mode")
-                ) + "</tr>"
-            )
+            cells = [conflict.get("table"), format_key(conflict.get("key")), conflict.get("loser_region"),
+                     conflict.get("winner_region"), conflict.get("mode")]
+            parts.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
     else:
         parts.append("<p class='muted'>none seen</p>")

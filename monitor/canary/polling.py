@@ -4,8 +4,17 @@ Reads are expensive (they cost money and they load the region) and the error
 bound is half the gap between the last miss and the first hit, so reads are
 spent densely around the expected arrival and sparsely elsewhere: one read
 right after the write (catches a lag far shorter than expected), evenly spaced
-reads across the window where recent lags fell, then doubling gaps until the
-budget is spent.
+reads across the window where recent lags fell, then gently growing gaps until
+the budget is spent.
+
+Offsets count from the write's answer, while lags count from the commit (the
+write's midpoint) and a read looks at the replica half its round trip after it
+is sent. A read planned at offset `o` therefore looks at lag `o + lead`, with
+`lead` = half the write's round trip + half the read's. When the caller knows
+`lead` it passes it and the window moves by exactly that much; when it does not,
+the dense reads also cover `ROUND_TRIP_ALLOWANCE` below the window, so a pair
+measured across an ocean still gets its arrival bracketed by dense reads
+(bench/lag_accuracy.py measures both regimes).
 """
 
 from __future__ import annotations
@@ -14,7 +23,13 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["LagHistory", "plan_reads"]
+__all__ = ["ROUND_TRIP_ALLOWANCE", "LagHistory", "plan_reads"]
+
+# Unknown lead (see above): client round trips up to ~250 ms (a monitor in us-east-1
+# reading ap-southeast-1) put the arrival up to this much earlier in offset terms.
+ROUND_TRIP_ALLOWANCE = 0.25
+RELATIVE_SPREAD = 0.02
+TAIL_GROWTH = 1.5
 
 
 @dataclass
@@ -40,7 +55,9 @@ class LagHistory:
         else:
             low, high = ordered[0], ordered[-1]
         centre = statistics.median(ordered)
-        spread = max(min_spread, (high - low) * 0.75, centre * 0.05)
+        # The floor in proportion to the lag (2%) keeps a steady link from narrowing the
+        # window to nothing; 5% spent a third of the reads on empty time at 5 s.
+        spread = max(min_spread, (high - low) * 0.75, centre * RELATIVE_SPREAD)
         return max(0.0, min(low, centre - spread)), max(high, centre + spread)
 
 
@@ -49,8 +66,13 @@ def plan_reads(
     max_reads: int,
     min_interval: float,
     timeout: float,
+    lead: float | None = None,
 ) -> list[float]:
-    """Read times (seconds after the write) for one canary, at most `max_reads` of them."""
+    """Read times (seconds after the write's answer) for one canary, at most `max_reads`.
+
+    `window` is where recent lags fell (from the commit); `lead`, when known, is how
+    much later than its offset a read looks at the replica (see the module docstring).
+    """
     if max_reads < 2:
         raise ValueError("max_reads must be at least 2")
     offsets = [0.0]
@@ -62,18 +84,28 @@ def plan_reads(
             gap *= 2
         return [o for o in offsets if o <= timeout]
     start, end = window
-    tail = max(2, max_reads // 4)
+    if lead is None:
+        start -= ROUND_TRIP_ALLOWANCE
+    else:
+        start, end = start - lead, end - lead
+    start = max(start, min_interval)
+    end = max(end, start)
+    # A few tail reads catch the outliers past the window; the rest bracket the arrival.
+    tail = max(2, max_reads // 6)
     dense = max(1, max_reads - 1 - tail)
-    step = max(min_interval, (end - start) / dense)
-    t = max(start, min_interval)
+    step = max(min_interval, (end - start) / max(1, dense - 1))  # first read at start, last at end
+    t = start
     for _ in range(dense):
+        if t > timeout:
+            break
         offsets.append(t)
         t += step
-    gap = step * 2
+    # Growing gently (x1.5, not doubling) keeps a late outlier's bound within a few steps.
+    gap = step * TAIL_GROWTH
     while len(offsets) < max_reads:
         t = offsets[-1] + gap
         if t > timeout:
             break
         offsets.append(t)
-        gap *= 2
+        gap *= TAIL_GROWTH
     return offsets

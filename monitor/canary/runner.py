@@ -27,7 +27,7 @@ from monitor.clock import Clock
 from monitor.config import CanarySettings
 from monitor.metrics import Metrics, PairReading
 
-__all__ = ["CanaryRunner", "CanaryTarget", "Measurement", "PairProbe"]
+__all__ = ["CanaryRunner", "CanaryTarget", "Measurement", "PairProbe", "settled"]
 
 _log = structlog.get_logger("gtmon.canary")
 MAX_PENDING = 1000
@@ -106,13 +106,15 @@ class PairProbe:
     in_flight: dict[asyncio.Task[None], float] = field(default_factory=dict)  # task -> sent at
     backoff: float = 0.0
     backoff_until: float = 0.0
+    # Per-region mode: the canary the source's daemon should have written next (monotonic).
+    expected_next_commit: float | None = None
 
     def oldest_pending_commit(self) -> float | None:
         if self.dropped_oldest_commit is not None:
             return self.dropped_oldest_commit
         for pending in self.pending.values():
             return pending.write.midpoint
-        return None
+        return self.expected_next_commit
 
     def reading(self, now: float) -> PairReading:
         oldest = self.oldest_pending_commit()
@@ -123,6 +125,12 @@ class PairProbe:
             max(0.0, now - oldest) if oldest is not None else 0.0,
             max(0.0, now - self.newest_seen_commit) if self.newest_seen_commit is not None else None,
         )
+
+
+def settled(probe: PairProbe, hit: Interval) -> bool:
+    """No read still out could have looked earlier than `hit` (reads complete out of order)."""
+    earliest_out = min(probe.in_flight.values(), default=None)
+    return earliest_out is None or earliest_out >= hit.midpoint
 
 
 class CanaryRunner:
@@ -140,6 +148,7 @@ class CanaryRunner:
         self.target = target
         self.settings = settings
         self.instance_id = instance_id
+        self.key_owner = instance_id
         self._clients = clients
         self._metrics = metrics
         self._clock = clock
@@ -149,14 +158,23 @@ class CanaryRunner:
             (s, t): PairProbe(target.table, s, t)
             for s in target.regions
             for t in target.regions
-            if s != t
+            if s != t and self._measures(s, t)
         }
+        for region in target.regions:
+            for operation in ("write", "read"):
+                for result in ("ok", "error"):
+                    # Present from the start, so rate() and increase() see the first error.
+                    metrics.canary_operations.labels(target.table, region, operation, result)
         self._tasks: list[asyncio.Task[None]] = []
         # Called with every Measurement; benchmarks compare them to the emulator's ground truth.
         self.observers: list[Callable[[Measurement], None]] = []
         self.thresholds = Thresholds(
             settings.warning_seconds, settings.critical_seconds, settings.stall_seconds
         )
+
+    def _measures(self, source: str, target: str) -> bool:
+        """Central mode measures every pair."""
+        return True
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -183,7 +201,7 @@ class CanaryRunner:
         seq = self._seq
         written_at = self._clock.wall()
         item = {
-            **self.target.key(self.instance_id, source),
+            **self.target.key(self.key_owner, source),
             "gtmon_seq": {"N": str(seq)},
             "gtmon_written_at": {"N": f"{written_at:.6f}"},
             "gtmon_instance": {"S": self.instance_id},
@@ -263,11 +281,14 @@ class CanaryRunner:
                 except TimeoutError:
                     pass
                 continue
-            for pending in probe.pending.values():
-                pending.advance(now)
+            self._read_sent(probe, now)
             task = asyncio.create_task(self._read(probe))
             probe.in_flight[task] = now
             task.add_done_callback(lambda t, p=probe: self._read_done(p, t))
+
+    def _read_sent(self, probe: PairProbe, now: float) -> None:
+        for pending in probe.pending.values():
+            pending.advance(now)
 
     def _read_done(self, probe: PairProbe, task: asyncio.Task[None]) -> None:
         probe.in_flight.pop(task, None)
@@ -276,18 +297,20 @@ class CanaryRunner:
         probe.wake.set()
 
     async def _read(self, probe: PairProbe) -> None:
-        key = self.target.key(self.instance_id, probe.source)
+        key = self.target.key(self.key_owner, probe.source)
         sent = self._clock.monotonic()
         try:
             response = await self._clients.call(
                 probe.target, "dynamodb", "get_item", TableName=self.target.table, Key=key,
-                ConsistentRead=True, ProjectionExpression="gtmon_seq",
+                ConsistentRead=True, ProjectionExpression="gtmon_seq, gtmon_written_at",
             )
         except AwsCallError as error:
             self._count(probe.target, "read", "error")
             probe.last_error = f"read in {probe.target}: {error.code}"
-            probe.backoff = min(30.0, max(0.5, probe.backoff * 2))
-            probe.backoff_until = self._clock.monotonic() + probe.backoff
+            if sent >= probe.backoff_until:
+                # Pipelined reads fail together; one burst of failures backs off once.
+                probe.backoff = min(30.0, max(0.5, probe.backoff * 2))
+                probe.backoff_until = self._clock.monotonic() + probe.backoff
             _log.warning(
                 "canary_read_failed", table=probe.table, source=probe.source, region=probe.target,
                 code=error.code, error=error.message, retry_in=probe.backoff,
@@ -297,12 +320,11 @@ class CanaryRunner:
         probe.backoff = 0.0
         self._count(probe.target, "read", "ok")
         probe.reads += 1
-        item = response.get("Item") or {}
-        seen = int(item["gtmon_seq"]["N"]) if "gtmon_seq" in item else None
-        self._absorb(probe, Interval(sent, received), seen)
+        self._absorb(probe, Interval(sent, received), response.get("Item") or {})
 
-    def _absorb(self, probe: PairProbe, read: Interval, seen: int | None) -> None:
+    def _absorb(self, probe: PairProbe, read: Interval, item: dict[str, Any]) -> None:
         """Fold one answer into every pending canary, resolving those it settles."""
+        seen = int(item["gtmon_seq"]["N"]) if "gtmon_seq" in item else None
         for pending in probe.pending.values():
             if read.sent < pending.write.received:
                 continue  # sent before this canary was written: says nothing about it
@@ -312,12 +334,10 @@ class CanaryRunner:
                     pending.first_hit = read
             elif pending.last_miss is None or read.midpoint > pending.last_miss.midpoint:
                 pending.last_miss = read
-        # A canary is settled once no read that could land earlier is still out.
-        earliest_out = min(probe.in_flight.values(), default=None)
         for seq in list(probe.pending):
             pending = probe.pending[seq]
             hit = pending.first_hit
-            if hit is None or (earliest_out is not None and earliest_out < hit.midpoint):
+            if hit is None or not settled(probe, hit):
                 continue
             del probe.pending[seq]
             miss = pending.last_miss
@@ -331,27 +351,35 @@ class CanaryRunner:
         self, probe: PairProbe, pending: _Pending, miss: Interval | None, hit: Interval
     ) -> None:
         estimate = estimate_lag(pending.write, miss, hit)
+        self._publish(
+            probe,
+            Measurement(
+                probe.table, probe.source, probe.target, pending.seq, pending.write, miss, hit, estimate,
+                pending.reads,
+            ),
+            pending.write.midpoint,
+        )
+
+    def _publish(self, probe: PairProbe, measurement: Measurement, commit: float) -> None:
+        """Record one arrival: history, metrics, observers, log."""
+        estimate = measurement.estimate
         probe.history.add(estimate.lag)
         probe.last = estimate
         probe.last_measured_wall = self._clock.wall()
         probe.measurements += 1
         probe.last_error = None
-        if probe.newest_seen_commit is None or pending.write.midpoint > probe.newest_seen_commit:
-            probe.newest_seen_commit = pending.write.midpoint
+        if probe.newest_seen_commit is None or commit > probe.newest_seen_commit:
+            probe.newest_seen_commit = commit
         labels = (probe.table, probe.source, probe.target)
         self._metrics.replication_lag.labels(*labels).observe(estimate.lag)
         self._metrics.replication_lag_last.labels(*labels).set(estimate.lag)
         self._metrics.replication_lag_error.labels(*labels).set(estimate.error)
-        measurement = Measurement(
-            probe.table, probe.source, probe.target, pending.seq, pending.write, miss, hit, estimate,
-            pending.reads,
-        )
         for observer in self.observers:
             observer(measurement)
         _log.info(
             "canary_lag", table=probe.table, source=probe.source, target=probe.target,
-            lag=round(estimate.lag, 4), error=round(estimate.error, 4), reads=pending.reads,
-            seq=pending.seq,
+            lag=round(estimate.lag, 4), error=round(estimate.error, 4), reads=measurement.reads,
+            seq=measurement.seq,
         )
 
     # ---- reporting ------------------------------------------------------------------------

@@ -64,3 +64,23 @@ def pair(service: Service, source: str, target: str) -> Any:
 @pytest.fixture
 def url(emu: EmulatorServer) -> str:
     return emu.url
+
+
+def _dump_tasks(*_: object) -> None:  # debugging aid: kill -USR1 <pytest pid>
+    import sys
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(file=sys.stderr)
+
+
+@pytest.fixture(autouse=True)
+def _task_dump_on_usr1() -> Any:
+    import signal
+
+    previous = signal.signal(signal.SIGUSR1, _dump_tasks)
+    yield
+    signal.signal(signal.SIGUSR1, previous)
