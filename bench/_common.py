@@ -11,6 +11,7 @@ Every benchmark prints one JSON object last:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -144,10 +145,8 @@ def _serve_emulator(spec: dict[str, Any]) -> None:
     )
     server = EmulatorServer(Emulator(settings), "127.0.0.1", 0).start()
     print(f"URL {server.url}", flush=True)
-    try:
+    with contextlib.suppress(OSError, ValueError):
         sys.stdin.read()  # until the parent closes our stdin (or dies)
-    except (OSError, ValueError):
-        pass
     server.close()
 
 

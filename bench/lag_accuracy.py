@@ -12,8 +12,9 @@ applied[target] - accepted_at on the emulator's clock.
 Reported per cell and pooled: |estimate - truth| p50/p99 with round-trip
 correction (what gtmon reports) and without it (estimate_lag_uncorrected on the
 same intervals, same run), how often the truth lies within the reported error
-bound, and reads per canary per pair. The first WARMUP canaries of every pair
-(planned before any lag is known) are reported apart from the steady state.
+bound, and reads per canary per pair. Canaries written before a pair's third
+measurement came in (planned from fewer than three lags, blind at first) are
+reported apart from the steady state, as "warmup".
 
     python bench/lag_accuracy.py [--quick] [--seconds N] [--sequential|--parallel]
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import subprocess
@@ -29,11 +31,12 @@ import sys
 import time
 import types
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (  # noqa: E402
+from _common import (
     ROOT,
     EmulatorProcess,
     delay_json,
@@ -47,13 +50,13 @@ from _common import (  # noqa: E402
     truth_by_seq,
 )
 
-from monitor.canary.lag import estimate_lag_uncorrected  # noqa: E402
-from monitor.canary.runner import Measurement  # noqa: E402
-from monitor.canary.table import ensure_canary_table  # noqa: E402
-from monitor.config import parse_config  # noqa: E402
-from monitor.emulator.control import ControlClient  # noqa: E402
-from monitor.logs import configure_logging  # noqa: E402
-from monitor.service import Service  # noqa: E402
+from monitor.canary.lag import estimate_lag_uncorrected
+from monitor.canary.runner import Measurement
+from monitor.canary.table import ensure_canary_table
+from monitor.config import parse_config
+from monitor.emulator.control import ControlClient
+from monitor.logs import configure_logging
+from monitor.service import Service
 
 # Client round trip (ms) -> the three regions that see it.
 GROUPS: dict[int, list[str]] = {
@@ -70,7 +73,7 @@ LINKS: list[tuple[int, int, dict[str, Any]]] = [
     (1, 2, delay_json(5000)),
     (2, 1, delay_json(150, 100, "uniform")),  # 200 +- 50 ms
 ]
-WARMUP = 3  # canaries per pair planned from little or no history
+WARMUP = 3  # lags a pair must have measured before its canaries count as steady state
 JITTER = 0.10  # client round-trip jitter, as a fraction of the round trip
 TARGET_P50_MS = 10.0
 TARGET_P99_MS = 50.0
@@ -160,14 +163,18 @@ async def run_group(url: str, rtt: int, seconds: float, interval: float,
 
 async def stop_service(service: Service, name: str, timeout: float = 15.0) -> None:
     """Stop a daemon; if it hangs, say where (every task's stack) and carry on."""
-    try:
-        await asyncio.wait_for(service.stop(), timeout)
-    except TimeoutError:
-        log(f"{name}: Service.stop() did not return within {timeout:.0f} s; tasks still alive:")
-        for task in asyncio.all_tasks():
-            if task is not asyncio.current_task():
-                task.print_stack(limit=6, file=sys.stderr)
-        STOP_HUNG.append(name)
+    stopping = asyncio.create_task(service.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=timeout)
+    if done:
+        stopping.result()
+        return
+    log(f"{name}: Service.stop() did not return within {timeout:.0f} s; tasks still alive:")
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.print_stack(limit=8, file=sys.stderr)
+    stopping.cancel()
+    await asyncio.gather(stopping, return_exceptions=True)
+    STOP_HUNG.append(name)
 
 
 STOP_HUNG: list[str] = []
@@ -187,7 +194,12 @@ def analyse(groups: list[dict[str, Any]]) -> dict[str, Any]:
             by_pair[(m.source, m.target)].append(m)
         for pair, spec in spec_of.items():
             rows = []
-            for index, m in enumerate(sorted(by_pair.get(pair, []), key=lambda m: m.seq)):
+            measured = by_pair.get(pair, [])
+            # Warm-up: canaries written before the pair's WARMUP-th measurement came in, so
+            # planned from fewer than WARMUP lags (at 5 s lag and 1 canary/s, the first seven).
+            resolved = sorted(m.first_hit.received for m in measured)
+            warm_until = resolved[WARMUP - 1] if len(resolved) >= WARMUP else float("inf")
+            for m in sorted(measured, key=lambda m: m.seq):
                 write = group["truth"].get((m.source, m.seq))
                 if write is None or m.target not in write["applied"]:
                     unmatched += 1
@@ -195,6 +207,7 @@ def analyse(groups: list[dict[str, Any]]) -> dict[str, Any]:
                 true_lag = write["applied"][m.target] - write["accepted_at"]
                 naive = estimate_lag_uncorrected(m.write, m.last_miss, m.first_hit)
                 row = {
+                    "pair": f"{m.source}->{m.target}", "seq": m.seq, "lag": m.estimate.lag,
                     "truth": true_lag,
                     "error": abs(m.estimate.lag - true_lag),
                     "error_uncorrected": abs(naive.lag - true_lag),
@@ -202,7 +215,7 @@ def analyse(groups: list[dict[str, Any]]) -> dict[str, Any]:
                     "within": float(m.estimate.low - 1e-6 <= true_lag <= m.estimate.high + 1e-6),
                     "reads": float(m.reads),
                 }
-                (warm if index < WARMUP else rows).append(row)
+                (warm if m.write.received < warm_until else rows).append(row)
             reads, measured, pending = group["probes"][pair]
             name = f"rtt {rtt} ms | {describe_delay(spec)}"
             cells[name] = cell_summary(rows) | {
@@ -217,6 +230,7 @@ def analyse(groups: list[dict[str, Any]]) -> dict[str, Any]:
         "cells": cells,
         "warmup": cell_summary(warm),
         "unmatched_measurements": unmatched,
+        "rows": pooled["all"],
     }
 
 
@@ -235,6 +249,9 @@ def cell_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
         "uncorrected_error_p99_ms": ms(percentile(naive, 99)),
         "bound_p50_ms": ms(percentile([r["bound"] for r in rows], 50)),
         "within_bound": round(sum(r["within"] for r in rows) / len(rows), 4),
+        # How far outside the bound the truth lies when it does (client-side overhead).
+        "outside_bound_by_p50_ms": ms(percentile(
+            [r["error"] - r["bound"] for r in rows if not r["within"]], 50)),
         "reads_per_canary_mean": round(sum(r["reads"] for r in rows) / len(rows), 2),
         "reads_per_canary_max": int(max(r["reads"] for r in rows)),
     }
@@ -260,7 +277,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         t1 = os.times()
         wall = time.monotonic() - m0
         load = {
-            "loadavg_1m_at_end": float(open("/proc/loadavg").read().split()[0]),
+            "loadavg_1m_at_end": float(Path("/proc/loadavg").read_text().split()[0]),
             "monitor_cpu_fraction": round((t1.user + t1.system - t0.user - t0.system) / wall, 3),
             "emulator_cpu_fraction": round((proc_cpu_seconds(emulator.pid) - e0) / wall, 3),
             "event_loop_lateness": summary_ms(loop_lag.samples),
@@ -286,7 +303,9 @@ def use_planner_from(rev: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a short smoke run (< 40 s)")
     parser.add_argument("--seconds", type=float, help="measuring time per client round trip")
     parser.add_argument("--interval", type=float, default=1.0, help="canary interval (s)")
@@ -295,6 +314,8 @@ def main() -> None:
                       help="measure the three client round trips at the same time")
     mode.add_argument("--sequential", dest="parallel", action="store_false",
                       help="one client round trip after the other (default for the full run)")
+    parser.add_argument("--dump", metavar="FILE",
+                        help="write every steady-state canary as JSON lines")
     parser.add_argument("--planner-from", metavar="REV",
                         help="use monitor/canary/polling.py from this git revision (A/B runs)")
     args = parser.parse_args()
@@ -309,6 +330,10 @@ def main() -> None:
     logging.getLogger("apscheduler").setLevel(logging.CRITICAL)
     started = time.monotonic()
     results = asyncio.run(main_async(args))
+    rows = results.pop("rows")
+    if args.dump:
+        with open(args.dump, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     all_ = results["pooled"].get("all", {"n": 0})
     far = results["pooled"].get("rtt220", {"n": 0})
@@ -334,7 +359,7 @@ def main() -> None:
     }
     params = {
         "quick": args.quick, "seconds_per_rtt": args.seconds, "canary_interval_s": args.interval,
-        "parallel": args.parallel, "warmup_canaries_per_pair_excluded": WARMUP,
+        "parallel": args.parallel, "steady_state_after_measurements_per_pair": WARMUP,
         "client_rtt_ms": sorted(GROUPS), "client_rtt_jitter": "uniform +10%",
         "link_delays": [describe_delay(s) for _, _, s in LINKS],
         "max_reads_per_canary": 20, "min_poll_interval_s": 0.02,

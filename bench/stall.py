@@ -26,14 +26,14 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import EmulatorProcess, delay_json, emit, log  # noqa: E402
+from _common import EmulatorProcess, delay_json, emit, log
 
-from monitor.canary.table import ensure_canary_table  # noqa: E402
-from monitor.config import parse_config  # noqa: E402
-from monitor.emulator.control import ControlClient  # noqa: E402
-from monitor.logs import configure_logging  # noqa: E402
-from monitor.sandbox import REGIONS, SANDBOX_CLIENT_LATENCY, SANDBOX_LINK_DELAYS  # noqa: E402
-from monitor.service import Service  # noqa: E402
+from monitor.canary.table import ensure_canary_table
+from monitor.config import parse_config
+from monitor.emulator.control import ControlClient
+from monitor.logs import configure_logging
+from monitor.sandbox import REGIONS, SANDBOX_CLIENT_LATENCY, SANDBOX_LINK_DELAYS
+from monitor.service import Service
 
 SOURCE, TARGET = "us-east-1", "ap-southeast-1"
 METRIC = "gtmon_replication_oldest_pending_seconds"
@@ -116,7 +116,9 @@ async def trial(control: ControlClient, sampler: Sampler, thresholds: list[float
     back_zero = next((s[0] - resumed_at for s in after if s[1][pair] == 0.0), None)
     return {
         "normal_level_s": round(normal, 3),
-        "crossed_after_s": {f"T={t:g}s": None if v is None else round(v, 3) for t, v in crossed.items()},
+        "crossed_after_s": {
+            f"T={t:g}s": None if v is None else round(v, 3) for t, v in crossed.items()
+        },
         "other_pairs_max_during_stall_s": round(others, 3),
         "resume_to_normal_s": None if back_normal is None else round(back_normal, 3),
         "resume_to_zero_s": None if back_zero is None else round(back_zero, 3),
@@ -137,7 +139,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         }, "stall bench")
         service = Service(config)
         await service.clients.start(REGIONS)
-        await ensure_canary_table(service.clients, config.canary.table, REGIONS, "gtmon_expires_at", 60)
+        await ensure_canary_table(
+            service.clients, config.canary.table, REGIONS, "gtmon_expires_at", 60
+        )
         await service.start()
         sampler = Sampler(service, config.canary.table)
         sampling = asyncio.create_task(sampler.run())
@@ -158,7 +162,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a short smoke run (< 40 s)")
     parser.add_argument("--trials", type=int)
     parser.add_argument("--interval", type=float, default=1.0, help="canary interval (s)")
@@ -182,7 +188,8 @@ def main() -> None:
         seen = [v for v in values if v is not None]
         summary[f"crossed_{name}"] = {
             "min_s": min(seen) if seen else None, "max_s": max(seen) if seen else None,
-            "mean_s": round(sum(seen) / len(seen), 3) if seen else None, "missed": len(values) - len(seen),
+            "mean_s": round(sum(seen) / len(seen), 3) if seen else None,
+            "missed": len(values) - len(seen),
         }
         targets[f"cross_{name}_within_s"] = threshold + SLACK
         met[f"cross_{name}_within_T_plus_1s"] = bool(seen) and len(seen) == len(values) and max(
@@ -192,7 +199,9 @@ def main() -> None:
         summary[key] = {"max_s": max(values) if values else None,
                         "mean_s": round(sum(values) / len(values), 3) if values else None,
                         "missed": len(trials) - len(values)}
-    summary["other_pairs_max_during_stall_s"] = max(t["other_pairs_max_during_stall_s"] for t in trials)
+    summary["other_pairs_max_during_stall_s"] = max(
+        t["other_pairs_max_during_stall_s"] for t in trials
+    )
     results["summary"] = summary
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     params = {
