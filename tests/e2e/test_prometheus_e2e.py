@@ -125,7 +125,8 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
             last_error = exc
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error})" if last_error else ""
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{detail}", pytrace=False)
+            message = f"timed out after {timeout:.0f} s waiting for {what}{detail}"
+            pytest.fail(message, pytrace=False)
         time.sleep(interval)
 
 
@@ -208,19 +209,36 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with sandbox_log.open("wb") as out:
             # cwd=work: the sandbox's checkpoint file lands there, not in the repository.
             sandbox = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "sandbox", "--no-ui",
-                 "--port", str(port), "--metrics-port", str(metrics_port)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=work, env=_env(),
+                [
+                    sys.executable,
+                    "-m",
+                    "monitor",
+                    "sandbox",
+                    "--no-ui",
+                    "--port",
+                    str(port),
+                    "--metrics-port",
+                    str(metrics_port),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=work,
+                env=_env(),
             )
         config = work / "prometheus.yml"
         config.write_text(yaml.safe_dump(prometheus_config(metrics_port), sort_keys=False))
         with prometheus_log.open("wb") as out:
             prometheus = subprocess.Popen(
-                [prometheus_bin, f"--config.file={config}",
-                 f"--storage.tsdb.path={work / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{prom_port}",
-                 "--log.level=warn"],
-                stdout=out, stderr=subprocess.STDOUT, cwd=work,
+                [
+                    prometheus_bin,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={work / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                    "--log.level=warn",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=work,
             )
         stack = Stack(
             emulator=f"http://127.0.0.1:{port}",
@@ -339,8 +357,10 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     stream = [(t, e) for t, e in empty if _is_stream_panel(e)]
     other = [(t, e) for t, e in empty if not _is_stream_panel(e)]
     missing = [m for m in STREAM_METRICS if f"\n{m}" not in "\n" + _exposed_names(stack)]
-    lines = [f"{len(empty)} of {len(queries)} dashboard queries returned no data "
-             f"after {PANELS_S} s of sandbox traffic:"]
+    lines = [
+        f"{len(empty)} of {len(queries)} dashboard queries returned no data "
+        f"after {PANELS_S} s of sandbox traffic:"
+    ]
     for title, expr in other:
         lines.append(f"  - {title}: {' '.join(expr.split())}")
     if stream:
@@ -358,8 +378,11 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
 def _exposed_names(stack: Stack) -> str:
     """Names of the series with at least one sample on the daemon's /metrics."""
     text = get(f"{stack.metrics}/metrics").decode()
-    names = {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines()
-             if line and not line.startswith("#")}
+    names = {
+        re.split(r"[{ ]", line, maxsplit=1)[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     return "\n".join(sorted(names))
 
 
@@ -379,15 +402,14 @@ def test_dashboard_variables_offer_every_table_and_region(stack: Stack) -> None:
     for name in ("source_region", "target_region", "region"):
         got = offered(name)
         if set(stack.label_values(name)) - got or not got:
-            problems.append(f"${name} offers {sorted(got)}, sandbox has "
-                            f"{stack.label_values(name)}")
+            problems.append(f"${name} offers {sorted(got)}, sandbox has {stack.label_values(name)}")
     tables = offered("table")
     if CANARY_TABLE not in tables:
         problems.append(f"$table offers {sorted(tables)}, without the canary table {CANARY_TABLE}")
     if MONITORED_TABLE not in tables:
         problems.append(
             f"$table offers {sorted(tables)}: the monitored table {MONITORED_TABLE} (whose "
-            f"conflict and stream panels are filtered by table=~\"$table\") cannot be selected; "
+            f'conflict and stream panels are filtered by table=~"$table") cannot be selected; '
             f"its query {variables['table']['query']!r} only sees canary tables"
         )
     assert not problems, "\n".join(problems)
@@ -407,10 +429,11 @@ def test_paused_link_fires_stall_alert_and_resume_resolves_it(
     # The link is healthy before the pause: canaries arrive, nothing pending for long.
     wait_for(
         lambda: stack.query(
-            'gtmon_replication_lag_seconds_count{table="%s",source_region="%s",target_region="%s"}'
-            % (CANARY_TABLE, PAUSE_FROM, PAUSE_TO)
+            f'gtmon_replication_lag_seconds_count{{table="{CANARY_TABLE}",'
+            f'source_region="{PAUSE_FROM}",target_region="{PAUSE_TO}"}}'
         ),
-        20, "a first canary on the link to be measured",
+        20,
+        "a first canary on the link to be measured",
     )
     assert not [a for a in stack.alerts("GtmonReplicationStalled") if ours(a)]
 
@@ -435,9 +458,7 @@ def test_paused_link_fires_stall_alert_and_resume_resolves_it(
         alert = wait_for(firing, STALL_FIRE_S, "GtmonReplicationStalled to fire", interval=0.25)
         fired_after = time.monotonic() - paused_at
         active_at = _parse_time(alert["activeAt"]) - paused_wall
-        others = [
-            a["labels"] for a in stack.alerts("GtmonReplicationStalled") if not ours(a)
-        ]
+        others = [a["labels"] for a in stack.alerts("GtmonReplicationStalled") if not ours(a)]
         assert not others, f"links that were not paused also reported stalled: {others}"
         assert alert["labels"]["severity"] == "critical"
         assert PAUSE_FROM in alert["annotations"]["summary"]
@@ -451,7 +472,8 @@ def test_paused_link_fires_stall_alert_and_resume_resolves_it(
 
     wait_for(
         lambda: not [a for a in stack.alerts("GtmonReplicationStalled") if ours(a)],
-        STALL_RESOLVE_S, "GtmonReplicationStalled to resolve after resume",
+        STALL_RESOLVE_S,
+        "GtmonReplicationStalled to resolve after resume",
     )
     resolved_after = time.monotonic() - resumed_at
     pending_text = f"{pending_after:.1f} s" if pending_after is not None else "not observed"
@@ -471,6 +493,7 @@ def _parse_time(text: str) -> float:
 
     match = re.fullmatch(r"(.+?)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
     assert match, text
-    base = datetime.fromisoformat(match.group(1) + ("+00:00" if match.group(3) == "Z" else match.group(3)))
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    base = datetime.fromisoformat(match.group(1) + zone)
     fraction = float("0." + match.group(2)) if match.group(2) else 0.0
     return base.timestamp() + fraction
