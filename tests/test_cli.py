@@ -52,11 +52,11 @@ def test_help_reads_like_the_readme():
 
 
 @pytest.fixture
-def sandbox():
+def sandbox(tmp_path_factory):
     port, metrics_port = free_port(), free_port()
     process = subprocess.Popen(
         gtmon("sandbox", "--no-ui", "--port", str(port), "--metrics-port", str(metrics_port)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path_factory.mktemp("sandbox"),
     )
     try:
         yield process, port, metrics_port

@@ -363,7 +363,9 @@ class CanaryRunner:
     def _publish(self, probe: PairProbe, measurement: Measurement, commit: float) -> None:
         """Record one arrival: history, metrics, observers, log."""
         estimate = measurement.estimate
-        probe.history.add(estimate.lag)
+        # No read missed this canary after it was written: the plan started too late, and the
+        # midpoint would teach the planner an even later start. Teach it the lower bound.
+        probe.history.add(estimate.lag if estimate.low > 0 else estimate.low)
         probe.last = estimate
         probe.last_measured_wall = self._clock.wall()
         probe.measurements += 1
