@@ -156,7 +156,8 @@ class AwsClients:
         return BotoConfig(
             connect_timeout=self.settings.connect_timeout_seconds,
             read_timeout=self.settings.read_timeout_seconds,
-            retries={"max_attempts": self.settings.max_attempts, "mode": "standard"},
+            # total_max_attempts counts the first try; botocore's max_attempts counts retries.
+            retries={"total_max_attempts": self.settings.max_attempts, "mode": "standard"},
             max_pool_connections=20,
         )
 

@@ -182,10 +182,20 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings
 
+    latency = {}
+    for entry in args.client_latency or []:
+        region, _, ms = entry.partition("=")
+        try:
+            latency[region.strip()] = DelaySpec.of(float(ms), float(ms) * 0.1)
+        except ValueError:
+            raise UserError(f"--client-latency {entry!r}: use REGION=MILLISECONDS, e.g. eu-west-1=75") from None
+        if region.strip() not in args.regions:
+            raise UserError(f"--client-latency {entry!r}: {region} is not one of {args.regions}")
     settings = EmulatorSettings(
         regions=args.regions,
         default_delay=DelaySpec.of(args.delay_ms, args.jitter_ms),
         replica_activation_seconds=args.activation_seconds,
+        client_latency=latency,
     )
     try:
         server = EmulatorServer(Emulator(settings), args.host, args.port)
@@ -332,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument(
         "--activation-seconds", type=float, default=1.0,
         help="how long a new replica stays CREATING (default %(default)s)",
+    )
+    emulator.add_argument(
+        "--client-latency", action="append", metavar="REGION=MS",
+        help="client round trip to a region (10%% jitter), e.g. ap-southeast-1=220; repeatable",
     )
     emulator.set_defaults(func=_cmd_emulator)
 
