@@ -304,6 +304,8 @@ class Emulator:
         if not isinstance(section, dict):
             return payload
         name = section.get("TableName")
+        if not isinstance(name, str):
+            return payload
         if operation == "DeleteTable":
             self.tables.forget_replica(name, region)
             self.streams.close_table(region, name)

@@ -142,7 +142,7 @@ class GlobalTables:
                     f"Region {target} is not available (the emulator serves {', '.join(self.regions)})",
                 )
             plan.append((action, target))
-        members = self.replicas(table_name) or {region: None}
+        members = set(self.replicas(table_name)) or {region}
         for action, target in plan:
             if action == "Create" and target in members:
                 raise AwsError(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import moto
 from moto.core import DEFAULT_ACCOUNT_ID
@@ -105,7 +105,7 @@ def install(capture: CaptureFn, stream_opened: StreamOpenedFn) -> None:
 
 def reset_moto() -> None:
     """Drop every table in every region (moto's state is process-global)."""
-    dynamodb_backends[ACCOUNT_ID].reset()  # type: ignore[no-untyped-call]
+    dynamodb_backends[ACCOUNT_ID].reset()
 
 
 def create_backend_app() -> Any:
@@ -161,7 +161,9 @@ def enable_streams(table: Table) -> None:
 
 
 def _index_spec(index: dict[str, Any], provisioned: bool) -> dict[str, Any]:
-    spec = {k: index[k] for k in ("IndexName", "KeySchema", "Projection") if k in index}
+    spec: dict[str, Any] = {
+        k: index[k] for k in ("IndexName", "KeySchema", "Projection") if k in index
+    }
     if provisioned and "ProvisionedThroughput" in index:
         spec["ProvisionedThroughput"] = {
             k: index["ProvisionedThroughput"][k] for k in ("ReadCapacityUnits", "WriteCapacityUnits")
@@ -187,7 +189,7 @@ def create_replica_table(source: Table, region: str) -> Table:
         global_indexes=[_index_spec(i, provisioned) for i in description.get("GlobalSecondaryIndexes", [])],
         indexes=[_index_spec(i, False) for i in description.get("LocalSecondaryIndexes", [])],
         streams={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        billing_mode=source.billing_mode,
+        billing_mode=cast(str, source.billing_mode),  # moto keeps whatever the source had
         sse_specification=None,
         tags=[],
         deletion_protection_enabled=False,

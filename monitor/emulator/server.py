@@ -18,8 +18,8 @@ class EmulatorServer:
     def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 8000) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.emulator = emulator
+        # threaded=True: a ThreadedWSGIServer, whose request threads are daemon threads.
         self._server: BaseWSGIServer = make_server(host, port, emulator, threaded=True)
-        self._server.daemon_threads = True
         self.host = host
         self.port = self._server.server_port
         self._thread: threading.Thread | None = None
