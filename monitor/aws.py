@@ -28,9 +28,11 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     NoCredentialsError,
     ReadTimeoutError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 
 from monitor.config import AwsSettings
@@ -200,12 +202,16 @@ class AwsClients:
             result = await method(**kwargs)
         except Exception as exc:  # every botocore failure is translated below
             error = translate(region, operation, exc)
-            self._observe(region, operation, started, None if isinstance(error, expected) else error)
+            self._observe(
+                region, operation, started, None if isinstance(error, expected) else error
+            )
             raise error from exc
         self._observe(region, operation, started, None)
         return result
 
-    def _observe(self, region: str, operation: str, started: float, error: AwsCallError | None) -> None:
+    def _observe(
+        self, region: str, operation: str, started: float, error: AwsCallError | None
+    ) -> None:
         elapsed = self._monotonic() - started
         if error is None:
             self.region_ok[region] = True

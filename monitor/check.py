@@ -51,12 +51,18 @@ async def run_check(
     config: Config, target: CanaryTarget, warning: float, critical: float, timeout: float
 ) -> CheckResult:
     settings = config.canary.model_copy(
-        update={"warning_seconds": warning, "critical_seconds": critical, "stall_seconds": timeout,
-                "timeout_seconds": timeout}
+        update={
+            "warning_seconds": warning,
+            "critical_seconds": critical,
+            "stall_seconds": timeout,
+            "timeout_seconds": timeout,
+        }
     )
     metrics = Metrics(CollectorRegistry(), __version__)
     clients = AwsClients(config.aws, metrics)
-    runner = CanaryRunner(target, settings, f"{config.instance_id}-check", clients, metrics, SystemClock())
+    runner = CanaryRunner(
+        target, settings, f"{config.instance_id}-check", clients, metrics, SystemClock()
+    )
     await clients.start(list(target.regions))
     try:
         runner.start()
@@ -83,7 +89,8 @@ async def run_check(
         else:
             code = _verdict(runner.pair_state(probe, region_up), lag, warning, critical)
             detail = (
-                f"{lag:.3f} s ± {probe.last.error:.3f}" if probe.last
+                f"{lag:.3f} s ± {probe.last.error:.3f}"
+                if probe.last
                 else f"not seen after {timeout:.0f} s{': ' + probe.last_error if probe.last_error else ''}"
             )
         worst = max(worst, code, key=_RANK.__getitem__)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -46,7 +47,9 @@ def _load(args: argparse.Namespace) -> Config:
     updates: dict[str, object] = {}
     if getattr(args, "home_region", None):
         if args.home_region not in config.regions:
-            raise UserError(f"--home-region {args.home_region} is not one of {config.regions} in {args.config}")
+            raise UserError(
+                f"--home-region {args.home_region} is not one of {config.regions} in {args.config}"
+            )
         updates["home_region"] = args.home_region
     if getattr(args, "endpoint", None):
         updates["aws"] = config.aws.model_copy(update={"endpoint_url": args.endpoint})
@@ -91,7 +94,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
         raise UserError(f"init failed: {exc}") from None
     except TimeoutError as exc:
         raise UserError(f"init failed: {exc}") from None
-    print("\n".join(actions) or f"{config.canary.table} already exists in {', '.join(config.regions)}")
+    print(
+        "\n".join(actions) or f"{config.canary.table} already exists in {', '.join(config.regions)}"
+    )
     return 0
 
 
@@ -99,8 +104,12 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     from monitor.sandbox import SandboxOptions, run_sandbox
 
     options = SandboxOptions(
-        host=args.host, port=args.port, metrics_port=args.metrics_port, traffic=not args.no_traffic,
-        ui=not args.no_ui and sys.stdout.isatty(), realistic_latency=not args.no_latency,
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        traffic=not args.no_traffic,
+        ui=not args.no_ui and sys.stdout.isatty(),
+        realistic_latency=not args.no_latency,
     )
     try:
         return asyncio.run(run_sandbox(options))
@@ -122,15 +131,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
             config = _load(args)
         elif args.table and args.regions:
             config = parse_config(
-                {"regions": args.regions, "aws": {"endpoint_url": args.endpoint}, "instance_id": args.instance},
+                {
+                    "regions": args.regions,
+                    "aws": {"endpoint_url": args.endpoint},
+                    "instance_id": args.instance,
+                },
                 "command line",
             )
         else:
-            raise UserError("give --config FILE, or --table and --regions (and --endpoint for the emulator)")
+            raise UserError(
+                "give --config FILE, or --table and --regions (and --endpoint for the emulator)"
+            )
         configure_logging("console", "error")
         target = (
             CanaryTarget(args.table, tuple(config.regions), (("pk", "{instance}#{source}"),))
-            if args.table else canary_targets(config)[0]
+            if args.table
+            else canary_targets(config)[0]
         )
         result = asyncio.run(run_check(config, target, args.warning, args.critical, args.timeout))
     except (ConfigError, UserError) as exc:
@@ -146,8 +162,10 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     prices = Prices(
-        write_unit_per_million=args.price_write_million, read_unit_per_million=args.price_read_million,
-        stream_reads_per_100k=args.price_stream_100k, transfer_per_gb=args.price_transfer_gb,
+        write_unit_per_million=args.price_write_million,
+        read_unit_per_million=args.price_read_million,
+        stream_reads_per_100k=args.price_stream_100k,
+        transfer_per_gb=args.price_transfer_gb,
     )
     regions = len(config.regions)
     watched = [t for t in config.tables if t.conflicts.enabled] if config.streams.enabled else []
@@ -155,16 +173,28 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     poll = (config.streams.poll_interval_min_seconds + config.streams.poll_interval_max_seconds) / 2
     targets = len(canary_targets(config)) if config.canary.enabled else 0
     cost = canary_cost(
-        regions, targets, config.canary.interval_seconds, args.reads_per_canary, readers, poll, prices
+        regions,
+        targets,
+        config.canary.interval_seconds,
+        args.reads_per_canary,
+        readers,
+        poll,
+        prices,
     )
     print(f"gtmon monthly AWS cost estimate for {args.config}")
-    print(f"  {regions} regions, {targets} canary table(s), canary every {config.canary.interval_seconds:g} s, "
-          f"{args.reads_per_canary:g} reads per canary and pair, {readers} stream reader(s) polling "
-          f"about every {poll:g} s")
+    print(
+        f"  {regions} regions, {targets} canary table(s), canary every {config.canary.interval_seconds:g} s, "
+        f"{args.reads_per_canary:g} reads per canary and pair, {readers} stream reader(s) polling "
+        f"about every {poll:g} s"
+    )
     rows = [
         ("canary writes", f"{cost.write_units_per_month / 1e6:.2f} M write units", cost.writes_usd),
         ("canary reads", f"{cost.reads_per_month / 1e6:.2f} M read units", cost.reads_usd),
-        ("stream reads", f"{cost.stream_requests_per_month / 1e6:.2f} M requests", cost.streams_usd),
+        (
+            "stream reads",
+            f"{cost.stream_requests_per_month / 1e6:.2f} M requests",
+            cost.streams_usd,
+        ),
         ("replication transfer", f"{cost.transfer_gb_per_month:.3f} GB", cost.transfer_usd),
         ("storage", "canary items", cost.storage_usd),
     ]
@@ -172,10 +202,12 @@ def _cmd_cost(args: argparse.Namespace) -> int:
         print(f"  {name:<22}{volume:>26}   ${usd:8.2f}")
     print(f"  {'total':<22}{'':>26}   ${cost.total_usd:8.2f} per month")
     print("prices assumed (us-east-1 on-demand, override with the --price-* options):")
-    print(f"  ${prices.write_unit_per_million}/M write units (replicated writes the same), "
-          f"${prices.read_unit_per_million}/M read units, ${prices.stream_reads_per_100k}/100k stream "
-          f"reads after {prices.stream_reads_free_per_month / 1e6:g} M free, "
-          f"${prices.transfer_per_gb}/GB cross-region transfer, ${prices.storage_per_gb_month}/GB-month")
+    print(
+        f"  ${prices.write_unit_per_million}/M write units (replicated writes the same), "
+        f"${prices.read_unit_per_million}/M read units, ${prices.stream_reads_per_100k}/100k stream "
+        f"reads after {prices.stream_reads_free_per_month / 1e6:g} M free, "
+        f"${prices.transfer_per_gb}/GB cross-region transfer, ${prices.storage_per_gb_month}/GB-month"
+    )
     return 0
 
 
@@ -188,7 +220,9 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         try:
             latency[region.strip()] = DelaySpec.of(float(ms), float(ms) * 0.1)
         except ValueError:
-            raise UserError(f"--client-latency {entry!r}: use REGION=MILLISECONDS, e.g. eu-west-1=75") from None
+            raise UserError(
+                f"--client-latency {entry!r}: use REGION=MILLISECONDS, e.g. eu-west-1=75"
+            ) from None
         if region.strip() not in args.regions:
             raise UserError(f"--client-latency {entry!r}: {region} is not one of {args.regions}")
     settings = EmulatorSettings(
@@ -200,7 +234,9 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     try:
         server = EmulatorServer(Emulator(settings), args.host, args.port)
     except OSError as exc:
-        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        raise UserError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from None
     print(
         f"gtmon emulator serving DynamoDB and DynamoDB Streams for {', '.join(args.regions)} "
         f"on {server.url} (control API under {server.url}/gtmon/). Ctrl-C stops it.",
@@ -211,10 +247,8 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt  # SIGTERM (docker stop, systemd, kill) stops it like Ctrl-C
 
     signal.signal(signal.SIGTERM, _terminate)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -245,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     sandbox = commands.add_parser(
-        "sandbox", help="run the emulator, demo traffic and the monitor locally (start here)",
+        "sandbox",
+        help="run the emulator, demo traffic and the monitor locally (start here)",
         description=(
             "Start a local three-region global-tables emulator (us-east-1, eu-west-1, "
             "ap-southeast-1) with realistic replication delays and client round trips, create the "
@@ -254,19 +289,27 @@ def build_parser() -> argparse.ArgumentParser:
             "(--endpoint-url http://127.0.0.1:8000) and `gtmon fault` work against it."
         ),
     )
-    sandbox.add_argument("--host", default="127.0.0.1", help="address for both servers (default %(default)s)")
-    sandbox.add_argument("--port", type=int, default=8000, help="emulator port (default %(default)s)")
-    sandbox.add_argument("--metrics-port", type=int, default=9108, help="/metrics port (default %(default)s)")
+    sandbox.add_argument(
+        "--host", default="127.0.0.1", help="address for both servers (default %(default)s)"
+    )
+    sandbox.add_argument(
+        "--port", type=int, default=8000, help="emulator port (default %(default)s)"
+    )
+    sandbox.add_argument(
+        "--metrics-port", type=int, default=9108, help="/metrics port (default %(default)s)"
+    )
     sandbox.add_argument("--no-traffic", action="store_true", help="no demo traffic on Orders")
     sandbox.add_argument("--no-ui", action="store_true", help="plain logs instead of the live view")
     sandbox.add_argument(
-        "--no-latency", action="store_true",
+        "--no-latency",
+        action="store_true",
         help="answer every region in ~1 ms instead of the round trips seen from us-east-1",
     )
     sandbox.set_defaults(func=_cmd_sandbox)
 
     run = commands.add_parser(
-        "run", help="run the monitor daemon",
+        "run",
+        help="run the monitor daemon",
         description=(
             "Write canaries into every region, measure propagation to every other region, read "
             "the replicas' streams for last-writer-wins conflicts, and serve /metrics, "
@@ -282,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     init = commands.add_parser(
-        "init", help="create the canary table as a global table in every configured region",
+        "init",
+        help="create the canary table as a global table in every configured region",
         description="Create the dedicated canary table with replicas in every region (idempotent).",
     )
     init.add_argument("--config", required=True)
@@ -291,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=_cmd_init)
 
     check = commands.add_parser(
-        "check", help="one canary round; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+        "check",
+        help="one canary round; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
         description=(
             "Write one canary per region, wait for the others to see it, print the lag matrix and "
             "exit with a nagios-style code (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). A canary not "
@@ -303,22 +348,46 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--table", help="canary table (with --regions, instead of --config)")
     check.add_argument("--regions", type=_regions, help="comma-separated regions")
     check.add_argument("--instance", default="gtmon", help="instance id for the canary key")
-    check.add_argument("--warning", type=float, default=5.0, help="lag in seconds for WARNING (default %(default)s)")
-    check.add_argument("--critical", type=float, default=30.0, help="lag for CRITICAL (default %(default)s)")
-    check.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default %(default)s)")
+    check.add_argument(
+        "--warning",
+        type=float,
+        default=5.0,
+        help="lag in seconds for WARNING (default %(default)s)",
+    )
+    check.add_argument(
+        "--critical", type=float, default=30.0, help="lag for CRITICAL (default %(default)s)"
+    )
+    check.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait (default %(default)s)"
+    )
     check.set_defaults(func=_cmd_check)
 
     cost = commands.add_parser(
-        "cost", help="estimate the monthly AWS cost of a configuration",
-        description="Monthly AWS cost of the configured canaries and stream readers, with the prices assumed.",
+        "cost",
+        help="estimate the monthly AWS cost of a configuration",
+        description=(
+            "Monthly AWS cost of the configured canaries and stream readers, with the prices assumed."
+        ),
     )
     cost.add_argument("--config", required=True)
-    cost.add_argument("--reads-per-canary", type=float, default=3.0,
-                      help="reads per canary and region pair (the daemon reports its own figure; default %(default)s)")
-    cost.add_argument("--price-write-million", type=float, default=0.625, help="USD per million write units")
-    cost.add_argument("--price-read-million", type=float, default=0.125, help="USD per million read units")
-    cost.add_argument("--price-stream-100k", type=float, default=0.02, help="USD per 100k stream reads")
-    cost.add_argument("--price-transfer-gb", type=float, default=0.02, help="USD per GB cross-region")
+    cost.add_argument(
+        "--reads-per-canary",
+        type=float,
+        default=3.0,
+        help="reads per canary and region pair (the daemon reports its own figure; default %(default)s)",
+    )
+    cost.add_argument(
+        "--price-write-million", type=float, default=0.625, help="USD per million write units"
+    )
+    cost.add_argument(
+        "--price-read-million", type=float, default=0.125, help="USD per million read units"
+    )
+    cost.add_argument(
+        "--price-stream-100k", type=float, default=0.02, help="USD per 100k stream reads"
+    )
+    cost.add_argument(
+        "--price-transfer-gb", type=float, default=0.02, help="USD per GB cross-region"
+    )
     cost.set_defaults(func=_cmd_cost)
 
     emulator = commands.add_parser(
@@ -331,51 +400,75 @@ def build_parser() -> argparse.ArgumentParser:
             "--endpoint-url."
         ),
     )
-    emulator.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    emulator.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
     emulator.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
     emulator.add_argument(
-        "--regions", type=_regions, default=["us-east-1", "eu-west-1", "ap-southeast-1"],
+        "--regions",
+        type=_regions,
+        default=["us-east-1", "eu-west-1", "ap-southeast-1"],
         help="comma-separated regions to serve (default us-east-1,eu-west-1,ap-southeast-1)",
     )
-    emulator.add_argument("--delay-ms", type=float, default=100.0, help="replication delay per link (default %(default)s)")
-    emulator.add_argument("--jitter-ms", type=float, default=0.0, help="uniform jitter added to the delay")
     emulator.add_argument(
-        "--activation-seconds", type=float, default=1.0,
+        "--delay-ms",
+        type=float,
+        default=100.0,
+        help="replication delay per link (default %(default)s)",
+    )
+    emulator.add_argument(
+        "--jitter-ms", type=float, default=0.0, help="uniform jitter added to the delay"
+    )
+    emulator.add_argument(
+        "--activation-seconds",
+        type=float,
+        default=1.0,
         help="how long a new replica stays CREATING (default %(default)s)",
     )
     emulator.add_argument(
-        "--client-latency", action="append", metavar="REGION=MS",
+        "--client-latency",
+        action="append",
+        metavar="REGION=MS",
         help="client round trip to a region (10%% jitter), e.g. ap-southeast-1=220; repeatable",
     )
     emulator.set_defaults(func=_cmd_emulator)
 
     fault = commands.add_parser(
-        "fault", help="inject faults into a running emulator or sandbox",
+        "fault",
+        help="inject faults into a running emulator or sandbox",
         description="Change link delays, pause links, take regions down or throttle them, at run time.",
     )
     fault_actions = fault.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = fault_actions.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="emulator URL (default %(default)s)")
+        sub.add_argument(
+            "--endpoint", default=DEFAULT_ENDPOINT, help="emulator URL (default %(default)s)"
+        )
         sub.set_defaults(func=_cmd_fault)
         return sub
 
     def link_args(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--from", dest="from", metavar="REGION", help="source region (default: all)")
+        sub.add_argument(
+            "--from", dest="from", metavar="REGION", help="source region (default: all)"
+        )
         sub.add_argument("--to", metavar="REGION", help="target region (default: all)")
 
     delay = action("delay", "set the replication delay of links")
     link_args(delay)
     delay.add_argument("--ms", type=float, required=True, help="base delay in milliseconds")
     delay.add_argument("--jitter-ms", type=float, default=0.0, help="jitter in milliseconds")
-    delay.add_argument("--kind", choices=["fixed", "uniform", "lognormal"], help="jitter distribution")
+    delay.add_argument(
+        "--kind", choices=["fixed", "uniform", "lognormal"], help="jitter distribution"
+    )
     link_args(action("pause", "stop replication on links (writes queue up, in order)"))
     link_args(action("resume", "resume paused links (queued writes are delivered in order)"))
     outage = action("outage", "make a region's endpoint fail")
     outage.add_argument("--region", required=True)
     outage.add_argument(
-        "--mode", choices=["error", "blackhole"], default="error",
+        "--mode",
+        choices=["error", "blackhole"],
+        default="error",
         help="error: answer 500 InternalServerError; blackhole: never answer (default %(default)s)",
     )
     action("restore", "end a region's outage").add_argument("--region", required=True)
@@ -391,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="work with configuration files")
     config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     validate = config_actions.add_parser(
-        "validate", help="check a config file and report every problem",
+        "validate",
+        help="check a config file and report every problem",
         description="Check a config file; problems name the file, the field and what is allowed.",
     )
     validate.add_argument("file")

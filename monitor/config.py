@@ -63,7 +63,8 @@ class AwsSettings(_Model):
     """How gtmon talks to AWS: finite timeouts on every call, bounded retries."""
 
     endpoint_url: str | None = Field(
-        default=None, description="Override the AWS endpoint (the emulator, e.g. http://127.0.0.1:8000)."
+        default=None,
+        description="Override the AWS endpoint (the emulator, e.g. http://127.0.0.1:8000).",
     )
     connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     read_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
@@ -79,16 +80,23 @@ class CanarySettings(_Model):
     interval_seconds: float = Field(default=5.0, ge=0.2, le=3600)
     ttl_seconds: int = Field(default=86400, ge=60)
     timeout_seconds: float = Field(
-        default=120.0, gt=0, description="Stop polling a canary that has not arrived after this long."
+        default=120.0,
+        gt=0,
+        description="Stop polling a canary that has not arrived after this long.",
     )
     max_reads_per_canary: int = Field(default=20, ge=2, le=1000)
     min_poll_interval_seconds: float = Field(default=0.02, gt=0, le=10)
     fleet: str = Field(
-        default="gtmon", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+        default="gtmon",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
         description="Per-region mode: the name all daemons of one deployment share in canary keys.",
     )
     warning_seconds: float = Field(default=5.0, gt=0, description="Lag that turns a pair WARNING.")
-    critical_seconds: float = Field(default=30.0, gt=0, description="Lag that turns a pair CRITICAL.")
+    critical_seconds: float = Field(
+        default=30.0, gt=0, description="Lag that turns a pair CRITICAL."
+    )
     stall_seconds: float = Field(
         default=30.0, gt=0, description="Age of the oldest unseen canary that means STALLED."
     )
@@ -135,9 +143,13 @@ class TableConfig(_Model):
             if not value:
                 raise ValueError("needs at least the partition key attribute")
             if not any("{source}" in v for v in value.values()):
-                raise ValueError("one key value must contain {source} so each region's canary differs")
+                raise ValueError(
+                    "one key value must contain {source} so each region's canary differs"
+                )
             if not any("{instance}" in v for v in value.values()):
-                raise ValueError("one key value must contain {instance} so two monitors never collide")
+                raise ValueError(
+                    "one key value must contain {instance} so two monitors never collide"
+                )
         return value
 
 
@@ -164,7 +176,8 @@ class MetricsSettings(_Model):
     host: str = "0.0.0.0"
     port: int = Field(default=9108, ge=0, le=65535)
     web_config_file: str | None = Field(
-        default=None, description="TLS and basic auth, in the Prometheus exporter web config format."
+        default=None,
+        description="TLS and basic auth, in the Prometheus exporter web config format.",
     )
 
 
@@ -205,7 +218,9 @@ class Config(_Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         if self.home_region is not None and self.home_region not in self.regions:
-            raise ValueError(f"home_region {self.home_region!r} is not one of regions {self.regions}")
+            raise ValueError(
+                f"home_region {self.home_region!r} is not one of regions {self.regions}"
+            )
         names = [t.name for t in self.tables]
         if len(set(names)) != len(names):
             raise ValueError("tables: each table may be listed once")
@@ -253,7 +268,9 @@ def _describe(error: Any) -> str:
 def parse_config(data: Any, source: str = "<config>") -> Config:
     """Validate already-loaded YAML data; errors name `source`, each field and what is allowed."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the file must hold a mapping (key: value), not {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: the file must hold a mapping (key: value), not {type(data).__name__}"
+        )
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

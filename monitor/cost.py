@@ -42,7 +42,13 @@ class CostBreakdown:
 
     @property
     def total_usd(self) -> float:
-        return self.writes_usd + self.reads_usd + self.streams_usd + self.transfer_usd + self.storage_usd
+        return (
+            self.writes_usd
+            + self.reads_usd
+            + self.streams_usd
+            + self.transfer_usd
+            + self.storage_usd
+        )
 
 
 def canary_cost(

@@ -9,6 +9,7 @@ Nothing here imports the rest of gtmon.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -21,8 +22,25 @@ __all__ = ["LAG_BUCKETS", "METRIC_DOCS", "Metrics", "PairReading", "ReplicationS
 # Replication lag spans milliseconds (same continent, healthy) to minutes (a stall
 # that resolved); AWS's own alarm advice sits at 180 s.
 LAG_BUCKETS = (
-    0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0,
-    120.0, 300.0, 600.0,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
 )
 AWS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -31,36 +49,71 @@ PAIR = ("table", "source_region", "target_region")
 # name -> (type, labels, help). The single source for help texts and docs/metrics.md.
 METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "gtmon_replication_lag_seconds": (
-        "histogram", PAIR, "Canary propagation delay from source to target region."),
+        "histogram",
+        PAIR,
+        "Canary propagation delay from source to target region.",
+    ),
     "gtmon_replication_lag_last_seconds": (
-        "gauge", PAIR, "Last measured canary propagation delay."),
+        "gauge",
+        PAIR,
+        "Last measured canary propagation delay.",
+    ),
     "gtmon_replication_lag_error_seconds": (
-        "gauge", PAIR, "Half-width of the error bound of the last measured delay."),
+        "gauge",
+        PAIR,
+        "Half-width of the error bound of the last measured delay.",
+    ),
     "gtmon_replication_oldest_pending_seconds": (
-        "gauge", PAIR,
-        "Age of the oldest canary not yet seen at the target (0 when none); rises during a stall."),
+        "gauge",
+        PAIR,
+        "Age of the oldest canary not yet seen at the target (0 when none); rises during a stall.",
+    ),
     "gtmon_replication_heartbeat_age_seconds": (
-        "gauge", PAIR, "Now minus the write time of the newest canary seen at the target."),
+        "gauge",
+        PAIR,
+        "Now minus the write time of the newest canary seen at the target.",
+    ),
     "gtmon_canary_operations_total": (
-        "counter", ("table", "region", "operation", "result"),
-        "Canary writes and reads, by result (ok or error)."),
+        "counter",
+        ("table", "region", "operation", "result"),
+        "Canary writes and reads, by result (ok or error).",
+    ),
     "gtmon_region_up": (
-        "gauge", ("region",), "1 when the last calls to the region succeeded, else 0."),
+        "gauge",
+        ("region",),
+        "1 when the last calls to the region succeeded, else 0.",
+    ),
     "gtmon_aws_request_duration_seconds": (
-        "histogram", ("region", "operation"), "Latency of AWS API calls."),
+        "histogram",
+        ("region", "operation"),
+        "Latency of AWS API calls.",
+    ),
     "gtmon_aws_request_errors_total": (
-        "counter", ("region", "operation", "code"), "AWS API errors by error code."),
+        "counter",
+        ("region", "operation", "code"),
+        "AWS API errors by error code.",
+    ),
     "gtmon_lww_conflicts_total": (
-        "counter", ("table", "winner_region", "loser_region"),
-        "Writes lost to last-writer-wins conflict resolution."),
+        "counter",
+        ("table", "winner_region", "loser_region"),
+        "Writes lost to last-writer-wins conflict resolution.",
+    ),
     "gtmon_stream_records_total": (
-        "counter", ("table", "region", "event"), "Stream records processed."),
+        "counter",
+        ("table", "region", "event"),
+        "Stream records processed.",
+    ),
     "gtmon_stream_lag_seconds": (
-        "gauge", ("table", "region"), "How far the stream reader is behind the newest record."),
+        "gauge",
+        ("table", "region"),
+        "How far the stream reader is behind the newest record.",
+    ),
     "gtmon_stream_shards": (
-        "gauge", ("table", "region", "state"), "Shards being read, open or closed."),
-    "gtmon_detector_tracked_keys": (
-        "gauge", ("table",), "Items held by the conflict detector."),
+        "gauge",
+        ("table", "region", "state"),
+        "Shards being read, open or closed.",
+    ),
+    "gtmon_detector_tracked_keys": ("gauge", ("table",), "Items held by the conflict detector."),
     "gtmon_build_info": ("gauge", ("version",), "Always 1; the version label says which build."),
 }
 
@@ -129,22 +182,30 @@ class Metrics:
 
         def counter(name: str) -> Counter:
             # prometheus_client appends _total itself; the contract names include it.
-            return Counter(name.removesuffix("_total"), _help(name), _labels(name), registry=registry)
+            return Counter(
+                name.removesuffix("_total"), _help(name), _labels(name), registry=registry
+            )
 
         def gauge(name: str) -> Gauge:
             return Gauge(name, _help(name), _labels(name), registry=registry)
 
         self.replication_lag = Histogram(
-            "gtmon_replication_lag_seconds", _help("gtmon_replication_lag_seconds"), PAIR,
-            buckets=LAG_BUCKETS, registry=registry,
+            "gtmon_replication_lag_seconds",
+            _help("gtmon_replication_lag_seconds"),
+            PAIR,
+            buckets=LAG_BUCKETS,
+            registry=registry,
         )
         self.replication_lag_last = gauge("gtmon_replication_lag_last_seconds")
         self.replication_lag_error = gauge("gtmon_replication_lag_error_seconds")
         self.canary_operations = counter("gtmon_canary_operations_total")
         self.region_up = gauge("gtmon_region_up")
         self.aws_request_duration = Histogram(
-            "gtmon_aws_request_duration_seconds", _help("gtmon_aws_request_duration_seconds"),
-            _labels("gtmon_aws_request_duration_seconds"), buckets=AWS_BUCKETS, registry=registry,
+            "gtmon_aws_request_duration_seconds",
+            _help("gtmon_aws_request_duration_seconds"),
+            _labels("gtmon_aws_request_duration_seconds"),
+            buckets=AWS_BUCKETS,
+            registry=registry,
         )
         self.aws_request_errors = counter("gtmon_aws_request_errors_total")
         self.lww_conflicts = counter("gtmon_lww_conflicts_total")
@@ -162,7 +223,5 @@ class Metrics:
     def forget_pair(self, table: str, source_region: str, target_region: str) -> None:
         """Drop a pair's series when its table or region leaves the config."""
         for metric in (self.replication_lag, self.replication_lag_last, self.replication_lag_error):
-            try:
+            with contextlib.suppress(KeyError):
                 metric.remove(table, source_region, target_region)
-            except KeyError:
-                pass

@@ -11,6 +11,7 @@ against it while it runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from dataclasses import dataclass
@@ -40,9 +41,7 @@ _DISTANCES = {
     ("us-east-1", "ap-southeast-1"): DelaySpec(ms=1200, jitter_ms=200, kind="lognormal"),
     ("eu-west-1", "ap-southeast-1"): DelaySpec(ms=1500, jitter_ms=250, kind="lognormal"),
 }
-SANDBOX_LINK_DELAYS = {
-    **_DISTANCES, **{(b, a): spec for (a, b), spec in _DISTANCES.items()}
-}
+SANDBOX_LINK_DELAYS = {**_DISTANCES, **{(b, a): spec for (a, b), spec in _DISTANCES.items()}}
 # Round trips from a monitor sitting in us-east-1 (10% jitter).
 SANDBOX_CLIENT_LATENCY = {
     "us-east-1": DelaySpec(ms=4, jitter_ms=0.4, kind="uniform"),
@@ -50,8 +49,12 @@ SANDBOX_CLIENT_LATENCY = {
     "ap-southeast-1": DelaySpec(ms=220, jitter_ms=22, kind="uniform"),
 }
 _COLOURS = {
-    "OK": "green", "UNKNOWN": "grey50", "WARNING": "yellow", "CRITICAL": "dark_orange",
-    "STALLED": "red", "DOWN": "magenta",
+    "OK": "green",
+    "UNKNOWN": "grey50",
+    "WARNING": "yellow",
+    "CRITICAL": "dark_orange",
+    "STALLED": "red",
+    "DOWN": "magenta",
 }
 
 
@@ -73,12 +76,20 @@ def sandbox_config(options: SandboxOptions, endpoint: str) -> Config:
         {
             "instance_id": "sandbox",
             "regions": REGIONS,
-            "aws": {"endpoint_url": endpoint, "connect_timeout_seconds": 1, "read_timeout_seconds": 3,
-                    "max_attempts": 2},
+            "aws": {
+                "endpoint_url": endpoint,
+                "connect_timeout_seconds": 1,
+                "read_timeout_seconds": 3,
+                "max_attempts": 2,
+            },
             "canary": {"interval_seconds": options.canary_interval, "stall_seconds": 10},
             "tables": [{"name": ORDERS_TABLE}],
-            "streams": {"poll_interval_min_seconds": 0.2, "poll_interval_max_seconds": 1.0,
-                        "checkpoint_path": options.checkpoint_path, "settle_seconds": 5},
+            "streams": {
+                "poll_interval_min_seconds": 0.2,
+                "poll_interval_max_seconds": 1.0,
+                "checkpoint_path": options.checkpoint_path,
+                "settle_seconds": 5,
+            },
             "metrics": {"host": options.host, "port": options.metrics_port},
             "log": {"format": "auto", "level": "info"},
         },
@@ -92,7 +103,9 @@ def _fmt(seconds: float | None) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, metrics_url: str) -> Group:
+def render(
+    status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, metrics_url: str
+) -> Group:
     """The live view: lag matrix per canary table, regions, conflicts."""
     parts: list[Any] = [
         Text.from_markup(
@@ -119,7 +132,9 @@ def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, m
                 text = f"{_fmt(pair['last_lag_seconds'])} / {_fmt(pair['p99_seconds'])}"
                 if pair["oldest_pending_seconds"] >= 1:
                     text += f"\npending {_fmt(pair['oldest_pending_seconds'])}"
-                cells.append(Text(f"{pair['state']}\n{text}", style=_COLOURS.get(pair["state"], "")))
+                cells.append(
+                    Text(f"{pair['state']}\n{text}", style=_COLOURS.get(pair["state"], ""))
+                )
             matrix.add_row(*cells)
         parts.append(matrix)
     regions_table = Table(title="regions")
@@ -128,19 +143,25 @@ def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, m
     regions_table.add_column("last error")
     for region, info in sorted(status.get("regions", {}).items()):
         regions_table.add_row(
-            region, Text("up", style="green") if info["up"] else Text("DOWN", style="red"),
+            region,
+            Text("up", style="green") if info["up"] else Text("DOWN", style="red"),
             info.get("last_error") or "",
         )
     parts.append(regions_table)
     conflicts = status.get("conflicts", {})
     recent = conflicts.get("recent", [])
-    conflict_table = Table(title=f"last-writer-wins conflicts: {conflicts.get('total', len(recent))} detected")
+    conflict_table = Table(
+        title=f"last-writer-wins conflicts: {conflicts.get('total', len(recent))} detected"
+    )
     for column in ("table", "key", "lost in", "won by", "mode"):
         conflict_table.add_column(column)
     for conflict in recent[:8]:
         conflict_table.add_row(
-            str(conflict.get("table")), format_key(conflict.get("key")), str(conflict.get("loser_region")),
-            str(conflict.get("winner_region")), str(conflict.get("mode")),
+            str(conflict.get("table")),
+            format_key(conflict.get("key")),
+            str(conflict.get("loser_region")),
+            str(conflict.get("winner_region")),
+            str(conflict.get("mode")),
         )
     parts.append(conflict_table)
     if traffic is not None:
@@ -174,22 +195,28 @@ async def run_sandbox(options: SandboxOptions) -> int:
     try:
         await asyncio.to_thread(create_orders_table, endpoint, REGIONS)
         await service.clients.start(REGIONS)
-        await ensure_canary_table(service.clients, config.canary.table, REGIONS, "gtmon_expires_at", 60)
+        await ensure_canary_table(
+            service.clients, config.canary.table, REGIONS, "gtmon_expires_at", 60
+        )
         if options.traffic:
             traffic = DemoTraffic(endpoint, REGIONS)
             traffic.start()
         await service.start()
         metrics_url = f"http://{options.host}:{service.web.port}"
         if not options.ui:
-            print(f"gtmon sandbox: emulator {endpoint}, metrics {metrics_url}/metrics", file=sys.stderr, flush=True)
+            print(
+                f"gtmon sandbox: emulator {endpoint}, metrics {metrics_url}/metrics",
+                file=sys.stderr,
+                flush=True,
+            )
             await stop.wait()
         else:
-            with Live(render(service.status(), traffic, endpoint, metrics_url), refresh_per_second=2) as live:
+            with Live(
+                render(service.status(), traffic, endpoint, metrics_url), refresh_per_second=2
+            ) as live:
                 while not stop.is_set():
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=1.0)
-                    except TimeoutError:
-                        pass
                     live.update(render(service.status(), traffic, endpoint, metrics_url))
     finally:
         await service.stop()
@@ -198,5 +225,7 @@ async def run_sandbox(options: SandboxOptions) -> int:
         server.close()
         if log_stream is not sys.stderr:
             log_stream.close()
-            print(f"gtmon sandbox stopped; the monitor's log is in {Path(options.log_file).resolve()}")
+            print(
+                f"gtmon sandbox stopped; the monitor's log is in {Path(options.log_file).resolve()}"
+            )
     return 0

@@ -41,14 +41,17 @@ def canary_targets(config: Config) -> list[CanaryTarget]:
     if not config.tables or any(t.canary_key is None for t in config.tables):
         targets.append(
             CanaryTarget(
-                config.canary.table, tuple(config.regions),
+                config.canary.table,
+                tuple(config.regions),
                 ((CANARY_KEY_ATTRIBUTE, "{instance}#{source}"),),
             )
         )
     for table in config.tables:
         if table.canary_key is not None:
             targets.append(
-                CanaryTarget(table.name, tuple(config.table_regions(table)), tuple(table.canary_key.items()))
+                CanaryTarget(
+                    table.name, tuple(config.table_regions(table)), tuple(table.canary_key.items())
+                )
             )
     return targets
 
@@ -67,31 +70,54 @@ class Service:
         self.clock = clock or SystemClock()
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry, __version__)
-        self.clients = AwsClients(config.aws, self.metrics, session=session, monotonic=self.clock.monotonic)
-        self.runners = [self._runner(target) for target in canary_targets(config)] if config.canary.enabled else []
+        self.clients = AwsClients(
+            config.aws, self.metrics, session=session, monotonic=self.clock.monotonic
+        )
+        self.runners = (
+            [self._runner(target) for target in canary_targets(config)]
+            if config.canary.enabled
+            else []
+        )
         self.metrics.add_replication_state(self._readings)
         self.watcher: ConflictWatcher | None = (
             ConflictWatcher(config, self.clients, self.metrics, self.clock)
-            if config.streams.enabled and any(t.conflicts.enabled for t in config.tables) else None
+            if config.streams.enabled and any(t.conflicts.enabled for t in config.tables)
+            else None
         )
         web_config: WebConfig | None = (
-            load_web_config(config.metrics.web_config_file) if config.metrics.web_config_file else None
+            load_web_config(config.metrics.web_config_file)
+            if config.metrics.web_config_file
+            else None
         )
         self.web = WebServer(
-            config.metrics.host, config.metrics.port, self.registry, self.status, self.ready, web_config
+            config.metrics.host,
+            config.metrics.port,
+            self.registry,
+            self.status,
+            self.ready,
+            web_config,
         )
         self._scheduler: AsyncIOScheduler | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: set[asyncio.Task[Any]] = set()
         self._ready = False
         self._stopped = asyncio.Event()
 
     def _runner(self, target: CanaryTarget) -> CanaryRunner:
         config = self.config
         if config.home_region is None:
-            return CanaryRunner(target, config.canary, config.instance_id, self.clients, self.metrics, self.clock)
+            return CanaryRunner(
+                target, config.canary, config.instance_id, self.clients, self.metrics, self.clock
+            )
         return RemoteCanaryRunner(
-            target, config.canary, config.instance_id, self.clients, self.metrics, self.clock,
-            config.home_region, config.canary.fleet, config.clock_error_seconds,
+            target,
+            config.canary,
+            config.instance_id,
+            self.clients,
+            self.metrics,
+            self.clock,
+            config.home_region,
+            config.canary.fleet,
+            config.clock_error_seconds,
         )
 
     def _readings(self) -> list[PairReading]:
@@ -120,15 +146,22 @@ class Service:
                 if self.config.home_region not in (None, source):
                     continue
                 self._scheduler.add_job(
-                    self._run_write, IntervalTrigger(seconds=interval), args=[runner, source],
-                    id=f"canary:{runner.target.table}:{source}", coalesce=True, max_instances=1,
+                    self._run_write,
+                    IntervalTrigger(seconds=interval),
+                    args=[runner, source],
+                    id=f"canary:{runner.target.table}:{source}",
+                    coalesce=True,
+                    max_instances=1,
                     misfire_grace_time=max(1, int(interval)),
                 )
         self._scheduler.start()
         self._ready = True
         _log.info(
-            "started", instance=self.config.instance_id, regions=self.regions,
-            canary_tables=[r.target.table for r in self.runners], port=self.web.port,
+            "started",
+            instance=self.config.instance_id,
+            regions=self.regions,
+            canary_tables=[r.target.table for r in self.runners],
+            port=self.web.port,
         )
         for runner in self.runners:
             for source in runner.target.regions:
@@ -143,12 +176,12 @@ class Service:
     async def _run_write(self, runner: CanaryRunner, source: str) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._in_flight.add(task)  # type: ignore[arg-type]
+            self._in_flight.add(task)
         try:
             await runner.write(source)
         finally:
             if task is not None:
-                self._in_flight.discard(task)  # type: ignore[arg-type]
+                self._in_flight.discard(task)
 
     async def stop(self) -> None:
         self._ready = False
@@ -210,7 +243,9 @@ class Service:
                 region: {
                     "up": region_up[region],
                     "last_error": f"{errors[region].operation}: {errors[region].code}: "
-                    f"{errors[region].message}" if region in errors else None,
+                    f"{errors[region].message}"
+                    if region in errors
+                    else None,
                 }
                 for region in self.regions
             },

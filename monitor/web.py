@@ -21,10 +21,20 @@ from monitor.webconfig import WebConfig
 __all__ = ["WebServer", "format_key", "render_status_page"]
 
 _log = structlog.get_logger("gtmon.web")
-_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
 _COLOURS = {
-    "OK": "#2e7d32", "UNKNOWN": "#757575", "WARNING": "#f9a825", "CRITICAL": "#e65100",
-    "STALLED": "#c62828", "DOWN": "#6a1b9a",
+    "OK": "#2e7d32",
+    "UNKNOWN": "#757575",
+    "WARNING": "#f9a825",
+    "CRITICAL": "#e65100",
+    "STALLED": "#c62828",
+    "DOWN": "#6a1b9a",
 }
 
 
@@ -60,7 +70,9 @@ def render_status_page(status: dict[str, Any]) -> str:
         rows = [p for p in pairs if p["table"] == table]
         regions = sorted({p["source_region"] for p in rows} | {p["target_region"] for p in rows})
         by_pair = {(p["source_region"], p["target_region"]): p for p in rows}
-        parts.append(f"<h2>Replication lag: {html.escape(table)}</h2><table><tr><th>source \\ target</th>")
+        parts.append(
+            f"<h2>Replication lag: {html.escape(table)}</h2><table><tr><th>source \\ target</th>"
+        )
         parts.extend(f"<th>{html.escape(r)}</th>" for r in regions)
         parts.append("</tr>")
         for source in regions:
@@ -94,11 +106,20 @@ def render_status_page(status: dict[str, Any]) -> str:
     total = status.get("conflicts", {}).get("total", len(conflicts))
     parts.append(f"<h2>Last-writer-wins conflicts: {total} detected</h2>")
     if conflicts:
-        parts.append("<table><tr><th>table</th><th>key</th><th>lost in</th><th>won by</th><th>mode</th></tr>")
+        parts.append(
+            "<table><tr><th>table</th><th>key</th><th>lost in</th><th>won by</th><th>mode</th></tr>"
+        )
         for conflict in conflicts[:50]:
-            cells = [conflict.get("table"), format_key(conflict.get("key")), conflict.get("loser_region"),
-                     conflict.get("winner_region"), conflict.get("mode")]
-            parts.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+            cells = [
+                conflict.get("table"),
+                format_key(conflict.get("key")),
+                conflict.get("loser_region"),
+                conflict.get("winner_region"),
+                conflict.get("mode"),
+            ]
+            parts.append(
+                "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+            )
         parts.append("</table>")
     else:
         parts.append("<p class='muted'>none seen</p>")
@@ -128,9 +149,12 @@ class WebServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._handle, self.host, self.port, ssl=self._web_config.ssl_context(),
+            self._handle,
+            self.host,
+            self.port,
+            ssl=self._web_config.ssl_context(),
         )
-        sockets = self._server.sockets or []
+        sockets = list(self._server.sockets or ())
         if sockets and self.port == 0:
             self.port = sockets[0].getsockname()[1]
 
@@ -144,13 +168,13 @@ class WebServer:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
             lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = (lines[0].split(" ", 2) + ["", ""])[:3]
+            method, target, _ = ([*lines[0].split(" ", 2), "", ""])[:3]
             headers = {}
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
             status, content_type, body = self._route(method, target.split("?", 1)[0], headers)
-            extra = "WWW-Authenticate: Basic realm=\"gtmon\"\r\n" if status == 401 else ""
+            extra = 'WWW-Authenticate: Basic realm="gtmon"\r\n' if status == 401 else ""
             writer.write(
                 (
                     f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
@@ -159,7 +183,12 @@ class WebServer:
                 + (body if method != "HEAD" else b"")
             )
             await asyncio.wait_for(writer.drain(), timeout=10)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
             pass
         except Exception:  # one bad request must never take the endpoint down
             _log.exception("http_request_failed")

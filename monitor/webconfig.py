@@ -100,6 +100,8 @@ def load_web_config(path: str | Path) -> WebConfig:
         raise ConfigError(f"{path}: basic_auth_users must map user names to bcrypt hashes")
     for user, hashed in users.items():
         if not isinstance(hashed, str) or not hashed.startswith("$2"):
-            raise ConfigError(f"{path}: basic_auth_users.{user}: must be a bcrypt hash ($2y$/$2b$...)")
+            raise ConfigError(
+                f"{path}: basic_auth_users.{user}: must be a bcrypt hash ($2y$/$2b$...)"
+            )
         config.users[str(user)] = hashed.encode()
     return config

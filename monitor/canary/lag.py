@@ -66,7 +66,9 @@ def estimate_lag(write: Interval, last_miss: Interval | None, first_hit: Interva
     low = after - commit
     high = before - commit
     lag = (low + high) / 2.0
-    return LagEstimate(lag=max(lag, 0.0), error=(high - low) / 2.0, low=max(low, 0.0), high=max(high, 0.0))
+    return LagEstimate(
+        lag=max(lag, 0.0), error=(high - low) / 2.0, low=max(low, 0.0), high=max(high, 0.0)
+    )
 
 
 def estimate_lag_uncorrected(
@@ -80,7 +82,10 @@ def estimate_lag_uncorrected(
 
 
 def estimate_lag_from_timestamp(
-    written_at: float, last_miss: Interval | None, first_hit: Interval, offset: float,
+    written_at: float,
+    last_miss: Interval | None,
+    first_hit: Interval,
+    offset: float,
     clock_error: float,
 ) -> LagEstimate:
     """Per-region mode: the writer's wall timestamp against this daemon's clock.

@@ -76,7 +76,10 @@ class RemoteCanaryRunner(CanaryRunner):
         if remote.base is None:
             # Nothing seen yet: look a few times per interval until the first canary shows up.
             return remote.last_sent + max(self.settings.min_poll_interval_seconds, interval / 4)
-        while remote.index < len(remote.plan) and remote.base + remote.plan[remote.index] <= remote.last_sent:
+        while (
+            remote.index < len(remote.plan)
+            and remote.base + remote.plan[remote.index] <= remote.last_sent
+        ):
             remote.index += 1
         if remote.index < len(remote.plan):
             return remote.base + remote.plan[remote.index]
@@ -106,7 +109,8 @@ class RemoteCanaryRunner(CanaryRunner):
         probe.expected_next_commit = remote.base
         remote.plan = plan_reads(
             probe.history.window(self.settings.min_poll_interval_seconds * 3),
-            self.settings.max_reads_per_canary, self.settings.min_poll_interval_seconds,
+            self.settings.max_reads_per_canary,
+            self.settings.min_poll_interval_seconds,
             self.settings.timeout_seconds,
         )
         remote.index, reads = 0, remote.reads
@@ -120,7 +124,16 @@ class RemoteCanaryRunner(CanaryRunner):
         commit = written_at - offset
         self._publish(
             probe,
-            Measurement(probe.table, probe.source, probe.target, seq, Interval(commit, commit), miss, hit,
-                        estimate, reads),
+            Measurement(
+                probe.table,
+                probe.source,
+                probe.target,
+                seq,
+                Interval(commit, commit),
+                miss,
+                hit,
+                estimate,
+                reads,
+            ),
             commit,
         )

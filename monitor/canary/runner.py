@@ -11,6 +11,8 @@ replicates), so two monitors never disturb each other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -82,7 +84,10 @@ class _Pending:
         return self.write.received + self.plan[self.next_index]
 
     def advance(self, now: float) -> None:
-        while self.next_index < len(self.plan) and self.write.received + self.plan[self.next_index] <= now:
+        while (
+            self.next_index < len(self.plan)
+            and self.write.received + self.plan[self.next_index] <= now
+        ):
             self.next_index += 1
 
 
@@ -123,7 +128,9 @@ class PairProbe:
             self.source,
             self.target,
             max(0.0, now - oldest) if oldest is not None else 0.0,
-            max(0.0, now - self.newest_seen_commit) if self.newest_seen_commit is not None else None,
+            max(0.0, now - self.newest_seen_commit)
+            if self.newest_seen_commit is not None
+            else None,
         )
 
 
@@ -181,7 +188,9 @@ class CanaryRunner:
     def start(self) -> None:
         for probe in self.probes.values():
             self._tasks.append(
-                asyncio.create_task(self._probe_loop(probe), name=f"probe {probe.source}->{probe.target}")
+                asyncio.create_task(
+                    self._probe_loop(probe), name=f"probe {probe.source}->{probe.target}"
+                )
             )
 
     async def stop(self) -> None:
@@ -210,11 +219,16 @@ class CanaryRunner:
         }
         sent = self._clock.monotonic()
         try:
-            await self._clients.call(source, "dynamodb", "put_item", TableName=self.target.table, Item=item)
+            await self._clients.call(
+                source, "dynamodb", "put_item", TableName=self.target.table, Item=item
+            )
         except AwsCallError as error:
             self._count(source, "write", "error")
             _log.warning(
-                "canary_write_failed", table=self.target.table, region=source, code=error.code,
+                "canary_write_failed",
+                table=self.target.table,
+                region=source,
+                code=error.code,
                 error=error.message,
             )
             for (s, _), probe in self.probes.items():
@@ -248,8 +262,9 @@ class CanaryRunner:
 
     def _next_due(self, probe: PairProbe) -> float | None:
         dues = [
-            due for p in probe.pending.values() if (due := p.next_read_at(self.settings.timeout_seconds))
-            is not None
+            due
+            for p in probe.pending.values()
+            if (due := p.next_read_at(self.settings.timeout_seconds)) is not None
         ]
         if dues:
             return min(dues)
@@ -276,15 +291,13 @@ class CanaryRunner:
                 timeout = None if due is None else max(0.0, due - now)
                 if len(probe.in_flight) >= MAX_IN_FLIGHT:
                     timeout = None
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(probe.wake.wait(), timeout)
-                except TimeoutError:
-                    pass
                 continue
             self._read_sent(probe, now)
             task = asyncio.create_task(self._read(probe))
             probe.in_flight[task] = now
-            task.add_done_callback(lambda t, p=probe: self._read_done(p, t))
+            task.add_done_callback(functools.partial(self._read_done, probe))
 
     def _read_sent(self, probe: PairProbe, now: float) -> None:
         for pending in probe.pending.values():
@@ -301,8 +314,13 @@ class CanaryRunner:
         sent = self._clock.monotonic()
         try:
             response = await self._clients.call(
-                probe.target, "dynamodb", "get_item", TableName=self.target.table, Key=key,
-                ConsistentRead=True, ProjectionExpression="gtmon_seq, gtmon_written_at",
+                probe.target,
+                "dynamodb",
+                "get_item",
+                TableName=self.target.table,
+                Key=key,
+                ConsistentRead=True,
+                ProjectionExpression="gtmon_seq, gtmon_written_at",
             )
         except AwsCallError as error:
             self._count(probe.target, "read", "error")
@@ -312,8 +330,13 @@ class CanaryRunner:
                 probe.backoff = min(30.0, max(0.5, probe.backoff * 2))
                 probe.backoff_until = self._clock.monotonic() + probe.backoff
             _log.warning(
-                "canary_read_failed", table=probe.table, source=probe.source, region=probe.target,
-                code=error.code, error=error.message, retry_in=probe.backoff,
+                "canary_read_failed",
+                table=probe.table,
+                source=probe.source,
+                region=probe.target,
+                code=error.code,
+                error=error.message,
+                retry_in=probe.backoff,
             )
             return
         received = self._clock.monotonic()
@@ -354,7 +377,14 @@ class CanaryRunner:
         self._publish(
             probe,
             Measurement(
-                probe.table, probe.source, probe.target, pending.seq, pending.write, miss, hit, estimate,
+                probe.table,
+                probe.source,
+                probe.target,
+                pending.seq,
+                pending.write,
+                miss,
+                hit,
+                estimate,
                 pending.reads,
             ),
             pending.write.midpoint,
@@ -379,8 +409,13 @@ class CanaryRunner:
         for observer in self.observers:
             observer(measurement)
         _log.info(
-            "canary_lag", table=probe.table, source=probe.source, target=probe.target,
-            lag=round(estimate.lag, 4), error=round(estimate.error, 4), reads=measurement.reads,
+            "canary_lag",
+            table=probe.table,
+            source=probe.source,
+            target=probe.target,
+            lag=round(estimate.lag, 4),
+            error=round(estimate.error, 4),
+            reads=measurement.reads,
             seq=measurement.seq,
         )
 
@@ -418,16 +453,21 @@ class CanaryRunner:
                     "last_error_bound_seconds": probe.last.error if probe.last else None,
                     "p50_seconds": samples[len(samples) // 2] if samples else None,
                     "p99_seconds": samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-                    if samples else None,
+                    if samples
+                    else None,
                     "oldest_pending_seconds": reading.oldest_pending_seconds,
                     "heartbeat_age_seconds": reading.heartbeat_age_seconds,
                     "pending": len(probe.pending),
                     "measurements": probe.measurements,
                     "reads_per_canary": round(probe.reads / probe.measurements, 2)
-                    if probe.measurements else None,
+                    if probe.measurements
+                    else None,
                     "last_error": probe.last_error,
-                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(probe.last_measured_wall))
-                    if probe.last_measured_wall else None,
+                    "measured_at": time.strftime(
+                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(probe.last_measured_wall)
+                    )
+                    if probe.last_measured_wall
+                    else None,
                 }
             )
         return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import structlog
 
@@ -14,15 +15,19 @@ CANARY_KEY_ATTRIBUTE = "pk"
 _log = structlog.get_logger("gtmon.init")
 
 
-async def _wait_active(clients: AwsClients, region: str, table: str, timeout: float) -> dict:  # type: ignore[type-arg]
+async def _wait_active(
+    clients: AwsClients, region: str, table: str, timeout: float
+) -> dict[str, Any]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        description = (await clients.call(region, "dynamodb", "describe_table", TableName=table))["Table"]
+        description = (await clients.call(region, "dynamodb", "describe_table", TableName=table))[
+            "Table"
+        ]
         replicas = description.get("Replicas", [])
         if description["TableStatus"] == "ACTIVE" and all(
             r.get("ReplicaStatus") == "ACTIVE" for r in replicas
         ):
-            return description  # type: ignore[no-any-return]
+            return description
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"{table} in {region} is not ACTIVE after {timeout:.0f} s")
         await asyncio.sleep(0.5)
@@ -36,11 +41,16 @@ async def ensure_canary_table(
     actions: list[str] = []
     try:
         description = (
-            await clients.call(home, "dynamodb", "describe_table", expected=(NotFound,), TableName=table)
+            await clients.call(
+                home, "dynamodb", "describe_table", expected=(NotFound,), TableName=table
+            )
         )["Table"]
     except NotFound:
         await clients.call(
-            home, "dynamodb", "create_table", TableName=table,
+            home,
+            "dynamodb",
+            "create_table",
+            TableName=table,
             KeySchema=[{"AttributeName": CANARY_KEY_ATTRIBUTE, "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": CANARY_KEY_ATTRIBUTE, "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
@@ -50,7 +60,10 @@ async def ensure_canary_table(
         description = await _wait_active(clients, home, table, timeout)
     try:
         await clients.call(
-            home, "dynamodb", "update_time_to_live", TableName=table,
+            home,
+            "dynamodb",
+            "update_time_to_live",
+            TableName=table,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl_attribute},
         )
     except AwsCallError as error:
@@ -61,7 +74,10 @@ async def ensure_canary_table(
     missing = [r for r in regions if r not in present]
     if missing:
         await clients.call(
-            home, "dynamodb", "update_table", TableName=table,
+            home,
+            "dynamodb",
+            "update_table",
+            TableName=table,
             ReplicaUpdates=[{"Create": {"RegionName": r}} for r in missing],
         )
         actions.append(f"added replicas of {table} in {', '.join(missing)}")

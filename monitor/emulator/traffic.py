@@ -93,7 +93,9 @@ class DemoTraffic:
 
     def start(self) -> None:
         for region in self.regions:
-            thread = threading.Thread(target=self._writer, args=(region,), daemon=True, name=f"traffic-{region}")
+            thread = threading.Thread(
+                target=self._writer, args=(region,), daemon=True, name=f"traffic-{region}"
+            )
             thread.start()
             self._threads.append(thread)
         if len(self.regions) > 1 and self.conflict_every_seconds > 0:

@@ -16,21 +16,32 @@ def sample(service, name, **labels):
     return service.registry.get_sample_value(name, labels)
 
 
-async def test_measured_lag_is_within_its_error_bound_of_the_configured_link_delay(emu: EmulatorServer):
+def within_strict_bounds(measurement, delay: float, slack: float = 0.01) -> bool:
+    """The delay lies between the widest interval the requests allow, whatever their timing."""
+    low = (measurement.last_miss.sent if measurement.last_miss else measurement.write.sent) - measurement.write.received
+    high = measurement.first_hit.received - measurement.write.sent
+    return low - slack <= delay <= high + slack
+
+
+async def test_measured_lag_brackets_the_configured_link_delay_and_centres_on_it(emu: EmulatorServer):
     delays = {("us-east-1", "eu-west-1"): 0.15, ("eu-west-1", "us-east-1"): 0.4}
     for (a, b), seconds in delays.items():
         emu.emulator.tables.set_delay(a, b, DelaySpec(ms=seconds * 1000))
+    found: dict[tuple[str, str], list] = {pair: [] for pair in delays}
     async with running(daemon_config(emu.url)) as service:
-        await wait_for(lambda: all(pair(service, a, b).measurements >= 4 for a, b in delays), 20, "4 canaries")
+        service.runners[0].observers.append(
+            lambda m: found[(m.source, m.target)].append(m) if (m.source, m.target) in found else None
+        )
+        await wait_for(lambda: all(len(v) >= 6 for v in found.values()), 30, "6 canaries per pair")
         for (a, b), seconds in delays.items():
-            probe = pair(service, a, b)
-            estimate = probe.last
-            # The emulator's delivery thread adds up to a few ms of its own.
-            assert abs(estimate.lag - seconds) <= estimate.error + 0.01, (a, b, estimate)
-            assert estimate.error < 0.05
+            # Whatever the timing of the requests, the delay lies between the widest bounds...
+            assert all(within_strict_bounds(m, seconds) for m in found[(a, b)]), found[(a, b)]
+            # ...and, once the read plan has learned the lag, the estimates centre on it.
+            errors = sorted(abs(m.estimate.lag - seconds) for m in found[(a, b)][2:])
+            assert errors[len(errors) // 2] < 0.03, errors
             labels = {"table": "gtmon-canary", "source_region": a, "target_region": b}
-            assert sample(service, "gtmon_replication_lag_seconds_count", **labels) >= 4
-            assert sample(service, "gtmon_replication_lag_last_seconds", **labels) == estimate.lag
+            assert sample(service, "gtmon_replication_lag_seconds_count", **labels) >= 6
+            assert sample(service, "gtmon_replication_lag_last_seconds", **labels) == pair(service, a, b).last.lag
 
 
 async def test_a_paused_link_makes_oldest_pending_rise_and_the_pair_stalled(emu: EmulatorServer):
@@ -110,13 +121,6 @@ async def test_rejected_credentials_are_reported_as_access_errors_while_other_re
         await wait_for(lambda: pair(service, "us-east-1", "eu-west-1").measurements >= 2, 10, "healthy pair")
         error = service.status()["regions"]["us-west-2"]["last_error"]
         assert "UnrecognizedClientException" in error
-
-
-def within_strict_bounds(measurement, delay: float, slack: float = 0.01) -> bool:
-    """The delay lies between the widest interval the requests allow, whatever their timing."""
-    low = (measurement.last_miss.sent if measurement.last_miss else measurement.write.sent) - measurement.write.received
-    high = measurement.first_hit.received - measurement.write.sent
-    return low - slack <= delay <= high + slack
 
 
 async def test_two_instances_side_by_side_measure_without_disturbing_each_other(emu: EmulatorServer):
