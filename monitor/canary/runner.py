@@ -33,7 +33,8 @@ __all__ = ["CanaryRunner", "CanaryTarget", "Measurement", "PairProbe", "settled"
 
 _log = structlog.get_logger("gtmon.canary")
 MAX_PENDING = 1000
-MAX_IN_FLIGHT = 8
+# Pipelined reads: a dense plan across a 220 ms round trip needs many reads out at once.
+MAX_IN_FLIGHT = 24
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class PairProbe:
     in_flight: dict[asyncio.Task[None], float] = field(default_factory=dict)  # task -> sent at
     backoff: float = 0.0
     backoff_until: float = 0.0
+    read_round_trip: float | None = None  # smoothed, for the read planner's lead
     # Per-region mode: the canary the source's daemon should have written next (monotonic).
     expected_next_commit: float | None = None
 
@@ -241,11 +243,19 @@ class CanaryRunner:
         for (s, _), probe in self.probes.items():
             if s != source:
                 continue
+            # A read sent at offset o looks at the replica about half its round trip later,
+            # and lags count from the write's midpoint: tell the planner that lead.
+            lead = (
+                write.round_trip / 2 + probe.read_round_trip / 2
+                if probe.read_round_trip is not None
+                else None
+            )
             plan = plan_reads(
                 probe.history.window(self.settings.min_poll_interval_seconds * 3),
                 self.settings.max_reads_per_canary,
                 self.settings.min_poll_interval_seconds,
                 self.settings.timeout_seconds,
+                lead,
             )
             probe.pending[seq] = _Pending(seq, write, written_at, plan)
             while len(probe.pending) > MAX_PENDING:
@@ -340,6 +350,10 @@ class CanaryRunner:
             )
             return
         received = self._clock.monotonic()
+        round_trip = received - sent
+        probe.read_round_trip = (
+            round_trip if probe.read_round_trip is None else 0.8 * probe.read_round_trip + 0.2 * round_trip
+        )
         probe.backoff = 0.0
         self._count(probe.target, "read", "ok")
         probe.reads += 1
