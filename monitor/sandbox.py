@@ -25,7 +25,7 @@ from rich.text import Text
 
 from monitor.canary.table import ensure_canary_table
 from monitor.config import Config, parse_config
-from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings
+from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings, StreamSettings
 from monitor.emulator.traffic import ORDERS_TABLE, DemoTraffic, create_orders_table
 from monitor.logs import configure_logging
 from monitor.service import Service
@@ -180,6 +180,10 @@ async def run_sandbox(options: SandboxOptions) -> int:
         link_delays=dict(SANDBOX_LINK_DELAYS),
         client_latency=dict(SANDBOX_CLIENT_LATENCY) if options.realistic_latency else {},
         default_delay=DelaySpec(ms=800),
+        # Left running for days, 24 h of stream records and ground truth would take
+        # gigabytes; the monitor reads streams within seconds, so keep 15 minutes.
+        streams=StreamSettings(retention_seconds=900.0),
+        truth_max_writes=20_000,
     )
     server = EmulatorServer(Emulator(settings), options.host, options.port).start()
     endpoint = server.url
