@@ -88,8 +88,13 @@ class Emulator:
         self.truth = GroundTruth(self.settings.truth_max_writes)
         self.faults = RegionFaults(self.settings.seed)
         self.tables = GlobalTables(
-            self.settings.regions, clock, self.streams, self.truth, self.settings.default_delay,
-            self.settings.replica_activation_seconds, self.settings.seed,
+            self.settings.regions,
+            clock,
+            self.streams,
+            self.truth,
+            self.settings.default_delay,
+            self.settings.replica_activation_seconds,
+            self.settings.seed,
         )
         for (source, target), spec in self.settings.link_delays.items():
             self.tables.set_delay(source, target, spec)
@@ -223,11 +228,11 @@ class Emulator:
         if mode == "error":
             raise AwsError("InternalServerError", f"Region {region} is unavailable (injected outage)", 500)
         if throttled:
-            raise AwsError("ThrottlingException", "Rate of requests exceeds the allowed throughput (injected)")
+            raise AwsError(
+                "ThrottlingException", "Rate of requests exceeds the allowed throughput (injected)"
+            )
 
-    def _dispatch(
-        self, region: str, target: str, body: bytes, environ: dict[str, Any]
-    ) -> tuple[int, bytes]:
+    def _dispatch(self, region: str, target: str, body: bytes, environ: dict[str, Any]) -> tuple[int, bytes]:
         service, _, operation = target.partition(".")
         if service == "DynamoDBStreams_20120810":
             request = self._parse(body)
@@ -317,9 +322,7 @@ class Emulator:
 
     # ---- control API ----------------------------------------------------------------------
 
-    def _control_api(
-        self, path: str, environ: dict[str, Any], start_response: StartResponse
-    ) -> list[bytes]:
+    def _control_api(self, path: str, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         try:
             if method == "GET" and path == "health":
@@ -331,7 +334,9 @@ class Emulator:
                 return _json_response(start_response, 200, self.truth_json(query.get("table")))
             handler = self._control.get(path)
             if handler is None or method != "POST":
-                return _json_response(start_response, 404, {"error": f"no control endpoint {method} /gtmon/{path}"})
+                return _json_response(
+                    start_response, 404, {"error": f"no control endpoint {method} /gtmon/{path}"}
+                )
             length = int(environ.get("CONTENT_LENGTH") or 0)
             raw = environ["wsgi.input"].read(length) if length else b"{}"
             request = json.loads(raw or b"{}")

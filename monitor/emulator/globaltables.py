@@ -95,9 +95,7 @@ class GlobalTables:
         self._rng = random.Random(seed)
         self._replicas: dict[str, dict[str, Replica]] = {}
         self._versions: dict[tuple[str, str, str], _Version] = {}
-        self._links = {
-            (a, b): _Link(default_delay) for a in self.regions for b in self.regions if a != b
-        }
+        self._links = {(a, b): _Link(default_delay) for a in self.regions for b in self.regions if a != b}
         self._last_ts = 0
         self._captured: list[tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]] = []
 
@@ -125,8 +123,10 @@ class GlobalTables:
             raise AwsError("ValidationException", "ReplicaUpdates must be a non-empty list")
         plan: list[tuple[str, str]] = []
         for update in updates:
-            if not isinstance(update, dict) or len(update) != 1 or next(iter(update)) not in (
-                "Create", "Delete", "Update"
+            if (
+                not isinstance(update, dict)
+                or len(update) != 1
+                or next(iter(update)) not in ("Create", "Delete", "Update")
             ):
                 raise AwsError(
                     "ValidationException",

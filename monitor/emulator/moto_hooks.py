@@ -13,7 +13,6 @@ tests/emulator/test_moto_hooks.py fails loudly when moto changes under them.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -56,11 +55,20 @@ _capture: CaptureFn | None = None
 _stream_opened: StreamOpenedFn | None = None
 
 
+def _copy_json(value: Any) -> Any:
+    """Copy DynamoDB JSON (dicts, lists, scalars); several times cheaper than deepcopy."""
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    return value
+
+
 def item_image(item: Item | None) -> dict[str, Any] | None:
     """A private copy of an item as DynamoDB JSON (moto mutates items in place later)."""
     if item is None:
         return None
-    return copy.deepcopy(item.to_json()["Attributes"])
+    return _copy_json(item.to_json()["Attributes"])
 
 
 class CaptureShard(StreamShard):
@@ -70,7 +78,7 @@ class CaptureShard(StreamShard):
     itself, so this object stores nothing.
     """
 
-    def __init__(self, account_id: str, table: Table) -> None:  # noqa: D107
+    def __init__(self, account_id: str, table: Table) -> None:
         super().__init__(account_id, table)
         self.region = table.region_name
         self.table_name = table.name
@@ -149,7 +157,7 @@ def apply_image(table: Table, key: dict[str, Any], image: dict[str, Any] | None)
         hash_value, range_value = _key_values(table, key)
         table.delete_item(hash_value, range_value)
     else:
-        table.put_item(copy.deepcopy(image), overwrite=True)
+        table.put_item(_copy_json(image), overwrite=True)
 
 
 def enable_streams(table: Table) -> None:
@@ -161,9 +169,7 @@ def enable_streams(table: Table) -> None:
 
 
 def _index_spec(index: dict[str, Any], provisioned: bool) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        k: index[k] for k in ("IndexName", "KeySchema", "Projection") if k in index
-    }
+    spec: dict[str, Any] = {k: index[k] for k in ("IndexName", "KeySchema", "Projection") if k in index}
     if provisioned and "ProvisionedThroughput" in index:
         spec["ProvisionedThroughput"] = {
             k: index["ProvisionedThroughput"][k] for k in ("ReadCapacityUnits", "WriteCapacityUnits")

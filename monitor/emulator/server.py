@@ -31,8 +31,10 @@ class EmulatorServer:
     def start(self) -> EmulatorServer:
         self.emulator.start()
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-            name="gtmon-emulator-http", daemon=True,
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="gtmon-emulator-http",
+            daemon=True,
         )
         self._thread.start()
         return self

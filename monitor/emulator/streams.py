@@ -141,10 +141,8 @@ class StreamStore:
         self._maintain(stream, now)
         shard = stream.shards[-1]
         event = "INSERT" if old is None else "REMOVE" if new is None else "MODIFY"
-        size = len(json.dumps(keys)) + len(json.dumps(old or {})) + len(json.dumps(new or {}))
-        shard.records.append(
-            _Record(stream.next_seq, event, keys, old, new, now, uuid.uuid4().hex, size)
-        )
+        size = len(json.dumps((keys, old, new), separators=(",", ":"), default=str))
+        shard.records.append(_Record(stream.next_seq, event, keys, old, new, now, uuid.uuid4().hex, size))
         stream.next_seq += 1
 
     # ---- maintenance ----------------------------------------------------------------------
@@ -261,9 +259,7 @@ class StreamStore:
             try:
                 number = int(body["SequenceNumber"])
             except (KeyError, TypeError, ValueError):
-                raise AwsError(
-                    "ValidationException", f"{kind} requires a valid SequenceNumber"
-                ) from None
+                raise AwsError("ValidationException", f"{kind} requires a valid SequenceNumber") from None
             position = number + (1 if kind == "AFTER_SEQUENCE_NUMBER" else 0)
             if number < shard.start_seq or (shard.end_seq is not None and number > shard.end_seq):
                 raise AwsError(
@@ -304,16 +300,15 @@ class StreamStore:
         for shard in stream.shards:
             if shard.shard_id == shard_id:
                 return stream, shard, position, issued
-        raise AwsError(
-            "TrimmedDataAccessException", f"Shard {shard_id} is beyond the retention period"
-        )
+        raise AwsError("TrimmedDataAccessException", f"Shard {shard_id} is beyond the retention period")
 
     def get_records(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         stream, shard, position, issued = self._parse_iterator(body.get("ShardIterator"))
         now = self._clock()
         if now - issued > self.settings.iterator_ttl_seconds:
             raise AwsError(
-                "ExpiredIteratorException", "Iterator expired. The iterator was created at time "
+                "ExpiredIteratorException",
+                "Iterator expired. The iterator was created at time "
                 f"{issued} while right now it is {now} which is further in the future than the "
                 f"tolerated delay of {int(self.settings.iterator_ttl_seconds * 1000)} milliseconds.",
             )

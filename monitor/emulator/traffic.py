@@ -26,8 +26,11 @@ STATUSES = ("Pending", "Paid", "Packed", "Shipped", "Delivered")
 
 def _client(endpoint: str, region: str) -> Any:
     return boto3.client(
-        "dynamodb", region_name=region, endpoint_url=endpoint,
-        aws_access_key_id="sandbox", aws_secret_access_key="sandbox",
+        "dynamodb",
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id="sandbox",
+        aws_secret_access_key="sandbox",
         config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=5),
     )
 
@@ -116,8 +119,12 @@ class DemoTraffic:
         try:
             client.put_item(
                 TableName=ORDERS_TABLE,
-                Item={**self._key(order), "OrderStatus": {"S": status}, "UpdatedIn": {"S": region},
-                      "UpdatedAt": {"N": f"{time.time():.3f}"}},
+                Item={
+                    **self._key(order),
+                    "OrderStatus": {"S": status},
+                    "UpdatedIn": {"S": region},
+                    "UpdatedAt": {"N": f"{time.time():.3f}"},
+                },
             )
             self.writes += 1
         except (ClientError, BotoCoreError):

@@ -76,7 +76,15 @@ class GroundTruth:
         image: dict[str, Any] | None,
     ) -> WriteTruth:
         write = WriteTruth(
-            self._next_id, table, key, key_id, origin, ts, accepted_at, parent_id, image,
+            self._next_id,
+            table,
+            key,
+            key_id,
+            origin,
+            ts,
+            accepted_at,
+            parent_id,
+            image,
             applied={origin: accepted_at},
         )
         self._next_id += 1
