@@ -483,7 +483,9 @@ def build() -> dict[str, object]:
         )
         .with_variable(
             _variable(
-                "table", "Table", "label_values(gtmon_replication_oldest_pending_seconds, table)"
+                "table",
+                "Table",
+                "label_values({__name__=~\"gtmon_replication_oldest_pending_seconds|gtmon_lww_conflicts_total|gtmon_stream_lag_seconds\"}, table)",
             )
         )
         .with_variable(

@@ -84,6 +84,14 @@ class Service:
             if config.streams.enabled and any(t.conflicts.enabled for t in config.tables)
             else None
         )
+        if self.watcher is not None:
+            for table in self.watcher.tables.values():
+                # Every series exists from the start at 0, so increase() sees the first conflict.
+                names = [*config.table_regions(table), "unknown"]
+                for winner in names:
+                    for loser in names:
+                        if winner != loser or winner == "unknown":
+                            self.metrics.lww_conflicts.labels(table.name, winner, loser)
         web_config: WebConfig | None = (
             load_web_config(config.metrics.web_config_file)
             if config.metrics.web_config_file
