@@ -312,6 +312,8 @@ class _Segment:
                 return
             node = order[i]
             seen = self.obs[node]
+            # The latest time by which some region surely had the write; a region whose
+            # arrival interval starts before it may have been first, at no penalty.
             first = min(_obs_time(ob) for ob in seen.values())
             for region in cands[node]:
                 if check and not self._fifo_ok(node, region, locals_[region]):
@@ -322,7 +324,7 @@ class _Segment:
                     continue
                 origin[node] = region
                 locals_[region].append(node)
-                rec(i + 1, score + (_obs_time(seen[region]) - first))
+                rec(i + 1, score + max(0.0, _earliest(seen[region]) - first))
                 locals_[region].pop()
                 del origin[node]
 
@@ -395,6 +397,15 @@ class _Segment:
 
 def _obs_time(ob: Observation) -> float:
     return ob.observed_at if ob.observed_at is not None else ob.created_at
+
+
+def _earliest(ob: Observation) -> float:
+    """The earliest the record can have arrived in its region."""
+    if ob.observed_at is None:
+        return ob.created_at
+    if ob.observed_after is None:
+        return ob.observed_at
+    return min(ob.observed_after, ob.observed_at)
 
 
 def _obs_order(ob: Observation) -> tuple[float, float]:

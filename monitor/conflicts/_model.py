@@ -33,7 +33,11 @@ class Observation:
     already corrected by the caller for its polling interval and round trip; it
     is the main signal of where a write originated in inferred mode (the origin
     applies a write before anyone else), so None weakens inferred mode to
-    creation times only.
+    creation times only. ``observed_after`` is the earliest the record can have
+    arrived (the reader's previous poll of the shard, which did not return it);
+    together the two times bound the arrival, and inferred mode only names an
+    origin when no other region's arrival interval could have come first.
+    None means unknown (then the creation time, floored, is the lower bound).
     """
 
     table: str
@@ -45,6 +49,7 @@ class Observation:
     sequence_number: str
     created_at: float
     observed_at: float | None = None
+    observed_after: float | None = None
 
 
 def _epoch_seconds(value: Any) -> float:
@@ -56,7 +61,11 @@ def _epoch_seconds(value: Any) -> float:
 
 
 def from_stream_record(
-    table: str, region: str, record: Mapping[str, Any], observed_at: float | None
+    table: str,
+    region: str,
+    record: Mapping[str, Any],
+    observed_at: float | None,
+    observed_after: float | None = None,
 ) -> Observation:
     """Build an Observation from a low-level boto3 ``get_records`` record dict.
 
@@ -81,6 +90,7 @@ def from_stream_record(
         sequence_number=str(ddb["SequenceNumber"]),
         created_at=_epoch_seconds(ddb["ApproximateCreationDateTime"]),
         observed_at=observed_at,
+        observed_after=observed_after,
     )
 
 

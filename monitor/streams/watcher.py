@@ -222,7 +222,11 @@ class ConflictWatcher:
             return
         try:
             observation = from_stream_record(
-                item.table, item.region, item.record, item.observed_at if item.fresh else None
+                item.table,
+                item.region,
+                item.record,
+                item.observed_at if item.fresh else None,
+                item.arrived_after if item.fresh else None,
             )
         except (KeyError, ValueError, ImageError) as exc:
             self.observe_errors += 1
