@@ -83,7 +83,9 @@ def sandbox_config(options: SandboxOptions, endpoint: str) -> Config:
                 "max_attempts": 2,
             },
             "canary": {"interval_seconds": options.canary_interval, "stall_seconds": 10},
-            "tables": [{"name": ORDERS_TABLE}],
+            # The demo traffic stores the writing region in UpdatedIn, as applications
+            # should: it makes the attribution of every lost write exact.
+            "tables": [{"name": ORDERS_TABLE, "conflicts": {"writer_attribute": "UpdatedIn"}}],
             "streams": {
                 "poll_interval_min_seconds": 0.2,
                 "poll_interval_max_seconds": 1.0,
