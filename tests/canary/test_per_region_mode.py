@@ -92,9 +92,11 @@ async def test_three_daemons_together_report_the_whole_matrix_each_only_its_home
 
 async def test_a_skewed_clock_biases_that_daemons_column_by_the_skew(emu: EmulatorServer):
     _, measurements = await _run_three(emu, {"eu-west-1": 0.08}, per_pair=10)
-    # Well-bounded arrivals only (the first ones, before the read plan learns, are coarse).
+    # The better-bounded half of each pair's arrivals (the first ones, before the read
+    # plan learns, are coarse; a loaded machine makes some more).
     bias = {
-        pair: [m.estimate.lag - truth_lag(emu, m) for m in found if m.estimate.error < 0.03]
+        pair: [m.estimate.lag - truth_lag(emu, m)
+               for m in sorted(found, key=lambda m: m.estimate.error)[: max(1, len(found) // 2)]]
         for pair, found in measurements.items()
     }
     # eu-west-1's clock runs 80 ms ahead, so arrivals there look 80 ms later than the writers'
