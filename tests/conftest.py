@@ -13,7 +13,7 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings
+from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings, StreamSettings
 
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
 
@@ -54,3 +54,25 @@ def client(emu: EmulatorServer) -> Callable[..., Any]:
         )
 
     return make
+
+
+@pytest.fixture
+def stream_settings(emu: EmulatorServer) -> Iterator[Callable[..., StreamSettings]]:
+    """`stream_settings(**fields)` swaps the live stream store's settings; restored after."""
+    store = emu.emulator.streams
+    original = store.settings
+
+    def swap(**fields: float) -> StreamSettings:
+        merged = {
+            "shard_rollover_seconds": original.shard_rollover_seconds,
+            "retention_seconds": original.retention_seconds,
+            "iterator_ttl_seconds": original.iterator_ttl_seconds,
+            **fields,
+        }
+        with emu.emulator.lock:
+            store.settings = StreamSettings(**merged)
+        return store.settings
+
+    yield swap
+    with emu.emulator.lock:
+        store.settings = original

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from monitor.emulator import EmulatorServer
+from tests.helpers import REGIONS, ClientFactory, add_replicas, wait_sync
 
-REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
-ClientFactory = Callable[..., Any]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+wait_for = wait_sync
 
 
 def create_table(
@@ -63,20 +49,8 @@ def make_global(
 ) -> dict[str, Any]:
     """Create `name` in the first region with replicas in the others; wait until ACTIVE."""
     regions = regions or REGIONS
-    ddb = client(regions[0])
-    create_table(ddb, name, **table)
-    ddb.update_table(
-        TableName=name, ReplicaUpdates=[{"Create": {"RegionName": r}} for r in regions[1:]]
-    )
-
-    def active() -> bool:
-        replicas = ddb.describe_table(TableName=name)["Table"].get("Replicas", [])
-        return len(replicas) == len(regions) - 1 and all(
-            r["ReplicaStatus"] == "ACTIVE" for r in replicas
-        )
-
-    wait_for(active, what=f"replicas of {name} to become ACTIVE")
-    return {r: client(r) for r in regions}
+    create_table(client(regions[0]), name, **table)
+    return add_replicas(client, name, regions)
 
 
 def settle(emu: EmulatorServer, timeout: float = 30.0) -> None:

@@ -17,33 +17,13 @@ from prometheus_client import CollectorRegistry
 
 from monitor.aws import AwsClients
 from monitor.config import AwsSettings
-from monitor.emulator import EmulatorServer, StreamSettings
+from monitor.emulator import EmulatorServer
 from monitor.emulator.control import ControlClient
 from monitor.metrics import Metrics
 
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
 
 
-@pytest.fixture
-def stream_settings(emu: EmulatorServer) -> Iterator[Callable[..., StreamSettings]]:
-    """`stream_settings(**fields)` swaps the live stream store's settings; restored after."""
-    store = emu.emulator.streams
-    original = store.settings
-
-    def swap(**fields: float) -> StreamSettings:
-        merged = {
-            "shard_rollover_seconds": original.shard_rollover_seconds,
-            "retention_seconds": original.retention_seconds,
-            "iterator_ttl_seconds": original.iterator_ttl_seconds,
-            **fields,
-        }
-        with emu.emulator.lock:
-            store.settings = StreamSettings(**merged)
-        return store.settings
-
-    yield swap
-    with emu.emulator.lock:
-        store.settings = original
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from monitor.clock import SystemClock
 from monitor.metrics import Metrics
 from monitor.streams.checkpoints import ShardPosition
 from monitor.streams.reader import ReaderSettings, StreamReader, StreamRecord
+from tests.helpers import REGIONS, ClientFactory, add_replicas, wait_sync
 
-REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
-ClientFactory = Callable[..., Any]
+__all__ = ["REGIONS", "ClientFactory", "wait_sync"]
 
 FAST = ReaderSettings(
     poll_interval_min=0.05, poll_interval_max=0.2, describe_interval=0.5, retry_slow_seconds=0.3,
@@ -24,15 +24,6 @@ FAST = ReaderSettings(
 )
 
 
-def wait_sync(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 async def wait_for(
@@ -68,21 +59,8 @@ def make_global(
 ) -> dict[str, Any]:
     """Create `name` in the first region, add replicas with UpdateTable, wait until ACTIVE."""
     regions = regions or REGIONS
-    ddb = client(regions[0])
-    create_table(ddb, name)
-    if len(regions) > 1:
-        ddb.update_table(
-            TableName=name, ReplicaUpdates=[{"Create": {"RegionName": r}} for r in regions[1:]]
-        )
-
-        def active() -> bool:
-            replicas = ddb.describe_table(TableName=name)["Table"].get("Replicas", [])
-            return len(replicas) == len(regions) - 1 and all(
-                r["ReplicaStatus"] == "ACTIVE" for r in replicas
-            )
-
-        wait_sync(active, what=f"replicas of {name} to become ACTIVE")
-    return {r: client(r) for r in regions}
+    create_table(client(regions[0]), name)
+    return add_replicas(client, name, regions)
 
 
 def put(ddb: Any, table: str, key: str, **attrs: str) -> None:
