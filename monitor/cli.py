@@ -376,18 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.0,
         help="reads per canary and region pair (the daemon reports its own figure; default %(default)s)",
     )
-    cost.add_argument(
-        "--price-write-million", type=float, default=0.625, help="USD per million write units"
-    )
-    cost.add_argument(
-        "--price-read-million", type=float, default=0.125, help="USD per million read units"
-    )
-    cost.add_argument(
-        "--price-stream-100k", type=float, default=0.02, help="USD per 100k stream reads"
-    )
-    cost.add_argument(
-        "--price-transfer-gb", type=float, default=0.02, help="USD per GB cross-region"
-    )
+    for flag, default, what in (
+        ("--price-write-million", 0.625, "USD per million write units"),
+        ("--price-read-million", 0.125, "USD per million read units"),
+        ("--price-stream-100k", 0.02, "USD per 100k stream reads"),
+        ("--price-transfer-gb", 0.02, "USD per GB cross-region"),
+    ):
+        cost.add_argument(flag, type=float, default=default, help=f"{what} (default %(default)s)")
     cost.set_defaults(func=_cmd_cost)
 
     emulator = commands.add_parser(

@@ -189,24 +189,15 @@ class Metrics:
         def gauge(name: str) -> Gauge:
             return Gauge(name, _help(name), _labels(name), registry=registry)
 
-        self.replication_lag = Histogram(
-            "gtmon_replication_lag_seconds",
-            _help("gtmon_replication_lag_seconds"),
-            PAIR,
-            buckets=LAG_BUCKETS,
-            registry=registry,
-        )
+        def histogram(name: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, _help(name), _labels(name), buckets=buckets, registry=registry)
+
+        self.replication_lag = histogram("gtmon_replication_lag_seconds", LAG_BUCKETS)
         self.replication_lag_last = gauge("gtmon_replication_lag_last_seconds")
         self.replication_lag_error = gauge("gtmon_replication_lag_error_seconds")
         self.canary_operations = counter("gtmon_canary_operations_total")
         self.region_up = gauge("gtmon_region_up")
-        self.aws_request_duration = Histogram(
-            "gtmon_aws_request_duration_seconds",
-            _help("gtmon_aws_request_duration_seconds"),
-            _labels("gtmon_aws_request_duration_seconds"),
-            buckets=AWS_BUCKETS,
-            registry=registry,
-        )
+        self.aws_request_duration = histogram("gtmon_aws_request_duration_seconds", AWS_BUCKETS)
         self.aws_request_errors = counter("gtmon_aws_request_errors_total")
         self.lww_conflicts = counter("gtmon_lww_conflicts_total")
         self.stream_records = counter("gtmon_stream_records_total")
