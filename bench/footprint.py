@@ -203,6 +203,7 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=0,
                         help="niceness for this process, the emulator and the daemons (negative: "
                              "keep other work on a shared machine from starving them; needs root)")
+    parser.add_argument("--workdir", help="keep the daemons' configs and logs here")
     args = parser.parse_args()
     if args.nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # the children inherit it
@@ -212,7 +213,8 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="gtmon-footprint-") as tmp, \
             EmulatorProcess(emulator_spec()) as emulator:
-        workdir = Path(tmp)
+        workdir = Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         log(f"emulator {emulator.url} (pid {emulator.pid})")
         for table in [*TABLES, "gtmon-canary"]:
             create_global_table(emulator.url, table, REGIONS)
