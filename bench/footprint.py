@@ -16,9 +16,13 @@ AWS calls it made in that window, hence CPU per AWS call.
 
     python bench/footprint.py [--quick] [--seconds N] [--nice N]
 
-A daemon starved of CPU by other work skips canary writes (APScheduler misfires)
-and so uses less CPU than its schedule asks for: check `canary_writes_per_s`
-against 3 regions x targets x 1/s, and use `--nice -10` on a shared machine.
+A daemon that cannot keep its schedule skips canary writes (APScheduler runs one
+write per job at a time) and so uses less CPU than the schedule asks for: check
+`canary_writes_per_s` against 3 regions x targets x 1/s. With five targets the
+writes wait behind pipelined reads for each region client's 20 pooled
+connections (seen in the daemon's log at stop: writes cancelled in aiohttp's
+_wait_for_available_connection). On a shared machine, `--nice -10` keeps other
+work from starving the daemons as well.
 """
 
 from __future__ import annotations
