@@ -160,7 +160,8 @@ class AwsClients:
             read_timeout=self.settings.read_timeout_seconds,
             # total_max_attempts counts the first try; botocore's max_attempts counts retries.
             retries={"total_max_attempts": self.settings.max_attempts, "mode": "standard"},
-            max_pool_connections=20,
+            # Pipelined canary reads share a region's pool with its writes: room for both.
+            max_pool_connections=64,
         )
 
     async def start(self, regions: list[str]) -> None:

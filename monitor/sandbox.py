@@ -11,7 +11,6 @@ against it while it runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettin
 from monitor.emulator.traffic import ORDERS_TABLE, DemoTraffic, create_orders_table
 from monitor.logs import configure_logging
 from monitor.service import Service
+from monitor.waiting import wait_event
 from monitor.web import format_key
 
 __all__ = ["SANDBOX_CLIENT_LATENCY", "SANDBOX_LINK_DELAYS", "SandboxOptions", "run_sandbox"]
@@ -105,9 +105,7 @@ def _fmt(seconds: float | None) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def render(
-    status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, metrics_url: str
-) -> Group:
+def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, metrics_url: str) -> Group:
     """The live view: lag matrix per canary table, regions, conflicts."""
     parts: list[Any] = [
         Text.from_markup(
@@ -134,9 +132,7 @@ def render(
                 text = f"{_fmt(pair['last_lag_seconds'])} / {_fmt(pair['p99_seconds'])}"
                 if pair["oldest_pending_seconds"] >= 1:
                     text += f"\npending {_fmt(pair['oldest_pending_seconds'])}"
-                cells.append(
-                    Text(f"{pair['state']}\n{text}", style=_COLOURS.get(pair["state"], ""))
-                )
+                cells.append(Text(f"{pair['state']}\n{text}", style=_COLOURS.get(pair["state"], "")))
             matrix.add_row(*cells)
         parts.append(matrix)
     regions_table = Table(title="regions")
@@ -201,9 +197,7 @@ async def run_sandbox(options: SandboxOptions) -> int:
     try:
         await asyncio.to_thread(create_orders_table, endpoint, REGIONS)
         await service.clients.start(REGIONS)
-        await ensure_canary_table(
-            service.clients, config.canary.table, REGIONS, "gtmon_expires_at", 60
-        )
+        await ensure_canary_table(service.clients, config.canary.table, REGIONS, "gtmon_expires_at", 60)
         if options.traffic:
             traffic = DemoTraffic(endpoint, REGIONS)
             traffic.start()
@@ -217,12 +211,9 @@ async def run_sandbox(options: SandboxOptions) -> int:
             )
             await stop.wait()
         else:
-            with Live(
-                render(service.status(), traffic, endpoint, metrics_url), refresh_per_second=2
-            ) as live:
+            with Live(render(service.status(), traffic, endpoint, metrics_url), refresh_per_second=2) as live:
                 while not stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=1.0)
+                    await wait_event(stop, 1.0)
                     live.update(render(service.status(), traffic, endpoint, metrics_url))
     finally:
         await service.stop()
@@ -231,7 +222,5 @@ async def run_sandbox(options: SandboxOptions) -> int:
         server.close()
         if log_stream is not sys.stderr:
             log_stream.close()
-            print(
-                f"gtmon sandbox stopped; the monitor's log is in {Path(options.log_file).resolve()}"
-            )
+            print(f"gtmon sandbox stopped; the monitor's log is in {Path(options.log_file).resolve()}")
     return 0

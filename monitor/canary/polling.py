@@ -67,6 +67,7 @@ def plan_reads(
     min_interval: float,
     timeout: float,
     lead: float | None = None,
+    earliest: float | None = None,
 ) -> list[float]:
     """Read times (seconds after the write's answer) for one canary, at most `max_reads`.
 
@@ -88,7 +89,9 @@ def plan_reads(
         start -= ROUND_TRIP_ALLOWANCE
     else:
         start, end = start - lead, end - lead
-    start = max(start, min_interval)
+    # Reads may start before the write's answer when the caller allows it (`earliest` < 0):
+    # across a long round trip a short lag arrives before the write is even acknowledged.
+    start = max(start, min_interval if earliest is None else earliest)
     end = max(end, start)
     # A few tail reads catch the outliers past the window; the rest bracket the arrival.
     tail = max(2, max_reads // 6)

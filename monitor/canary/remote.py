@@ -83,6 +83,15 @@ class RemoteCanaryRunner(CanaryRunner):
             remote.index += 1
         if remote.index < len(remote.plan):
             return remote.base + remote.plan[remote.index]
+        if remote.plan and remote.last_sent - remote.base < 3 * interval:
+            # The expected canary's window passed without it (a late hit, a slow arrival):
+            # plan around the next one the writer will have written, rather than fall back
+            # to slow polling that would keep every later hit late too.
+            while remote.base + remote.plan[-1] <= remote.last_sent:
+                remote.base += interval
+            probe.expected_next_commit = remote.base
+            remote.index = 0
+            return self._next_due(probe)
         return remote.last_sent + max(1.0, interval)
 
     def _read_sent(self, probe: PairProbe, now: float) -> None:

@@ -11,7 +11,6 @@ replicates), so two monitors never disturb each other.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from collections import OrderedDict
@@ -28,13 +27,14 @@ from monitor.canary.status import PairFacts, PairState, Thresholds, evaluate
 from monitor.clock import Clock
 from monitor.config import CanarySettings
 from monitor.metrics import Metrics, PairReading
+from monitor.waiting import wait_event
 
 __all__ = ["CanaryRunner", "CanaryTarget", "Measurement", "PairProbe", "settled"]
 
 _log = structlog.get_logger("gtmon.canary")
 MAX_PENDING = 1000
 # Pipelined reads: a dense plan across a 220 ms round trip needs many reads out at once.
-MAX_IN_FLIGHT = 24
+MAX_IN_FLIGHT = 16
 
 
 @dataclass(frozen=True)
@@ -75,20 +75,19 @@ class _Pending:
     plan: list[float]
     next_index: int = 0
     reads: int = 0
-    last_miss: Interval | None = None
+    misses: list[Interval] = field(default_factory=list)
     first_hit: Interval | None = None
+    plan_base: float = 0.0  # the expected answer of the write; plan offsets count from it
+    acked: bool = False
 
     def next_read_at(self, timeout: float) -> float | None:
         """Monotonic time of the next planned read; None once the plan or the timeout is spent."""
         if self.next_index >= len(self.plan) or self.plan[self.next_index] > timeout:
             return None
-        return self.write.received + self.plan[self.next_index]
+        return self.plan_base + self.plan[self.next_index]
 
     def advance(self, now: float) -> None:
-        while (
-            self.next_index < len(self.plan)
-            and self.write.received + self.plan[self.next_index] <= now
-        ):
+        while self.next_index < len(self.plan) and self.plan_base + self.plan[self.next_index] <= now:
             self.next_index += 1
 
 
@@ -130,9 +129,7 @@ class PairProbe:
             self.source,
             self.target,
             max(0.0, now - oldest) if oldest is not None else 0.0,
-            max(0.0, now - self.newest_seen_commit)
-            if self.newest_seen_commit is not None
-            else None,
+            max(0.0, now - self.newest_seen_commit) if self.newest_seen_commit is not None else None,
         )
 
 
@@ -175,6 +172,7 @@ class CanaryRunner:
                     # Present from the start, so rate() and increase() see the first error.
                     metrics.canary_operations.labels(target.table, region, operation, result)
         self._tasks: list[asyncio.Task[None]] = []
+        self._write_round_trip: dict[str, float] = {}  # smoothed, per source region
         # Called with every Measurement; benchmarks compare them to the emulator's ground truth.
         self.observers: list[Callable[[Measurement], None]] = []
         self.thresholds = Thresholds(
@@ -190,9 +188,7 @@ class CanaryRunner:
     def start(self) -> None:
         for probe in self.probes.values():
             self._tasks.append(
-                asyncio.create_task(
-                    self._probe_loop(probe), name=f"probe {probe.source}->{probe.target}"
-                )
+                asyncio.create_task(self._probe_loop(probe), name=f"probe {probe.source}->{probe.target}")
             )
 
     async def stop(self) -> None:
@@ -219,11 +215,38 @@ class CanaryRunner:
             "gtmon_source": {"S": source},
             "gtmon_expires_at": {"N": str(int(written_at + self.settings.ttl_seconds))},
         }
+        targets = [probe for (s, _), probe in self.probes.items() if s == source]
+        expected_rtt = self._write_round_trip.get(source)
         sent = self._clock.monotonic()
-        try:
-            await self._clients.call(
-                source, "dynamodb", "put_item", TableName=self.target.table, Item=item
+        # Pending from the moment the write is sent: across a long round trip to the target,
+        # a short lag arrives before the write's answer, so reads must already be out.
+        provisional = Interval(sent, sent + (expected_rtt or 0.0))
+        for probe in targets:
+            # A read sent at offset o looks at the replica about half its round trip later,
+            # and lags count from the write's midpoint: tell the planner that lead.
+            lead = (
+                (expected_rtt or 0.0) / 2 + probe.read_round_trip / 2
+                if probe.read_round_trip is not None and expected_rtt is not None
+                else None
             )
+            plan = plan_reads(
+                probe.history.window(self.settings.min_poll_interval_seconds * 3),
+                self.settings.max_reads_per_canary,
+                self.settings.min_poll_interval_seconds,
+                self.settings.timeout_seconds,
+                lead,
+                earliest=-(expected_rtt or 0.0) + self.settings.min_poll_interval_seconds
+                if lead is not None
+                else None,
+            )
+            probe.pending[seq] = _Pending(seq, provisional, written_at, plan, plan_base=provisional.received)
+            while len(probe.pending) > MAX_PENDING:
+                _, dropped = probe.pending.popitem(last=False)
+                if probe.dropped_oldest_commit is None:
+                    probe.dropped_oldest_commit = dropped.write.midpoint
+            probe.wake.set()
+        try:
+            await self._clients.call(source, "dynamodb", "put_item", TableName=self.target.table, Item=item)
         except AwsCallError as error:
             self._count(source, "write", "error")
             _log.warning(
@@ -233,36 +256,21 @@ class CanaryRunner:
                 code=error.code,
                 error=error.message,
             )
-            for (s, _), probe in self.probes.items():
-                if s == source:
-                    probe.last_error = f"write in {source}: {error.code}"
+            for probe in targets:
+                probe.pending.pop(seq, None)
+                probe.last_error = f"write in {source}: {error.code}"
             return
         received = self._clock.monotonic()
         self._count(source, "write", "ok")
-        write = Interval(sent, received)
-        for (s, _), probe in self.probes.items():
-            if s != source:
-                continue
-            # A read sent at offset o looks at the replica about half its round trip later,
-            # and lags count from the write's midpoint: tell the planner that lead.
-            lead = (
-                write.round_trip / 2 + probe.read_round_trip / 2
-                if probe.read_round_trip is not None
-                else None
-            )
-            plan = plan_reads(
-                probe.history.window(self.settings.min_poll_interval_seconds * 3),
-                self.settings.max_reads_per_canary,
-                self.settings.min_poll_interval_seconds,
-                self.settings.timeout_seconds,
-                lead,
-            )
-            probe.pending[seq] = _Pending(seq, write, written_at, plan)
-            while len(probe.pending) > MAX_PENDING:
-                _, dropped = probe.pending.popitem(last=False)
-                if probe.dropped_oldest_commit is None:
-                    probe.dropped_oldest_commit = dropped.write.midpoint
-            probe.wake.set()
+        self._write_round_trip[source] = (
+            received - sent if expected_rtt is None else 0.8 * expected_rtt + 0.2 * (received - sent)
+        )
+        for probe in targets:
+            pending = probe.pending.get(seq)
+            if pending is not None:
+                pending.write = Interval(sent, received)
+                pending.acked = True
+                self._settle(probe)
         _log.debug("canary_written", table=self.target.table, region=source, seq=seq)
 
     def _count(self, region: str, operation: str, result: str) -> None:
@@ -301,8 +309,7 @@ class CanaryRunner:
                 timeout = None if due is None else max(0.0, due - now)
                 if len(probe.in_flight) >= MAX_IN_FLIGHT:
                     timeout = None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(probe.wake.wait(), timeout)
+                await wait_event(probe.wake, timeout)
                 continue
             self._read_sent(probe, now)
             task = asyncio.create_task(self._read(probe))
@@ -363,30 +370,36 @@ class CanaryRunner:
         """Fold one answer into every pending canary, resolving those it settles."""
         seen = int(item["gtmon_seq"]["N"]) if "gtmon_seq" in item else None
         for pending in probe.pending.values():
-            if read.sent < pending.write.received:
+            if read.sent < pending.write.sent:
                 continue  # sent before this canary was written: says nothing about it
             pending.reads += 1
             if seen is not None and seen >= pending.seq:
                 if pending.first_hit is None or read.midpoint < pending.first_hit.midpoint:
                     pending.first_hit = read
-            elif pending.last_miss is None or read.midpoint > pending.last_miss.midpoint:
-                pending.last_miss = read
+            else:
+                pending.misses.append(read)
+        self._settle(probe)
+
+    def _settle(self, probe: PairProbe) -> None:
+        """Resolve every acknowledged canary whose arrival the answers so far pin down."""
         for seq in list(probe.pending):
             pending = probe.pending[seq]
             hit = pending.first_hit
-            if hit is None or not settled(probe, hit):
+            if hit is None or not pending.acked or not settled(probe, hit):
                 continue
             del probe.pending[seq]
-            miss = pending.last_miss
-            if miss is not None and miss.midpoint > hit.midpoint:
-                miss = None  # the answers contradict the midpoint assumption; keep the wide bound
+            # The latest miss that looked before the first hit. A miss that (by its midpoint)
+            # looked later contradicts the symmetric-round-trip assumption and is passed over.
+            miss = max(
+                (m for m in pending.misses if m.midpoint <= hit.midpoint),
+                key=lambda m: m.midpoint,
+                default=None,
+            )
             self._arrived(probe, pending, miss, hit)
         if not probe.pending:
             probe.dropped_oldest_commit = None
 
-    def _arrived(
-        self, probe: PairProbe, pending: _Pending, miss: Interval | None, hit: Interval
-    ) -> None:
+    def _arrived(self, probe: PairProbe, pending: _Pending, miss: Interval | None, hit: Interval) -> None:
         estimate = estimate_lag(pending.write, miss, hit)
         self._publish(
             probe,
@@ -477,9 +490,7 @@ class CanaryRunner:
                     if probe.measurements
                     else None,
                     "last_error": probe.last_error,
-                    "measured_at": time.strftime(
-                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(probe.last_measured_wall)
-                    )
+                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(probe.last_measured_wall))
                     if probe.last_measured_wall
                     else None,
                 }

@@ -45,7 +45,6 @@ The watermark never goes back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -71,6 +70,7 @@ from monitor.metrics import Metrics
 from monitor.streams.checkpoints import ShardPosition
 from monitor.streams.lineage import order_shards, parent_of
 from monitor.streams.pacing import AdaptiveInterval, Backoff, TokenBucket
+from monitor.waiting import wait_event
 
 __all__ = [
     "DESCRIBE_STREAM_RATE",
@@ -261,8 +261,7 @@ class StreamReader:
                 except AwsCallError as exc:
                     self._report(exc, "retrying slowly")
                     wait = self.settings.retry_slow_seconds
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._discover.wait(), timeout=wait)
+                await wait_event(self._discover, wait)
                 self._discover.clear()
         finally:
             await self._stop_shards()

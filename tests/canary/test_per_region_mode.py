@@ -91,7 +91,7 @@ async def test_three_daemons_together_report_the_whole_matrix_each_only_its_home
 
 
 async def test_a_skewed_clock_biases_that_daemons_column_by_the_skew(emu: EmulatorServer):
-    _, measurements = await _run_three(emu, {"eu-west-1": 0.08}, per_pair=10)
+    _, measurements = await _run_three(emu, {"eu-west-1": 0.25}, per_pair=10)
     # The better-bounded half of each pair's arrivals (the first ones, before the read
     # plan learns, are coarse; a loaded machine makes some more).
     bias = {
@@ -99,10 +99,12 @@ async def test_a_skewed_clock_biases_that_daemons_column_by_the_skew(emu: Emulat
                for m in sorted(found, key=lambda m: m.estimate.error)[: max(1, len(found) // 2)]]
         for pair, found in measurements.items()
     }
-    # eu-west-1's clock runs 80 ms ahead, so arrivals there look 80 ms later than the writers'
-    # timestamps say. (Its own canaries carry its skewed timestamps, the reference of truth_lag,
-    # so the other columns show no bias against it.) In-process round trips are lopsided under
-    # load, which moves every pair alike; compare the column against the rest.
+    # eu-west-1's clock runs 250 ms ahead, so arrivals there look 250 ms later than the
+    # writers' timestamps say. In-process round trips are lopsided under load, which moves
+    # every pair alike; compare the column against the pairs that do not involve eu-west-1
+    # (its own canaries carry timestamps from the future, which estimates clamp at zero).
     skewed = statistics.median(b for (_, t), found in bias.items() if t == "eu-west-1" for b in found)
-    others = statistics.median(b for (_, t), found in bias.items() if t != "eu-west-1" for b in found)
-    assert 0.05 < skewed - others < 0.11, bias
+    others = statistics.median(
+        b for (s, t), found in bias.items() if "eu-west-1" not in (s, t) for b in found
+    )
+    assert 0.19 < skewed - others < 0.31, bias
