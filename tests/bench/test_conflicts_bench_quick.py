@@ -1,0 +1,55 @@
+"""bench/conflicts.py still runs: `--quick` finishes in time and prints its JSON object last.
+
+Besides the shape, one figure is checked because it must hold on any machine: in exact
+mode (version and writer attribute, no deletes) every certain verdict names a real lost
+write with the right regions (precision 1.0). Latencies and inferred-mode figures are
+not checked: a quick run on a busy CI box is too noisy for them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODES = {"exact", "version_only", "inferred"}
+
+
+@pytest.mark.timeout(150)
+def test_conflicts_bench_quick() -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "conflicts.py"), "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-4000:]
+    output = done.stdout.strip()
+    # The JSON object is the last thing printed (it is indented over several lines).
+    report = json.loads(output if output.startswith("{") else output[output.rindex("\n{") + 1:])
+    assert set(report) == {"bench", "params", "results", "targets", "met"}
+    assert report["bench"] == "conflicts"
+    assert report["params"]["quick"] is True
+    assert report["met"] and all(isinstance(v, bool) for v in report["met"].values())
+    assert set(report["met"]) <= set(report["targets"])
+
+    cells = report["results"]["cells"]
+    assert 1 <= len(cells) <= 2
+    for name, cell in cells.items():
+        assert set(cell["modes"]) == MODES, name
+        for mode, figures in cell["modes"].items():
+            for field in ("precision", "recall", "tp", "fp", "fn", "lost_writes", "ambiguous",
+                          "latency_ms"):
+                assert field in figures, (name, mode, field)
+            assert set(figures["latency_ms"]) >= {"n", "p50", "p99"}
+        exact = cell["modes"]["exact"]
+        assert exact["lost_writes"] > 0, f"{name}: the workload made no conflict"
+        assert exact["precision"] == 1.0, (name, exact)
+        assert cell["counter_equals_certain_verdicts"], name
+    assert set(report["results"]["pooled"]) == MODES
+    assert elapsed < 60, f"--quick took {elapsed:.0f} s"
