@@ -47,6 +47,34 @@ def test_lag_accuracy_quick():
             assert cell["n"] > 0, name
     assert results["pooled"]["all"]["error_p50_ms"] is not None
     assert results["pooled"]["all"]["uncorrected_error_p50_ms"] is not None
+    # Central-mode cells only in "cells"; per-region mode has its own section.
+    assert not any(name.startswith("per-region") for name in results["cells"])
+    check_per_region(report)
+
+
+def check_per_region(report: dict) -> None:
+    """Per-region mode: three daemons (one per home region) on their own three regions."""
+    params = report["params"]["per_region"]
+    assert params["daemons"] == 3 and len(params["regions"]) == 3
+    # A daemon next to its region: every client of these regions sees the local round trip.
+    assert params["client_rtt_ms"] <= 10
+    assert "gtmon_written_at" in params["ground_truth"]
+    per_region = report["results"]["per_region"]
+    assert per_region["unmatched_measurements"] == 0
+    regions = params["regions"]
+    assert {cell["pair"] for cell in per_region["cells"].values()} == {
+        f"{s}->{t}" for s in regions for t in regions if s != t
+    }
+    assert per_region["cells"]["per-region | fixed 50 ms"]["n"] > 0
+    pooled = per_region["pooled"]
+    assert pooled["n"] > 0
+    for key in ("error_p50_ms", "error_p99_ms", "vs_accepted_error_p50_ms",
+                "writer_commit_latency_p50_ms", "reads_per_canary_mean"):
+        assert pooled[key] is not None, key
+    assert 0.0 <= pooled["within_bound"] <= 1.0
+    assert 0.0 <= pooled["vs_accepted_within_bound"] <= 1.0
+    assert {"per_region_error_p50", "per_region_error_p99",
+            "per_region_reads_per_canary_per_pair"} <= set(report["met"])
 
 
 @pytest.mark.timeout(150)
