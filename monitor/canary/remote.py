@@ -19,6 +19,7 @@ two apart).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,10 @@ class _Remote:
     reads: int = 0
     hit: Interval | None = None
     hit_item: dict[str, Any] | None = None
-    miss: Interval | None = None
+    # Recent answers (read, sequence seen): when lags exceed the interval several canaries
+    # are in flight and every read may show a newer one, so the miss that brackets a
+    # canary is the latest read that showed an *older* sequence, not one equal to the last.
+    recent: deque[tuple[Interval, int | None]] = field(default_factory=lambda: deque(maxlen=64))
 
 
 class RemoteCanaryRunner(CanaryRunner):
@@ -76,10 +80,7 @@ class RemoteCanaryRunner(CanaryRunner):
         if remote.base is None:
             # Nothing seen yet: look a few times per interval until the first canary shows up.
             return remote.last_sent + max(self.settings.min_poll_interval_seconds, interval / 4)
-        while (
-            remote.index < len(remote.plan)
-            and remote.base + remote.plan[remote.index] <= remote.last_sent
-        ):
+        while remote.index < len(remote.plan) and remote.base + remote.plan[remote.index] <= remote.last_sent:
             remote.index += 1
         if remote.index < len(remote.plan):
             return remote.base + remote.plan[remote.index]
@@ -101,17 +102,21 @@ class RemoteCanaryRunner(CanaryRunner):
         remote = self._remote[(probe.source, probe.target)]
         seen = int(item["gtmon_seq"]["N"]) if "gtmon_seq" in item else None
         remote.reads += 1
-        if seen is None or (remote.seq is not None and seen <= remote.seq):
-            if remote.miss is None or read.midpoint > remote.miss.midpoint:
-                remote.miss = read
-        elif remote.hit is None or read.midpoint < remote.hit.midpoint:
+        remote.recent.append((read, seen))
+        newer = seen is not None and (remote.seq is None or seen > remote.seq)
+        if newer and (remote.hit is None or read.midpoint < remote.hit.midpoint):
             remote.hit, remote.hit_item = read, item
         if remote.hit is None or remote.hit_item is None or not settled(probe, remote.hit):
             return
-        hit, hit_item, miss = remote.hit, remote.hit_item, remote.miss
+        hit, hit_item = remote.hit, remote.hit_item
         offset = self._clock.wall() - self._clock.monotonic()
         written_at = float(hit_item["gtmon_written_at"]["N"])
         seq = int(hit_item["gtmon_seq"]["N"])
+        miss = max(
+            (r for r, s in remote.recent if (s is None or s < seq) and r.midpoint < hit.midpoint),
+            key=lambda r: r.midpoint,
+            default=None,
+        )
         first_sighting = remote.seq is None
         remote.seq = seq
         remote.base = written_at + self.settings.interval_seconds - offset
@@ -122,13 +127,17 @@ class RemoteCanaryRunner(CanaryRunner):
             self.settings.min_poll_interval_seconds,
             self.settings.timeout_seconds,
         )
+        # Settled late (several canaries in flight, or a slow answer): plan around the next
+        # canary whose arrival is still ahead rather than one that has already arrived.
+        now = self._clock.monotonic()
+        while remote.plan and remote.base + remote.plan[-1] <= now:
+            remote.base += self.settings.interval_seconds
+        probe.expected_next_commit = remote.base
         remote.index, reads = 0, remote.reads
-        remote.hit = remote.hit_item = remote.miss = None
+        remote.hit = remote.hit_item = None
         remote.reads = 0
         if first_sighting:
             return  # written before we were watching: its lag is unknown
-        if miss is not None and miss.midpoint > hit.midpoint:
-            miss = None
         estimate = estimate_lag_from_timestamp(written_at, miss, hit, offset, self._clock_error)
         commit = written_at - offset
         self._publish(

@@ -35,10 +35,13 @@ def config_for(url: str, home: str):
     return daemon_config(url, instance_id=f"d-{home}", home_region=home, clock_error_seconds=0.002)
 
 
-async def _run_three(emu: EmulatorServer, skew: dict[str, float], per_pair: int = 4):
-    for (a, b), seconds in DELAYS.items():
+async def _run_three(
+    emu: EmulatorServer, skew: dict[str, float], per_pair: int = 4, delays: dict | None = None
+):
+    delays = delays or DELAYS
+    for (a, b), seconds in delays.items():
         emu.emulator.tables.set_delay(a, b, DelaySpec(ms=seconds * 1000))
-    measurements: dict[tuple[str, str], list] = {pair: [] for pair in DELAYS}
+    measurements: dict[tuple[str, str], list] = {pair: [] for pair in delays}
     services: list[Service] = []
     contexts = []
     try:
@@ -108,3 +111,17 @@ async def test_a_skewed_clock_biases_that_daemons_column_by_the_skew(emu: Emulat
         b for (s, t), found in bias.items() if "eu-west-1" not in (s, t) for b in found
     )
     assert 0.19 < skewed - others < 0.31, bias
+
+
+async def test_lags_longer_than_the_interval_are_still_bracketed_tightly(emu: EmulatorServer):
+    # 1.6 s on one link with a canary every 0.5 s: three canaries in flight at once, so
+    # most reads show a newer sequence than the last; the bracketing miss is the latest
+    # read that showed an older one.
+    delays = {**DELAYS, ("us-east-1", "eu-west-1"): 1.6}
+    _, measurements = await _run_three(emu, {}, per_pair=8, delays=delays)
+    slow = measurements[("us-east-1", "eu-west-1")][3:]
+    for m in slow:
+        assert m.last_miss is not None, m
+        commit = m.write.sent
+        assert m.last_miss.sent - commit - 0.01 <= truth_lag(emu, m) <= m.first_hit.received - commit + 0.01
+    assert statistics.median(m.estimate.error for m in slow) < 0.3, [m.estimate for m in slow]
