@@ -156,9 +156,7 @@ def lag_matrix() -> table.Panel:
         .thresholds(LAG_THRESHOLDS)
         .color_scheme(dash.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
         .cell_options(
-            common.TableColoredBackgroundCellOptions(
-                mode=common.TableCellBackgroundDisplayMode.BASIC
-            )
+            common.TableColoredBackgroundCellOptions(mode=common.TableCellBackgroundDisplayMode.BASIC)
         )
         .span(12)
         .height(8)
@@ -235,9 +233,7 @@ def lag_percentiles() -> timeseries.Panel:
             ")"
         )
         label = f"p{round(float(quantile) * 100)}"
-        return _query(
-            expr, f"{{{{table}}}} {{{{source_region}}}} → {{{{target_region}}}} {label}", ref
-        )
+        return _query(expr, f"{{{{table}}}} {{{{source_region}}}} → {{{{target_region}}}} {label}", ref)
 
     return _timeseries(
         "Replication lag percentiles per link (5m)",
@@ -295,9 +291,7 @@ def conflict_panels() -> list[dash.Panel]:
     total = (
         stat.Panel()
         .title("Writes lost in the time range")
-        .description(
-            "Lost writes counted once across gtmon replicas, selected tables, whole range."
-        )
+        .description("Lost writes counted once across gtmon replicas, selected tables, whole range.")
         .datasource(DATASOURCE)
         .with_target(
             _query(
@@ -337,9 +331,7 @@ def conflict_panels() -> list[dash.Panel]:
         .thresholds(_thresholds((None, "green"), (0.5, "orange")))
         .color_scheme(dash.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
         .cell_options(
-            common.TableColoredBackgroundCellOptions(
-                mode=common.TableCellBackgroundDisplayMode.BASIC
-            )
+            common.TableColoredBackgroundCellOptions(mode=common.TableCellBackgroundDisplayMode.BASIC)
         )
         .span(8)
         .height(8)
@@ -353,9 +345,7 @@ def stream_panels() -> list[timeseries.Panel]:
         "How far each gtmon replica's stream reader is behind the newest record, per table "
         "and region. GtmonStreamReaderBehind warns above 5 minutes; records expire after 24 h.",
         "s",
-        _query(
-            f"gtmon_stream_lag_seconds{{{TABLE_REGION_SEL}}}", "{{table}} {{region}} ({{instance}})"
-        ),
+        _query(f"gtmon_stream_lag_seconds{{{TABLE_REGION_SEL}}}", "{{table}} {{region}} ({{instance}})"),
         width=12,
     ).thresholds(_thresholds((None, "green"), (300, "yellow"), (21600, "red")))
     records = _timeseries(
@@ -478,14 +468,14 @@ def build() -> dict[str, object]:
         .time("now-1h", "now")
         .refresh("30s")
         .timezone("utc")
-        .with_variable(
-            dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
-        )
+        .with_variable(dash.DatasourceVariable("datasource").label("Data source").type("prometheus"))
         .with_variable(
             _variable(
                 "table",
                 "Table",
-                "label_values({__name__=~\"gtmon_replication_oldest_pending_seconds|gtmon_lww_conflicts_total|gtmon_stream_lag_seconds\"}, table)",
+                # Canary tables and monitored tables (conflict and stream series) alike.
+                'label_values({__name__=~"gtmon_replication_oldest_pending_seconds'
+                '|gtmon_lww_conflicts_total|gtmon_stream_lag_seconds"}, table)',
             )
         )
         .with_variable(

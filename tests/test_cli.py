@@ -56,7 +56,10 @@ def sandbox(tmp_path_factory):
     port, metrics_port = free_port(), free_port()
     process = subprocess.Popen(
         gtmon("sandbox", "--no-ui", "--port", str(port), "--metrics-port", str(metrics_port)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path_factory.mktemp("sandbox"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path_factory.mktemp("sandbox"),
     )
     try:
         yield process, port, metrics_port
@@ -79,8 +82,19 @@ def test_sandbox_shows_live_lag_for_all_six_pairs_and_stops_cleanly_on_ctrl_c(sa
     assert all(0.4 < p["last_lag_seconds"] < 3.0 for p in pairs), pairs
     # The AWS CLI-style API works against the running sandbox's emulator.
     fault = subprocess.run(
-        gtmon("fault", "pause", "--from", "us-east-1", "--to", "eu-west-1", "--endpoint", f"http://127.0.0.1:{port}"),
-        capture_output=True, text=True, timeout=60,
+        gtmon(
+            "fault",
+            "pause",
+            "--from",
+            "us-east-1",
+            "--to",
+            "eu-west-1",
+            "--endpoint",
+            f"http://127.0.0.1:{port}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert fault.returncode == 0, fault.stderr
     process.send_signal(signal.SIGINT)
@@ -89,7 +103,9 @@ def test_sandbox_shows_live_lag_for_all_six_pairs_and_stops_cleanly_on_ctrl_c(sa
 
 def test_run_exits_zero_soon_after_sigterm(tmp_path):
     port, metrics_port = free_port(), free_port()
-    emulator = subprocess.Popen(gtmon("emulator", "--port", str(port)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    emulator = subprocess.Popen(
+        gtmon("emulator", "--port", str(port)), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         config = tmp_path / "c.yaml"
         config.write_text(
@@ -97,13 +113,23 @@ def test_run_exits_zero_soon_after_sigterm(tmp_path):
             f"canary: {{interval_seconds: 0.5}}\nstreams: {{enabled: false}}\n"
             f"metrics: {{host: 127.0.0.1, port: {metrics_port}}}\n"
         )
-        wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/gtmon/health", timeout=2), 30, "emulator")
-        init = subprocess.run(gtmon("init", "--config", str(config)), capture_output=True, text=True, timeout=60)
-        assert init.returncode == 0, init.stderr
-        daemon = subprocess.Popen(gtmon("run", "--config", str(config)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_until(
-            lambda: any(p["last_lag_seconds"] for p in get_json(f"http://127.0.0.1:{metrics_port}/api/status")["pairs"]),
-            30, "a measurement",
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/gtmon/health", timeout=2), 30, "emulator"
+        )
+        init = subprocess.run(
+            gtmon("init", "--config", str(config)), capture_output=True, text=True, timeout=60
+        )
+        assert init.returncode == 0, init.stderr
+        daemon = subprocess.Popen(
+            gtmon("run", "--config", str(config)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        wait_until(
+            lambda: any(
+                p["last_lag_seconds"]
+                for p in get_json(f"http://127.0.0.1:{metrics_port}/api/status")["pairs"]
+            ),
+            30,
+            "a measurement",
         )
         started = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
@@ -119,27 +145,61 @@ def test_run_exits_zero_soon_after_sigterm(tmp_path):
 
 def test_check_exits_critical_when_a_link_is_paused(tmp_path):
     port = free_port()
-    emulator = subprocess.Popen(gtmon("emulator", "--port", str(port), "--delay-ms", "100"),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    emulator = subprocess.Popen(
+        gtmon("emulator", "--port", str(port), "--delay-ms", "100"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: urllib.request.urlopen(f"{endpoint}/gtmon/health", timeout=2), 30, "emulator")
         config = ROOT / "config" / "sandbox.yaml"
-        assert subprocess.run(gtmon("init", "--config", str(config), "--endpoint", endpoint),
-                              capture_output=True, timeout=60).returncode == 0
-        ok = subprocess.run(gtmon("check", "--config", str(config), "--endpoint", endpoint, "--timeout", "5"),
-                            capture_output=True, text=True, timeout=60)
+        assert (
+            subprocess.run(
+                gtmon("init", "--config", str(config), "--endpoint", endpoint),
+                capture_output=True,
+                timeout=60,
+            ).returncode
+            == 0
+        )
+        ok = subprocess.run(
+            gtmon("check", "--config", str(config), "--endpoint", endpoint, "--timeout", "5"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert ok.returncode == 0, ok.stdout
         assert ok.stdout.startswith("GTMON OK")
-        subprocess.run(gtmon("fault", "pause", "--from", "eu-west-1", "--to", "us-east-1", "--endpoint", endpoint),
-                       check=True, capture_output=True, timeout=60)
-        stalled = subprocess.run(gtmon("check", "--config", str(config), "--endpoint", endpoint, "--timeout", "2"),
-                                 capture_output=True, text=True, timeout=60)
+        subprocess.run(
+            gtmon("fault", "pause", "--from", "eu-west-1", "--to", "us-east-1", "--endpoint", endpoint),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        stalled = subprocess.run(
+            gtmon("check", "--config", str(config), "--endpoint", endpoint, "--timeout", "2"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert stalled.returncode == 2, stalled.stdout
         assert "eu-west-1->us-east-1" in stalled.stdout.splitlines()[0]
-        missing = subprocess.run(gtmon("check", "--table", "nope", "--regions", "us-east-1,eu-west-1",
-                                       "--endpoint", endpoint, "--timeout", "2"),
-                                 capture_output=True, text=True, timeout=60)
+        missing = subprocess.run(
+            gtmon(
+                "check",
+                "--table",
+                "nope",
+                "--regions",
+                "us-east-1,eu-west-1",
+                "--endpoint",
+                endpoint,
+                "--timeout",
+                "2",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert missing.returncode == 3, missing.stdout
         assert "ResourceNotFoundException" in missing.stdout
     finally:

@@ -48,7 +48,9 @@ def test_config_validate_prints_the_problem_without_a_traceback(tmp_path):
     path.write_text("regions: [us-east-1]\ncanary: {interval_seconds: fast}\n")
     result = subprocess.run(
         [sys.executable, "-m", "monitor", "config", "validate", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "canary.interval_seconds" in result.stderr
@@ -58,7 +60,9 @@ def test_config_validate_prints_the_problem_without_a_traceback(tmp_path):
 def test_a_missing_file_is_reported_plainly(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "monitor", "run", "--config", str(tmp_path / "nope.yaml")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "cannot read the file" in result.stderr

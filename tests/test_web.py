@@ -16,14 +16,35 @@ from monitor.web import WebServer
 from monitor.webconfig import load_web_config
 
 STATUS = {
-    "instance_id": "t", "version": "0", "pairs": [
-        {"table": "c", "source_region": "us-east-1", "target_region": "eu-west-1", "state": "STALLED",
-         "last_lag_seconds": 0.5, "p50_seconds": 0.5, "p99_seconds": 0.6, "oldest_pending_seconds": 12.0},
+    "instance_id": "t",
+    "version": "0",
+    "pairs": [
+        {
+            "table": "c",
+            "source_region": "us-east-1",
+            "target_region": "eu-west-1",
+            "state": "STALLED",
+            "last_lag_seconds": 0.5,
+            "p50_seconds": 0.5,
+            "p99_seconds": 0.6,
+            "oldest_pending_seconds": 12.0,
+        },
     ],
-    "regions": {"us-east-1": {"up": True, "last_error": None},
-                "eu-west-1": {"up": False, "last_error": "get_item: InternalServerError: down"}},
-    "conflicts": {"recent": [{"table": "Orders", "key": "order-1", "loser_region": "us-east-1",
-                              "winner_region": "eu-west-1", "mode": "inferred"}]},
+    "regions": {
+        "us-east-1": {"up": True, "last_error": None},
+        "eu-west-1": {"up": False, "last_error": "get_item: InternalServerError: down"},
+    },
+    "conflicts": {
+        "recent": [
+            {
+                "table": "Orders",
+                "key": "order-1",
+                "loser_region": "us-east-1",
+                "winner_region": "eu-west-1",
+                "mode": "inferred",
+            }
+        ]
+    },
 }
 
 
@@ -59,10 +80,27 @@ def web_config(tmp_path: Path) -> Path:
     openssl = shutil.which("openssl")
     assert openssl, "openssl is needed to make a test certificate"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
-         "-out", str(tmp_path / "cert.pem")],
-        check=True, capture_output=True, timeout=60,
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
     path = tmp_path / "web.yml"

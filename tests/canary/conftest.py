@@ -21,8 +21,12 @@ def daemon_config(url: str, **overrides: Any) -> Config:
     data: dict[str, Any] = {
         "instance_id": "test",
         "regions": REGIONS,
-        "aws": {"endpoint_url": url, "connect_timeout_seconds": 1, "read_timeout_seconds": 1,
-                "max_attempts": 1},
+        "aws": {
+            "endpoint_url": url,
+            "connect_timeout_seconds": 1,
+            "read_timeout_seconds": 1,
+            "max_attempts": 1,
+        },
         "canary": {"interval_seconds": 0.5, "stall_seconds": 2, "timeout_seconds": 10},
         "streams": {"enabled": False},
         "metrics": {"host": "127.0.0.1", "port": 0},
@@ -41,7 +45,9 @@ async def running(config: Config, create_table: bool = True) -> AsyncIterator[Se
     service = Service(config)
     if create_table:
         await service.clients.start(list(config.regions))
-        await ensure_canary_table(service.clients, config.canary.table, list(config.regions), "gtmon_expires_at", 30)
+        await ensure_canary_table(
+            service.clients, config.canary.table, list(config.regions), "gtmon_expires_at", 30
+        )
     await service.start()
     try:
         yield service

@@ -18,7 +18,9 @@ def sample(service, name, **labels):
 
 def within_strict_bounds(measurement, delay: float, slack: float = 0.01) -> bool:
     """The delay lies between the widest interval the requests allow, whatever their timing."""
-    low = (measurement.last_miss.sent if measurement.last_miss else measurement.write.sent) - measurement.write.received
+    low = (
+        measurement.last_miss.sent if measurement.last_miss else measurement.write.sent
+    ) - measurement.write.received
     high = measurement.first_hit.received - measurement.write.sent
     return low - slack <= delay <= high + slack
 
@@ -42,7 +44,10 @@ async def test_measured_lag_brackets_the_configured_link_delay_and_centres_on_it
             assert errors[len(errors) // 2] < 0.06, errors
             labels = {"table": "gtmon-canary", "source_region": a, "target_region": b}
             assert sample(service, "gtmon_replication_lag_seconds_count", **labels) >= 6
-            assert sample(service, "gtmon_replication_lag_last_seconds", **labels) == pair(service, a, b).last.lag
+            assert (
+                sample(service, "gtmon_replication_lag_last_seconds", **labels)
+                == pair(service, a, b).last.lag
+            )
 
 
 async def test_a_paused_link_makes_oldest_pending_rise_and_the_pair_stalled(emu: EmulatorServer):
@@ -71,7 +76,9 @@ async def _outage_keeps_other_pairs_measured(emu: EmulatorServer, mode: str) -> 
     async with running(daemon_config(emu.url)) as service:
         await wait_for(lambda: all(pair(service, a, b).measurements >= 1 for a, b in PAIRS), 10, "all pairs")
         control.fault("outage", region="ap-southeast-1", mode=mode)
-        await wait_for(lambda: sample(service, "gtmon_region_up", region="ap-southeast-1") == 0, 10, "region down")
+        await wait_for(
+            lambda: sample(service, "gtmon_region_up", region="ap-southeast-1") == 0, 10, "region down"
+        )
         healthy = [(a, b) for a, b in PAIRS if "ap-southeast-1" not in (a, b)]
         before = {p: pair(service, *p).measurements for p in healthy}
         await wait_for(
@@ -85,7 +92,9 @@ async def _outage_keeps_other_pairs_measured(emu: EmulatorServer, mode: str) -> 
         assert states[("us-east-1", "ap-southeast-1")] == "DOWN"
         assert states[("us-east-1", "eu-west-1")] == "OK"
         control.fault("restore", region="ap-southeast-1")
-        await wait_for(lambda: sample(service, "gtmon_region_up", region="ap-southeast-1") == 1, 15, "region up")
+        await wait_for(
+            lambda: sample(service, "gtmon_region_up", region="ap-southeast-1") == 1, 15, "region up"
+        )
 
 
 async def test_an_outage_answering_errors_downs_only_that_region(emu: EmulatorServer):
@@ -100,25 +109,55 @@ async def test_a_missing_canary_table_is_reported_with_its_aws_code_and_nothing_
     config = daemon_config(emu.url, canary={"table": "no-such-table"})
     async with running(config, create_table=False) as service:
         await wait_for(
-            lambda: sample(service, "gtmon_canary_operations_total", table="no-such-table", region="us-east-1",
-                           operation="write", result="error") or 0 >= 2, 10, "write errors")
+            lambda: (
+                sample(
+                    service,
+                    "gtmon_canary_operations_total",
+                    table="no-such-table",
+                    region="us-east-1",
+                    operation="write",
+                    result="error",
+                )
+                or 0 >= 2
+            ),
+            10,
+            "write errors",
+        )
         assert "ResourceNotFoundException" in service.status()["regions"]["us-east-1"]["last_error"]
-        assert sample(
-            service, "gtmon_aws_request_errors_total", region="us-east-1", operation="put_item",
-            code="ResourceNotFoundException",
-        ) >= 1
+        assert (
+            sample(
+                service,
+                "gtmon_aws_request_errors_total",
+                region="us-east-1",
+                operation="put_item",
+                code="ResourceNotFoundException",
+            )
+            >= 1
+        )
 
 
-async def test_rejected_credentials_are_reported_as_access_errors_while_other_regions_work(emu: EmulatorServer):
+async def test_rejected_credentials_are_reported_as_access_errors_while_other_regions_work(
+    emu: EmulatorServer,
+):
     # The emulator rejects a region it does not serve the way AWS rejects bad credentials.
     config = daemon_config(emu.url, regions=["us-east-1", "eu-west-1", "us-west-2"])
     async with running(config, create_table=False) as service:
-        await service.clients.call("us-east-1", "dynamodb", "create_table", TableName="gtmon-canary",
-                                   KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                                   AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                                   BillingMode="PAY_PER_REQUEST")
-        await service.clients.call("us-east-1", "dynamodb", "update_table", TableName="gtmon-canary",
-                                   ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}])
+        await service.clients.call(
+            "us-east-1",
+            "dynamodb",
+            "create_table",
+            TableName="gtmon-canary",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        await service.clients.call(
+            "us-east-1",
+            "dynamodb",
+            "update_table",
+            TableName="gtmon-canary",
+            ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}],
+        )
         await wait_for(lambda: pair(service, "us-east-1", "eu-west-1").measurements >= 2, 10, "healthy pair")
         error = service.status()["regions"]["us-west-2"]["last_error"]
         assert "UnrecognizedClientException" in error
@@ -127,12 +166,15 @@ async def test_rejected_credentials_are_reported_as_access_errors_while_other_re
 async def test_two_instances_side_by_side_measure_without_disturbing_each_other(emu: EmulatorServer):
     emu.emulator.tables.set_delay("us-east-1", "eu-west-1", DelaySpec(ms=250))
     seen: dict[str, list] = {"alpha": [], "beta": []}
-    async with running(daemon_config(emu.url, instance_id="alpha")) as a, running(
-        daemon_config(emu.url, instance_id="beta"), create_table=False
-    ) as b:
+    async with (
+        running(daemon_config(emu.url, instance_id="alpha")) as a,
+        running(daemon_config(emu.url, instance_id="beta"), create_table=False) as b,
+    ):
         for name, service in (("alpha", a), ("beta", b)):
             service.runners[0].observers.append(
-                lambda m, name=name: seen[name].append(m) if (m.source, m.target) == ("us-east-1", "eu-west-1") else None
+                lambda m, name=name: (
+                    seen[name].append(m) if (m.source, m.target) == ("us-east-1", "eu-west-1") else None
+                )
             )
         await wait_for(lambda: len(seen["alpha"]) >= 4 and len(seen["beta"]) >= 4, 20, "both measuring")
     for measurements in seen.values():

@@ -46,8 +46,11 @@ def test_round_trip_correction_removes_the_network_from_the_lag():
 def test_per_region_mode_adds_the_clock_error_to_the_bound():
     # Offset maps the monotonic clock onto the wall clock.
     estimate = estimate_lag_from_timestamp(
-        written_at=1000.0, last_miss=Interval(0.40, 0.40), first_hit=Interval(0.42, 0.42),
-        offset=1000.0, clock_error=0.005,
+        written_at=1000.0,
+        last_miss=Interval(0.40, 0.40),
+        first_hit=Interval(0.42, 0.42),
+        offset=1000.0,
+        clock_error=0.005,
     )
     assert estimate.lag == pytest.approx(0.41)
     assert estimate.error == pytest.approx(0.015)

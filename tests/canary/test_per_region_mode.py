@@ -12,9 +12,12 @@ from monitor.service import Service
 from .conftest import REGIONS, daemon_config, running, wait_for
 
 DELAYS = {
-    ("us-east-1", "eu-west-1"): 0.12, ("eu-west-1", "us-east-1"): 0.18,
-    ("us-east-1", "ap-southeast-1"): 0.30, ("ap-southeast-1", "us-east-1"): 0.26,
-    ("eu-west-1", "ap-southeast-1"): 0.40, ("ap-southeast-1", "eu-west-1"): 0.35,
+    ("us-east-1", "eu-west-1"): 0.12,
+    ("eu-west-1", "us-east-1"): 0.18,
+    ("us-east-1", "ap-southeast-1"): 0.30,
+    ("ap-southeast-1", "us-east-1"): 0.26,
+    ("eu-west-1", "ap-southeast-1"): 0.40,
+    ("ap-southeast-1", "eu-west-1"): 0.35,
 }
 
 
@@ -55,7 +58,9 @@ async def _run_three(
             services.append(service)
             for runner in service.runners:
                 runner.observers.append(lambda m: measurements[(m.source, m.target)].append(m))
-        await wait_for(lambda: all(len(v) >= per_pair for v in measurements.values()), 40, "every pair measured")
+        await wait_for(
+            lambda: all(len(v) >= per_pair for v in measurements.values()), 40, "every pair measured"
+        )
     finally:
         for context in reversed(contexts):
             await context.__aexit__(None, None, None)
@@ -98,8 +103,10 @@ async def test_a_skewed_clock_biases_that_daemons_column_by_the_skew(emu: Emulat
     # The better-bounded half of each pair's arrivals (the first ones, before the read
     # plan learns, are coarse; a loaded machine makes some more).
     bias = {
-        pair: [m.estimate.lag - truth_lag(emu, m)
-               for m in sorted(found, key=lambda m: m.estimate.error)[: max(1, len(found) // 2)]]
+        pair: [
+            m.estimate.lag - truth_lag(emu, m)
+            for m in sorted(found, key=lambda m: m.estimate.error)[: max(1, len(found) // 2)]
+        ]
         for pair, found in measurements.items()
     }
     # eu-west-1's clock runs 250 ms ahead, so arrivals there look 250 ms later than the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from monitor.canary.polling import LagHistory, plan_reads
@@ -11,7 +13,7 @@ def test_without_history_reads_double_their_gaps_within_budget_and_timeout():
     plan = plan_reads(None, max_reads=20, min_interval=0.02, timeout=5.0)
     assert plan[0] == 0.0
     assert len(plan) <= 20
-    assert all(b > a for a, b in zip(plan, plan[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(plan))
     assert plan[-1] <= 5.0
 
 

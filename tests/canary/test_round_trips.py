@@ -14,8 +14,11 @@ from monitor.emulator import DelaySpec, EmulatorServer
 from .conftest import daemon_config, running, wait_for
 
 LATENCY_MS = {"us-east-1": 0.0, "eu-west-1": 80.0, "ap-southeast-1": 220.0}
-DELAYS = {("us-east-1", "ap-southeast-1"): 0.25, ("ap-southeast-1", "eu-west-1"): 0.6,
-          ("eu-west-1", "us-east-1"): 0.15}
+DELAYS = {
+    ("us-east-1", "ap-southeast-1"): 0.25,
+    ("ap-southeast-1", "eu-west-1"): 0.6,
+    ("eu-west-1", "us-east-1"): 0.15,
+}
 
 
 def truth(emu: EmulatorServer, m) -> float:
@@ -29,12 +32,17 @@ def truth(emu: EmulatorServer, m) -> float:
 
 async def test_round_trip_corrected_lag_stays_within_a_tight_bound_of_ground_truth(emu: EmulatorServer):
     for region, ms in LATENCY_MS.items():
-        emu.emulator.faults.set_latency(region, DelaySpec(ms=ms, jitter_ms=ms * 0.1, kind="uniform") if ms else None)
+        emu.emulator.faults.set_latency(
+            region, DelaySpec(ms=ms, jitter_ms=ms * 0.1, kind="uniform") if ms else None
+        )
     for (a, b), seconds in DELAYS.items():
         emu.emulator.tables.set_delay(a, b, DelaySpec(ms=seconds * 1000))
     found: dict[tuple[str, str], list] = {pair: [] for pair in DELAYS}
-    config = daemon_config(emu.url, canary={"interval_seconds": 1.0},
-                           aws={"read_timeout_seconds": 3, "connect_timeout_seconds": 2})
+    config = daemon_config(
+        emu.url,
+        canary={"interval_seconds": 1.0},
+        aws={"read_timeout_seconds": 3, "connect_timeout_seconds": 2},
+    )
     try:
         async with running(config) as service:
             service.runners[0].observers.append(
