@@ -111,4 +111,5 @@ def plan_reads(
             break
         offsets.append(t)
         gap *= TAIL_GROWTH
-    return offsets
+    # Reads planned before the write's answer (earliest < 0) come before the read at 0.
+    return sorted(offsets)

@@ -46,3 +46,11 @@ def test_history_keeps_only_recent_samples():
 def test_a_budget_below_two_reads_is_refused():
     with pytest.raises(ValueError):
         plan_reads(None, max_reads=1, min_interval=0.02, timeout=1)
+
+
+def test_reads_may_be_planned_before_the_writes_answer_and_come_out_in_order():
+    # 220 ms round trips, 50 ms lag: the arrival comes before the write is acknowledged.
+    plan = plan_reads((0.03, 0.07), max_reads=20, min_interval=0.02, timeout=10, lead=0.22, earliest=-0.2)
+    assert plan == sorted(plan)
+    assert plan[0] < -0.1
+    assert sum(1 for t in plan if t < 0) >= 5
