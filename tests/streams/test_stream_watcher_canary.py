@@ -6,8 +6,8 @@ from prometheus_client import CollectorRegistry
 
 from monitor.aws import AwsClients
 from monitor.clock import SystemClock
-from monitor.conflicts import Detector, DetectorSettings
 from monitor.config import parse_config
+from monitor.conflicts import Detector, DetectorSettings
 from monitor.metrics import Metrics
 from monitor.streams.reader import StreamRecord
 from monitor.streams.watcher import ConflictWatcher
