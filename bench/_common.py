@@ -77,6 +77,21 @@ def delay_json(ms_: float, jitter_ms: float = 0.0, kind: str = "fixed") -> dict[
     return {"ms": ms_, "jitter_ms": jitter_ms, "kind": kind}
 
 
+def sandbox_emulator_spec() -> dict[str, Any]:
+    """The emulator `gtmon sandbox` runs: its link delays and client round trips."""
+    from monitor.sandbox import REGIONS, SANDBOX_CLIENT_LATENCY, SANDBOX_LINK_DELAYS
+
+    return {
+        "regions": REGIONS,
+        "default_delay": delay_json(800),
+        "link_delays": [[a, b, delay_json(s.ms, s.jitter_ms, s.kind)]
+                        for (a, b), s in SANDBOX_LINK_DELAYS.items()],
+        "client_latency": {r: delay_json(s.ms, s.jitter_ms, s.kind)
+                           for r, s in SANDBOX_CLIENT_LATENCY.items()},
+        "replica_activation_seconds": 0.2,
+    }
+
+
 def describe_delay(spec: dict[str, Any]) -> str:
     if spec["kind"] == "fixed" or not spec.get("jitter_ms"):
         return f"fixed {spec['ms']:g} ms"

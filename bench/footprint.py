@@ -47,32 +47,20 @@ from _common import (
     ROOT,
     EmulatorProcess,
     create_global_table,
-    delay_json,
     emit,
     log,
     proc_cpu_seconds,
     proc_rss_bytes,
+    sandbox_emulator_spec,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.sandbox import REGIONS, SANDBOX_CLIENT_LATENCY, SANDBOX_LINK_DELAYS
+from monitor.sandbox import REGIONS
 
 TABLES = [f"bench-T{i}" for i in range(1, 6)]  # DynamoDB names need 3+ characters
 CANARY_KEY = {"pk": "__gtmon__#{instance}#{source}"}
 TARGET_RSS_MB = 100.0
 TARGET_CPU = 0.02  # of one core
-
-
-def emulator_spec() -> dict[str, Any]:
-    return {
-        "regions": REGIONS,
-        "default_delay": delay_json(800),
-        "link_delays": [[a, b, delay_json(s.ms, s.jitter_ms, s.kind)]
-                        for (a, b), s in SANDBOX_LINK_DELAYS.items()],
-        "client_latency": {r: delay_json(s.ms, s.jitter_ms, s.kind)
-                           for r, s in SANDBOX_CLIENT_LATENCY.items()},
-        "replica_activation_seconds": 0.2,
-    }
 
 
 def free_port() -> int:
@@ -216,7 +204,7 @@ def main() -> None:
     started = time.monotonic()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="gtmon-footprint-") as tmp, \
-            EmulatorProcess(emulator_spec()) as emulator:
+            EmulatorProcess(sandbox_emulator_spec()) as emulator:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         log(f"emulator {emulator.url} (pid {emulator.pid})")

@@ -26,31 +26,19 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import EmulatorProcess, delay_json, emit, log
+from _common import EmulatorProcess, emit, log, sandbox_emulator_spec
 
 from monitor.canary.table import ensure_canary_table
 from monitor.config import parse_config
 from monitor.emulator.control import ControlClient
 from monitor.logs import configure_logging
-from monitor.sandbox import REGIONS, SANDBOX_CLIENT_LATENCY, SANDBOX_LINK_DELAYS
+from monitor.sandbox import REGIONS
 from monitor.service import Service
 
 SOURCE, TARGET = "us-east-1", "ap-southeast-1"
 METRIC = "gtmon_replication_oldest_pending_seconds"
 SAMPLE_EVERY = 0.05
 SLACK = 1.0  # target: T + 1 s
-
-
-def emulator_spec() -> dict[str, Any]:
-    return {
-        "regions": REGIONS,
-        "default_delay": delay_json(800),
-        "link_delays": [[a, b, delay_json(s.ms, s.jitter_ms, s.kind)]
-                        for (a, b), s in SANDBOX_LINK_DELAYS.items()],
-        "client_latency": {r: delay_json(s.ms, s.jitter_ms, s.kind)
-                           for r, s in SANDBOX_CLIENT_LATENCY.items()},
-        "replica_activation_seconds": 0.2,
-    }
 
 
 class Sampler:
@@ -126,7 +114,7 @@ async def trial(control: ControlClient, sampler: Sampler, thresholds: list[float
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    with EmulatorProcess(emulator_spec()) as emulator:
+    with EmulatorProcess(sandbox_emulator_spec()) as emulator:
         log(f"emulator {emulator.url} (pid {emulator.pid})")
         config = parse_config({
             "instance_id": "bench-stall",
