@@ -9,7 +9,6 @@ Nothing here imports the rest of gtmon.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -182,9 +181,7 @@ class Metrics:
 
         def counter(name: str) -> Counter:
             # prometheus_client appends _total itself; the contract names include it.
-            return Counter(
-                name.removesuffix("_total"), _help(name), _labels(name), registry=registry
-            )
+            return Counter(name.removesuffix("_total"), _help(name), _labels(name), registry=registry)
 
         def gauge(name: str) -> Gauge:
             return Gauge(name, _help(name), _labels(name), registry=registry)
@@ -210,9 +207,3 @@ class Metrics:
     def add_replication_state(self, source: Callable[[], Iterable[PairReading]]) -> None:
         """Register the scrape-time stall gauges, fed by `source`."""
         self.registry.register(ReplicationStateCollector(source))
-
-    def forget_pair(self, table: str, source_region: str, target_region: str) -> None:
-        """Drop a pair's series when its table or region leaves the config."""
-        for metric in (self.replication_lag, self.replication_lag_last, self.replication_lag_error):
-            with contextlib.suppress(KeyError):
-                metric.remove(table, source_region, target_region)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -49,9 +50,7 @@ def canary_targets(config: Config) -> list[CanaryTarget]:
     for table in config.tables:
         if table.canary_key is not None:
             targets.append(
-                CanaryTarget(
-                    table.name, tuple(config.table_regions(table)), tuple(table.canary_key.items())
-                )
+                CanaryTarget(table.name, tuple(config.table_regions(table)), tuple(table.canary_key.items()))
             )
     return targets
 
@@ -70,13 +69,9 @@ class Service:
         self.clock = clock or SystemClock()
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry, __version__)
-        self.clients = AwsClients(
-            config.aws, self.metrics, session=session, monotonic=self.clock.monotonic
-        )
+        self.clients = AwsClients(config.aws, self.metrics, session=session, monotonic=self.clock.monotonic)
         self.runners = (
-            [self._runner(target) for target in canary_targets(config)]
-            if config.canary.enabled
-            else []
+            [self._runner(target) for target in canary_targets(config)] if config.canary.enabled else []
         )
         self.metrics.add_replication_state(self._readings)
         self.watcher: ConflictWatcher | None = (
@@ -93,9 +88,7 @@ class Service:
                         if winner != loser or winner == "unknown":
                             self.metrics.lww_conflicts.labels(table.name, winner, loser)
         web_config: WebConfig | None = (
-            load_web_config(config.metrics.web_config_file)
-            if config.metrics.web_config_file
-            else None
+            load_web_config(config.metrics.web_config_file) if config.metrics.web_config_file else None
         )
         self.web = WebServer(
             config.metrics.host,
@@ -161,6 +154,7 @@ class Service:
                     coalesce=True,
                     max_instances=1,
                     misfire_grace_time=max(1, int(interval)),
+                    next_run_time=datetime.now(UTC),  # the first canary right away
                 )
         self._scheduler.start()
         self._ready = True
@@ -171,15 +165,6 @@ class Service:
             canary_tables=[r.target.table for r in self.runners],
             port=self.web.port,
         )
-        for runner in self.runners:
-            for source in runner.target.regions:
-                if self.config.home_region in (None, source):
-                    self._track(runner.write(source))
-
-    def _track(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
 
     async def _run_write(self, runner: CanaryRunner, source: str) -> None:
         task = asyncio.current_task()

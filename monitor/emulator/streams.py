@@ -119,9 +119,6 @@ class StreamStore:
         if arn is not None:
             self._streams[arn].enabled = False
 
-    def latest_arn(self, region: str, table_name: str) -> str | None:
-        return self._latest.get((region, table_name))
-
     def append(
         self,
         region: str,
