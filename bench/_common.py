@@ -1,6 +1,6 @@
 """Shared plumbing for the canary benchmarks (bench/lag_accuracy.py, stall.py, footprint.py).
 
-The emulator runs in a child process (``python bench/_common.py emulator SPEC``) so
+The emulator runs in a child process (monitor.emulator.process) so
 that its CPU work (moto, werkzeug) neither competes with the monitor for one GIL
 nor counts in the monitor's figures; ground truth comes back over its control API.
 Both sides use their own clocks: only durations are ever compared.
@@ -11,16 +11,17 @@ Every benchmark prints one JSON object last:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from monitor.emulator.process import EmulatorProcess as _PackageEmulatorProcess
+from monitor.emulator.process import settings_from_json
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -79,17 +80,10 @@ def delay_json(ms_: float, jitter_ms: float = 0.0, kind: str = "fixed") -> dict[
 
 def sandbox_emulator_spec() -> dict[str, Any]:
     """The emulator `gtmon sandbox` runs: its link delays and client round trips."""
-    from monitor.sandbox import REGIONS, SANDBOX_CLIENT_LATENCY, SANDBOX_LINK_DELAYS
+    from monitor.emulator.process import settings_to_json
+    from monitor.sandbox import sandbox_settings
 
-    return {
-        "regions": REGIONS,
-        "default_delay": delay_json(800),
-        "link_delays": [[a, b, delay_json(s.ms, s.jitter_ms, s.kind)]
-                        for (a, b), s in SANDBOX_LINK_DELAYS.items()],
-        "client_latency": {r: delay_json(s.ms, s.jitter_ms, s.kind)
-                           for r, s in SANDBOX_CLIENT_LATENCY.items()},
-        "replica_activation_seconds": 0.2,
-    }
+    return settings_to_json(sandbox_settings()) | {"replica_activation_seconds": 0.2}
 
 
 def describe_delay(spec: dict[str, Any]) -> str:
@@ -101,68 +95,14 @@ def describe_delay(spec: dict[str, Any]) -> str:
     return f"lognormal {spec['ms']:g} ms + median {spec['jitter_ms']:g} ms"
 
 
-class EmulatorProcess:
-    """An emulator served from a child process on a loopback port.
-
-    `spec`: {"regions": [...], "default_delay": delay, "link_delays": [[src, dst, delay]],
-    "client_latency": {region: delay}, "replica_activation_seconds": s}. The child exits when
-    its stdin closes, so it never outlives the benchmark.
-    """
+class EmulatorProcess(_PackageEmulatorProcess):
+    """An emulator served from a child process on a loopback port, from a JSON spec:
+    {"regions": [...], "default_delay": delay, "link_delays": [[src, dst, delay]],
+    "client_latency": {region: delay}, "replica_activation_seconds": s, ...}
+    (monitor.emulator.process.settings_from_json)."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        self.spec = spec
-        self.process = subprocess.Popen(
-            [PYTHON, str(Path(__file__).resolve()), "emulator", json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line.startswith("URL "):
-            self.close()
-            raise RuntimeError(f"the emulator did not start (said {line!r})")
-        self.url = line.split(" ", 1)[1].strip()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            try:
-                assert self.process.stdin is not None
-                self.process.stdin.close()
-                self.process.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-    def __enter__(self) -> EmulatorProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _serve_emulator(spec: dict[str, Any]) -> None:
-    from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings
-
-    def delay(value: dict[str, Any]) -> DelaySpec:
-        return DelaySpec(ms=value["ms"], jitter_ms=value.get("jitter_ms", 0.0),
-                         kind=value.get("kind", "fixed"))
-
-    settings = EmulatorSettings(
-        regions=list(spec["regions"]),
-        default_delay=delay(spec.get("default_delay", delay_json(100))),
-        link_delays={(a, b): delay(d) for a, b, d in spec.get("link_delays", [])},
-        client_latency={r: delay(d) for r, d in spec.get("client_latency", {}).items()},
-        replica_activation_seconds=spec.get("replica_activation_seconds", 0.2),
-        seed=spec.get("seed"),
-    )
-    server = EmulatorServer(Emulator(settings), "127.0.0.1", 0).start()
-    print(f"URL {server.url}", flush=True)
-    with contextlib.suppress(OSError, ValueError):
-        sys.stdin.read()  # until the parent closes our stdin (or dies)
-    server.close()
+        super().__init__(settings_from_json(spec))
 
 
 # ---- tables, through boto3 (for the bench process itself) ---------------------------------
@@ -237,11 +177,3 @@ def proc_rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for {pid}")
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "emulator":
-        _serve_emulator(json.loads(sys.argv[2]))
-    else:
-        print("usage: _common.py emulator SPEC_JSON", file=sys.stderr)
-        sys.exit(2)

@@ -24,14 +24,21 @@ from rich.text import Text
 
 from monitor.canary.table import ensure_canary_table
 from monitor.config import Config, parse_config
-from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings, StreamSettings
+from monitor.emulator import DelaySpec, EmulatorSettings, StreamSettings
+from monitor.emulator.process import EmulatorProcess
 from monitor.emulator.traffic import ORDERS_TABLE, DemoTraffic, create_orders_table
 from monitor.logs import configure_logging
 from monitor.service import Service
 from monitor.waiting import wait_event
 from monitor.web import format_key
 
-__all__ = ["SANDBOX_CLIENT_LATENCY", "SANDBOX_LINK_DELAYS", "SandboxOptions", "run_sandbox"]
+__all__ = [
+    "SANDBOX_CLIENT_LATENCY",
+    "SANDBOX_LINK_DELAYS",
+    "SandboxOptions",
+    "run_sandbox",
+    "sandbox_settings",
+]
 
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
 
@@ -172,21 +179,36 @@ def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, m
     return Group(*parts)
 
 
-async def run_sandbox(options: SandboxOptions) -> int:
-    settings = EmulatorSettings(
+def sandbox_settings(realistic_latency: bool = True) -> EmulatorSettings:
+    """The sandbox's emulator: distances as seen from a monitor in us-east-1."""
+    return EmulatorSettings(
         regions=list(REGIONS),
         link_delays=dict(SANDBOX_LINK_DELAYS),
-        client_latency=dict(SANDBOX_CLIENT_LATENCY) if options.realistic_latency else {},
+        client_latency=dict(SANDBOX_CLIENT_LATENCY) if realistic_latency else {},
         default_delay=DelaySpec(ms=800),
         # Left running for days, 24 h of stream records and ground truth would take
         # gigabytes; the monitor reads streams within seconds, so keep 15 minutes.
         streams=StreamSettings(retention_seconds=900.0),
         truth_max_writes=20_000,
     )
-    server = EmulatorServer(Emulator(settings), options.host, options.port).start()
+
+
+async def run_sandbox(options: SandboxOptions) -> int:
+    log_stream = open(options.log_file, "a", encoding="utf-8") if options.ui else sys.stderr  # noqa: SIM115
+    try:
+        # A child process: in this one, the emulator's threads would skew the monitor's timing.
+        server = EmulatorProcess(
+            sandbox_settings(options.realistic_latency),
+            options.host,
+            options.port,
+            stderr=log_stream if log_stream is not sys.stderr else None,
+        )
+    except OSError:
+        if log_stream is not sys.stderr:
+            log_stream.close()
+        raise
     endpoint = server.url
     config = sandbox_config(options, endpoint)
-    log_stream = open(options.log_file, "a", encoding="utf-8") if options.ui else sys.stderr  # noqa: SIM115
     configure_logging("json" if options.ui else "auto", "info", stream=log_stream)
     service = Service(config)
     traffic: DemoTraffic | None = None
