@@ -219,7 +219,7 @@ async def run_group(url: str, rtt: int, seconds: float, interval: float,
         await stop_service(service, f"rtt {rtt}")
     truth = await asyncio.to_thread(ControlClient(url, timeout=60).truth, config.canary.table)
     return {"rtt": rtt, "measurements": measurements, "probes": probes,
-            "truth": truth_by_seq(truth["writes"])}
+            "truth": truth_by_seq(truth["writes"]), "wall_offset": time.time() - time.monotonic()}
 
 
 async def run_per_region(url: str, seconds: float, interval: float,
@@ -310,7 +310,7 @@ def analyse(groups: list[dict[str, Any]]) -> dict[str, Any]:
                     "bound": m.estimate.error,
                     "within": float(m.estimate.low - 1e-6 <= true_lag <= m.estimate.high + 1e-6),
                     "reads": float(m.reads),
-                }
+                } | timing_breakdown(m, write, group["wall_offset"])
                 (warm if m.write.received < warm_until else rows).append(row)
             reads, measured, pending = group["probes"][pair]
             name = f"rtt {rtt} ms | {describe_delay(spec)}"
@@ -327,6 +327,21 @@ def analyse(groups: list[dict[str, Any]]) -> dict[str, Any]:
         "warmup": cell_summary(warm),
         "unmatched_measurements": unmatched,
         "rows": pooled["all"],
+    }
+
+
+def timing_breakdown(m: Measurement, write: dict[str, Any], wall_offset: float) -> dict[str, float]:
+    """Where an error comes from, on the emulator's (wall) clock: the commit placed at the
+    write's midpoint vs accepted_at, the estimated arrival vs applied[target], and the round
+    trips of the write and the first hit (a slow answer is a lopsided one)."""
+    commit = m.write.midpoint + wall_offset
+    arrival = commit + m.estimate.lag
+    return {
+        "commit_offset": commit - write["accepted_at"],
+        "arrival_offset": arrival - write["applied"][m.target],
+        "write_rtt": m.write.round_trip,
+        "hit_rtt": m.first_hit.round_trip,
+        "miss_rtt": m.last_miss.round_trip if m.last_miss is not None else None,
     }
 
 
@@ -440,7 +455,7 @@ def cell_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    rtts = sorted(GROUPS)
+    rtts = sorted(args.rtts or GROUPS)
     local = None if args.no_per_region else args.local_rtt_ms
     with EmulatorProcess(emulator_spec(rtts, local)) as emulator:
         log(f"emulator {emulator.url} (pid {emulator.pid})")
@@ -515,6 +530,8 @@ def main() -> None:
     parser.add_argument("--local-rtt-ms", type=float, default=LOCAL_RTT_MS,
                         help="per-region mode: every client's round trip to the per-region "
                              "group's regions (+-10%%, uniform)")
+    parser.add_argument("--rtts", type=int, nargs="+", choices=sorted(GROUPS),
+                        help="central mode: only these client round trips (ms)")
     parser.add_argument("--no-per-region", action="store_true",
                         help="central mode only")
     args = parser.parse_args()
@@ -578,7 +595,7 @@ def main() -> None:
     params = {
         "quick": args.quick, "seconds_per_rtt": args.seconds, "canary_interval_s": args.interval,
         "parallel": args.parallel, "nice": args.nice, "steady_state_after_measurements_per_pair": WARMUP,
-        "client_rtt_ms": sorted(GROUPS), "client_rtt_jitter": "uniform +10%",
+        "client_rtt_ms": sorted(args.rtts or GROUPS), "client_rtt_jitter": "uniform +10%",
         "link_delays": [describe_delay(s) for _, _, s in LINKS],
         "max_reads_per_canary": 20, "min_poll_interval_s": 0.02,
         "planner": f"git {args.planner_from}" if args.planner_from else "working tree",

@@ -2,19 +2,29 @@
 
 Reads are expensive (they cost money and they load the region) and the error
 bound is half the gap between the last miss and the first hit, so reads are
-spent densely around the expected arrival and sparsely elsewhere: one read
-right after the write (catches a lag far shorter than expected), evenly spaced
-reads across the window where recent lags fell, then gently growing gaps until
-the budget is spent.
+spent where arrivals fall: one read right after the write (catches a lag far
+shorter than expected), evenly spaced reads across the *core* where most recent
+lags fell (10th to 90th percentile), two reads in the lower shoulder, and
+geometrically growing gaps across a long upper *reach*, because replication
+delays are skewed: a lognormal link sends one canary in a hundred three times as
+far past the median as the 90th percentile lies. With 20 reads that keeps 99% of
+arrivals within 50 ms of the truth on the sandbox's lognormal links (simulated,
+and measured in bench/sandbox_accuracy.py); an even spread or a short tail left
+the slowest percent with brackets of half a second.
+
+Each measurement enters the history as the interval it is known to lie in, not a
+point, so one badly bracketed canary (say its arrival fell before the plan began)
+widens the next plan's reach over the whole interval and the pair converges in one
+canary rather than chasing its own wrong midpoints.
 
 Offsets count from the write's answer, while lags count from the commit (the
 write's midpoint) and a read looks at the replica half its round trip after it
 is sent. A read planned at offset `o` therefore looks at lag `o + lead`, with
 `lead` = half the write's round trip + half the read's. When the caller knows
-`lead` it passes it and the window moves by exactly that much; when it does not,
-the dense reads also cover `ROUND_TRIP_ALLOWANCE` below the window, so a pair
-measured across an ocean still gets its arrival bracketed by dense reads
-(bench/lag_accuracy.py measures both regimes).
+`lead` it passes it and the plan moves by exactly that much; when it does not,
+the reach also covers `ROUND_TRIP_ALLOWANCE` below the core, so a pair measured
+across an ocean still gets its arrival bracketed (bench/lag_accuracy.py measures
+both regimes).
 """
 
 from __future__ import annotations
@@ -23,32 +33,55 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["ROUND_TRIP_ALLOWANCE", "LagHistory", "plan_reads"]
+__all__ = ["ROUND_TRIP_ALLOWANCE", "ArrivalWindow", "LagHistory", "plan_reads"]
 
 # Unknown lead (see above): client round trips up to ~250 ms (a monitor in us-east-1
 # reading ap-southeast-1) put the arrival up to this much earlier in offset terms.
 ROUND_TRIP_ALLOWANCE = 0.25
 RELATIVE_SPREAD = 0.02
-TAIL_GROWTH = 1.5
+# How far past the core the plan reaches, in multiples of the core's half-width on that side.
+REACH_BELOW = 1.0
+REACH_ABOVE = 2.5
+SHOULDER_READS = 2  # in the lower shoulder, between the reach's start and the core
+UPPER_READS = 7  # across the upper reach, gaps growing by UPPER_GROWTH
+UPPER_GROWTH = 1.4
+BLIND_GROWTH = 1.25  # before any lag is known
+
+
+@dataclass(frozen=True)
+class ArrivalWindow:
+    """Where the next arrival is expected, as lag after the commit (seconds).
+
+    Most arrivals fall in [core_low, core_high]; nearly all in [lowest, highest].
+    """
+
+    lowest: float
+    core_low: float
+    core_high: float
+    highest: float
 
 
 @dataclass
 class LagHistory:
-    """Recent lags of one pair; the planner's idea of where the next arrival falls."""
+    """Recent lags of one pair, each as the (low, high) interval it is known to lie in."""
 
-    size: int = 32
-    samples: deque[float] = field(default_factory=deque)
+    size: int = 64
+    samples: deque[tuple[float, float]] = field(default_factory=deque)
 
-    def add(self, lag: float) -> None:
-        self.samples.append(lag)
+    def add(self, low: float, high: float) -> None:
+        self.samples.append((low, high))
         while len(self.samples) > self.size:
             self.samples.popleft()
 
-    def window(self, min_spread: float) -> tuple[float, float] | None:
-        """(earliest, latest) expected arrival after the write, or None before any data."""
+    def lags(self) -> list[float]:
+        """The midpoints, sorted (the status page's percentiles)."""
+        return sorted((low + high) / 2.0 for low, high in self.samples)
+
+    def window(self, min_spread: float) -> ArrivalWindow | None:
+        """The planner's idea of the next arrival, or None before any data."""
         if not self.samples:
             return None
-        ordered = sorted(self.samples)
+        ordered = self.lags()
         if len(ordered) >= 5:
             quantiles = statistics.quantiles(ordered, n=10, method="inclusive")
             low, high = quantiles[0], quantiles[-1]
@@ -56,13 +89,20 @@ class LagHistory:
             low, high = ordered[0], ordered[-1]
         centre = statistics.median(ordered)
         # The floor in proportion to the lag (2%) keeps a steady link from narrowing the
-        # window to nothing; 5% spent a third of the reads on empty time at 5 s.
-        spread = max(min_spread, (high - low) * 0.75, centre * RELATIVE_SPREAD)
-        return max(0.0, min(low, centre - spread)), max(high, centre + spread)
+        # window to nothing.
+        spread = max(min_spread, centre * RELATIVE_SPREAD)
+        core_low, core_high = max(0.0, min(low, centre - spread)), max(high, centre + spread)
+        # The latest canary's whole interval stays in reach: after a badly bracketed one, the
+        # next plan covers everything it may have been. Older ones do not: one stray interval
+        # would thin out the shoulder for the whole history.
+        latest_low, latest_high = self.samples[-1]
+        lowest = min(latest_low, core_low - max(REACH_BELOW * (centre - core_low), spread))
+        highest = max(latest_high, core_high + max(REACH_ABOVE * (core_high - centre), spread))
+        return ArrivalWindow(max(0.0, lowest), core_low, core_high, highest)
 
 
 def plan_reads(
-    window: tuple[float, float] | None,
+    window: ArrivalWindow | None,
     max_reads: int,
     min_interval: float,
     timeout: float,
@@ -78,38 +118,41 @@ def plan_reads(
         raise ValueError("max_reads must be at least 2")
     offsets = [0.0]
     if window is None:
-        # Nothing known yet: doubling gaps find the order of magnitude quickly.
+        # Nothing known yet: gaps growing by a quarter reach about 11 s with 20 reads and
+        # bracket the first arrival within a third of its lag (doubling: the whole lag).
         gap = min_interval * 2
         while len(offsets) < max_reads and offsets[-1] < timeout:
             offsets.append(offsets[-1] + gap)
-            gap *= 2
+            gap *= BLIND_GROWTH
         return [o for o in offsets if o <= timeout]
-    start, end = window
-    if lead is None:
-        start -= ROUND_TRIP_ALLOWANCE
-    else:
-        start, end = start - lead, end - lead
+    # Unknown lead: the arrival may be seen anywhere up to the allowance earlier.
+    low_shift = ROUND_TRIP_ALLOWANCE if lead is None else lead
+    high_shift = 0.0 if lead is None else lead
     # Reads may start before the write's answer when the caller allows it (`earliest` < 0):
     # across a long round trip a short lag arrives before the write is even acknowledged.
-    start = max(start, min_interval if earliest is None else earliest)
-    end = max(end, start)
-    # A few tail reads catch the outliers past the window; the rest bracket the arrival.
-    tail = max(2, max_reads // 6)
-    dense = max(1, max_reads - 1 - tail)
-    step = max(min_interval, (end - start) / max(1, dense - 1))  # first read at start, last at end
-    t = start
-    for _ in range(dense):
-        if t > timeout:
-            break
-        offsets.append(t)
-        t += step
-    # Growing gently (x1.5, not doubling) keeps a late outlier's bound within a few steps.
-    gap = step * TAIL_GROWTH
-    while len(offsets) < max_reads:
-        t = offsets[-1] + gap
-        if t > timeout:
-            break
-        offsets.append(t)
-        gap *= TAIL_GROWTH
+    floor = min_interval if earliest is None else earliest
+    lowest = max(window.lowest - low_shift, floor)
+    core_low = max(window.core_low - low_shift, lowest)
+    core_high = max(window.core_high - high_shift, core_low)
+    highest = max(window.highest - high_shift, core_high)
+    upper = min(UPPER_READS, max(1, (max_reads - 1) // 2))
+    shoulder = min(SHOULDER_READS, (max_reads - 1 - upper) // 4)
+    core = max(1, max_reads - 1 - shoulder - upper)
+    step = max(min_interval, (core_high - core_low) / max(1, core - 1))
+    dense = [core_low + step * i for i in range(core) if step * i <= core_high - core_low + 1e-9]
+    below = (
+        [lowest + (core_low - lowest) * i / shoulder for i in range(shoulder)]
+        if core_low - lowest > step
+        else []
+    )
+    # Reads the core and the shoulder did not need go to the upper reach.
+    above: list[float] = []
+    n_above = max_reads - 1 - len(below) - len(dense)
+    if n_above > 0:
+        span = max(highest - dense[-1], step * n_above)
+        gap = max(step, span * (UPPER_GROWTH - 1) / (UPPER_GROWTH**n_above - 1))
+        for _ in range(n_above):
+            above.append((above[-1] if above else dense[-1]) + gap)
+            gap *= UPPER_GROWTH
     # Reads planned before the write's answer (earliest < 0) come before the read at 0.
-    return sorted(offsets)
+    return sorted(o for o in {*offsets, *below, *dense, *above} if o <= timeout)

@@ -40,7 +40,6 @@ class _Remote:
     base: float | None = None  # monotonic time the next canary should be written
     plan: list[float] = field(default_factory=list)
     index: int = 0
-    last_sent: float = 0.0
     reads: int = 0
     hit: Interval | None = None
     hit_item: dict[str, Any] | None = None
@@ -79,24 +78,23 @@ class RemoteCanaryRunner(CanaryRunner):
         interval = self.settings.interval_seconds
         if remote.base is None:
             # Nothing seen yet: look a few times per interval until the first canary shows up.
-            return remote.last_sent + max(self.settings.min_poll_interval_seconds, interval / 4)
-        while remote.index < len(remote.plan) and remote.base + remote.plan[remote.index] <= remote.last_sent:
+            return probe.last_read_sent + max(self.settings.min_poll_interval_seconds, interval / 4)
+        last = probe.last_read_sent
+        while remote.index < len(remote.plan) and remote.base + remote.plan[remote.index] <= last:
             remote.index += 1
         if remote.index < len(remote.plan):
             return remote.base + remote.plan[remote.index]
-        if remote.plan and remote.last_sent - remote.base < 3 * interval:
+        if remote.plan and probe.last_read_sent - remote.base < 3 * interval:
             # The expected canary's window passed without it (a late hit, a slow arrival):
             # plan around the next one the writer will have written, rather than fall back
             # to slow polling that would keep every later hit late too.
-            while remote.base + remote.plan[-1] <= remote.last_sent:
+            while remote.base + remote.plan[-1] <= probe.last_read_sent:
                 remote.base += interval
             probe.expected_next_commit = remote.base
             remote.index = 0
             return self._next_due(probe)
-        return remote.last_sent + max(1.0, interval)
+        return probe.last_read_sent + max(1.0, interval)
 
-    def _read_sent(self, probe: PairProbe, now: float) -> None:
-        self._remote[(probe.source, probe.target)].last_sent = now
 
     def _absorb(self, probe: PairProbe, read: Interval, item: dict[str, Any]) -> None:
         remote = self._remote[(probe.source, probe.target)]
@@ -126,6 +124,8 @@ class RemoteCanaryRunner(CanaryRunner):
             self.settings.max_reads_per_canary,
             self.settings.min_poll_interval_seconds,
             self.settings.timeout_seconds,
+            # Offsets count from the expected commit; a local read looks half its round trip on.
+            lead=(probe.read_round_trip or 0.0) / 2,
         )
         # Settled late (several canaries in flight, or a slow answer): plan around the next
         # canary whose arrival is still ahead rather than one that has already arrived.

@@ -112,6 +112,7 @@ class PairProbe:
     backoff: float = 0.0
     backoff_until: float = 0.0
     read_round_trip: float | None = None  # smoothed, for the read planner's lead
+    last_read_sent: float = 0.0
     # Per-region mode: the canary the source's daemon should have written next (monotonic).
     expected_next_commit: float | None = None
 
@@ -288,8 +289,8 @@ class CanaryRunner:
             return min(dues)
         if probe.pending:
             # Every plan is spent (a stall): keep a slow poll so recovery is seen.
-            last = max(p.write.received for p in probe.pending.values())
-            return max(self._clock.monotonic(), last) + max(1.0, self.settings.interval_seconds)
+            last = max([p.write.received for p in probe.pending.values()] + [probe.last_read_sent])
+            return last + max(1.0, self.settings.interval_seconds)
         return None
 
     async def _probe_loop(self, probe: PairProbe) -> None:
@@ -317,6 +318,7 @@ class CanaryRunner:
             task.add_done_callback(functools.partial(self._read_done, probe))
 
     def _read_sent(self, probe: PairProbe, now: float) -> None:
+        probe.last_read_sent = now
         for pending in probe.pending.values():
             pending.advance(now)
 
@@ -420,9 +422,9 @@ class CanaryRunner:
     def _publish(self, probe: PairProbe, measurement: Measurement, commit: float) -> None:
         """Record one arrival: history, metrics, observers, log."""
         estimate = measurement.estimate
-        # No read missed this canary after it was written: the plan started too late, and the
-        # midpoint would teach the planner an even later start. Teach it the lower bound.
-        probe.history.add(estimate.lag if estimate.low > 0 else estimate.low)
+        # The whole interval: a canary bracketed badly (no read missed it after the write, say)
+        # makes the next plan reach over everything it may have been.
+        probe.history.add(estimate.low, estimate.high)
         probe.last = estimate
         probe.last_measured_wall = self._clock.wall()
         probe.measurements += 1
@@ -469,7 +471,7 @@ class CanaryRunner:
         rows = []
         for probe in self.probes.values():
             reading = probe.reading(now)
-            samples = sorted(probe.history.samples)
+            samples = probe.history.lags()
             rows.append(
                 {
                     "table": probe.table,
