@@ -106,72 +106,166 @@ def sandbox_config(options: SandboxOptions, endpoint: str) -> Config:
     )
 
 
+# The view fits a standard 80x24 terminal: Live crops anything taller from the bottom
+# and a wider line wraps, either of which pushes the top out of sight.
+_VIEW_WIDTH = 80
+_VIEW_ROWS = 24
+_MAX_CONFLICT_ROWS = 5
+# Two-line matrix cells only while at least this many conflict rows still fit.
+_MIN_CONFLICT_ROWS = 3
+
+
 def _fmt(seconds: float | None) -> str:
+    """A duration in at most six characters: 712ms, 1.52s, 12.3s, 123s, 17m."""
     if seconds is None:
         return "–"
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+    if abs(seconds) < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if abs(seconds) < 1000:
+        return f"{seconds:.{_decimals(seconds)}f}s"
+    if abs(seconds) < 60_000:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
+def _decimals(seconds: float) -> int:
+    return 2 if abs(seconds) < 10 else 1 if abs(seconds) < 100 else 0
+
+
+def _fmt_bound(seconds: float | None, bound: float | None) -> str:
+    """A lag with its error bound in the lag's unit: 712±9ms, 1.52±0.02s."""
+    if seconds is None or bound is None or abs(seconds) >= 1000:
+        return _fmt(seconds)
+    if abs(seconds) < 1:
+        return f"{seconds * 1000:.0f}±{bound * 1000:.0f}ms"
+    digits = _decimals(seconds)
+    return f"{seconds:.{digits}f}±{bound:.{digits}f}s"
+
+
+def _first_fitting(candidates: list[str], width: int) -> str:
+    return next((c for c in candidates if len(c) <= width), candidates[-1])
+
+
+def _lag_cell(pair: dict[str, Any], width: int, lines: int) -> Text:
+    """State, pending age when >= 1 s, last lag (± error if it fits) / p99, coloured by state."""
+    state = str(pair.get("state"))
+    pending = pair.get("oldest_pending_seconds") or 0.0
+    pend = f" pend {_fmt(pending)}" if pending >= 1 else ""
+    last = _fmt(pair.get("last_lag_seconds"))
+    bounded = _fmt_bound(pair.get("last_lag_seconds"), pair.get("last_error_bound_seconds"))
+    p99 = _fmt(pair.get("p99_seconds"))
+    if lines >= 2:
+        lag = _first_fitting([f"{bounded} / {p99}", f"{last} / {p99}", f"{last}/{p99}"], width)
+        text = f"{state}{pend}\n{lag}"
+    else:
+        text = _first_fitting(
+            [
+                f"{state} {bounded}/{p99}{pend}",
+                f"{state} {last}/{p99}{pend}",
+                f"{state} {last}{pend}",
+                f"{state}{pend}",
+            ],
+            width,
+        )
+    return Text(text, style=_COLOURS.get(state, ""), no_wrap=True, overflow="ellipsis")
+
+
+def _heading(markup: str) -> Text:
+    text = Text.from_markup(markup)
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
+
+
+def _lag_matrix(table_name: str, rows: list[dict[str, Any]], lines: int) -> list[Any]:
+    regions = sorted({p["source_region"] for p in rows} | {p["target_region"] for p in rows})
+    corner = "from \\ to"
+    # Columns share the width: label column, then one per target, one space either side between them.
+    cell_width = (_VIEW_WIDTH - max([len(corner), *map(len, regions)]) - 2 * len(regions)) // max(
+        1, len(regions)
+    )
+    matrix = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    matrix.add_column(corner, no_wrap=True)
+    for region in regions:
+        matrix.add_column(region, no_wrap=True, overflow="ellipsis", max_width=cell_width)
+    by_pair = {(p["source_region"], p["target_region"]): p for p in rows}
+    for source in regions:
+        cells: list[Any] = [source]
+        for target in regions:
+            pair = by_pair.get((source, target))
+            cells.append("·" if pair is None else _lag_cell(pair, cell_width, lines))
+        matrix.add_row(*cells)
+    return [
+        _heading(f"[bold]replication lag — {table_name}[/]  (last±error / p99, pend: oldest pending)"),
+        matrix,
+    ]
 
 
 def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, metrics_url: str) -> Group:
-    """The live view: lag matrix per canary table, regions, conflicts."""
-    parts: list[Any] = [
-        Text.from_markup(
-            f"[bold]gtmon sandbox[/]  emulator {endpoint}   metrics {metrics_url}/metrics   "
-            f"status page {metrics_url}/   Ctrl-C to stop"
-        )
-    ]
+    """The live view: lag matrix per canary table, regions, conflicts; fits 80 columns x 24 rows."""
     pairs = status.get("pairs", [])
-    for table_name in sorted({p["table"] for p in pairs}):
-        rows = [p for p in pairs if p["table"] == table_name]
-        regions = sorted({p["source_region"] for p in rows})
-        matrix = Table(title=f"replication lag — {table_name} (last / p99; pending)", expand=False)
-        matrix.add_column("source \\ target")
-        for region in regions:
-            matrix.add_column(region, justify="center")
-        by_pair = {(p["source_region"], p["target_region"]): p for p in rows}
-        for source in regions:
-            cells: list[Any] = [source]
-            for target in regions:
-                pair = by_pair.get((source, target))
-                if pair is None:
-                    cells.append("·")
-                    continue
-                text = f"{_fmt(pair['last_lag_seconds'])} / {_fmt(pair['p99_seconds'])}"
-                if pair["oldest_pending_seconds"] >= 1:
-                    text += f"\npending {_fmt(pair['oldest_pending_seconds'])}"
-                cells.append(Text(f"{pair['state']}\n{text}", style=_COLOURS.get(pair["state"], "")))
-            matrix.add_row(*cells)
-        parts.append(matrix)
-    regions_table = Table(title="regions")
-    regions_table.add_column("region")
-    regions_table.add_column("up")
-    regions_table.add_column("last error")
-    for region, info in sorted(status.get("regions", {}).items()):
-        regions_table.add_row(
-            region,
-            Text("up", style="green") if info["up"] else Text("DOWN", style="red"),
-            info.get("last_error") or "",
-        )
-    parts.append(regions_table)
+    regions_info: dict[str, Any] = status.get("regions", {})
     conflicts = status.get("conflicts", {})
     recent = conflicts.get("recent", [])
-    conflict_table = Table(
-        title=f"last-writer-wins conflicts: {conflicts.get('total', len(recent))} detected"
-    )
-    for column in ("table", "key", "lost in", "won by", "mode"):
-        conflict_table.add_column(column)
-    for conflict in recent[:8]:
-        conflict_table.add_row(
-            str(conflict.get("table")),
-            format_key(conflict.get("key")),
-            str(conflict.get("loser_region")),
-            str(conflict.get("winner_region")),
-            str(conflict.get("mode")),
-        )
-    parts.append(conflict_table)
+    by_table = {
+        name: [p for p in pairs if p["table"] == name] for name in sorted({p["table"] for p in pairs})
+    }
+    counts = {
+        name: len({p["source_region"] for p in rows} | {p["target_region"] for p in rows})
+        for name, rows in by_table.items()
+    }
+
+    # Rows: 2 header lines, per table a heading, column labels and the matrix, the regions
+    # table with its column labels, the conflicts heading (+ labels and rows), the traffic line.
+    fixed = 2 + (1 + len(regions_info) if regions_info else 0) + 1 + (1 if traffic is not None else 0)
+
+    def left(lines: int) -> int:
+        return _VIEW_ROWS - fixed - sum(2 + lines * n for n in counts.values())
+
+    wanted = min(len(recent), _MIN_CONFLICT_ROWS)
+    cell_lines = 2 if left(2) >= wanted + (1 if wanted else 0) else 1
+    shown = min(len(recent), _MAX_CONFLICT_ROWS, max(0, left(cell_lines) - 1))
+
+    parts: list[Any] = [
+        _heading(f"[bold]gtmon sandbox[/]  emulator {endpoint}  Ctrl-C to stop"),
+        _heading(f"status page {metrics_url}/  metrics {metrics_url}/metrics"),
+    ]
+    for table_name, rows in by_table.items():
+        parts.extend(_lag_matrix(table_name, rows, cell_lines))
+    if regions_info:
+        regions_table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        regions_table.add_column("region", no_wrap=True)
+        regions_table.add_column("up", no_wrap=True)
+        # Wrappable, so this column is the one narrowed; its text is truncated, not wrapped.
+        regions_table.add_column("last error")
+        for region, info in sorted(regions_info.items()):
+            regions_table.add_row(
+                region,
+                Text("up", style="green") if info.get("up") else Text("DOWN", style="bold red"),
+                Text(info.get("last_error") or "", no_wrap=True, overflow="ellipsis"),
+            )
+        parts.append(regions_table)
+    total = conflicts.get("total", len(recent))
+    latest = f", latest {shown}" if 0 < shown < total else ""
+    found = f"{total} detected" if conflicts.get("enabled", True) else "detection off"
+    parts.append(_heading(f"[bold]last-writer-wins conflicts: {found}[/]{latest}"))
+    if shown:
+        conflict_table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        conflict_table.add_column("table", no_wrap=True, overflow="ellipsis", max_width=14)
+        conflict_table.add_column("key")
+        for column in ("lost in", "won by", "mode"):
+            conflict_table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=14)
+        for conflict in recent[:shown]:
+            conflict_table.add_row(
+                str(conflict.get("table")),
+                Text(format_key(conflict.get("key")), no_wrap=True, overflow="ellipsis"),
+                str(conflict.get("loser_region")),
+                str(conflict.get("winner_region")),
+                str(conflict.get("mode")),
+            )
+        parts.append(conflict_table)
     if traffic is not None:
         parts.append(
-            Text(
+            _heading(
                 f"demo traffic: {traffic.writes} writes, {traffic.conflicts_staged} conflicts staged, "
                 f"{traffic.errors} errors"
             )

@@ -1,0 +1,126 @@
+"""`gtmon sandbox`'s live view fits a standard 80x24 terminal and keeps what an operator needs."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from monitor.sandbox import REGIONS, render
+
+ENDPOINT = "http://127.0.0.1:8000"
+METRICS_URL = "http://127.0.0.1:9108"
+DOWN_REGION = "eu-west-1"
+LONG_ERROR = (
+    "GetItem: ConnectTimeoutError: Connect timeout on endpoint URL: "
+    '"http://127.0.0.1:8000/" while the region was unreachable for a long while'
+)
+
+
+@dataclass
+class Traffic:
+    writes: int = 12345
+    conflicts_staged: int = 17
+    errors: int = 42
+
+
+def _pairs(table: str) -> list[dict[str, Any]]:
+    """All six pairs, in every state a sandbox shows (pairs touching the DOWN region are DOWN)."""
+    looks = {
+        ("us-east-1", "ap-southeast-1"): ("OK", 0.712, 0.009, 0.830, 0.0),
+        ("ap-southeast-1", "us-east-1"): ("WARNING", 1.52, 0.021, 2.10, 1.7),
+        ("us-east-1", "eu-west-1"): ("DOWN", 0.61, 0.012, 0.75, 34.5),
+        ("eu-west-1", "us-east-1"): ("DOWN", None, None, None, 0.0),
+        ("eu-west-1", "ap-southeast-1"): ("STALLED", 1.5, 0.25, 12.3, 123.4),
+        ("ap-southeast-1", "eu-west-1"): ("CRITICAL", 12.34, 0.5, 15.2, 3.2),
+    }
+    return [
+        {
+            "table": table,
+            "source_region": source,
+            "target_region": target,
+            "state": state,
+            "last_lag_seconds": last,
+            "last_error_bound_seconds": bound,
+            "p50_seconds": last,
+            "p99_seconds": p99,
+            "oldest_pending_seconds": pending,
+            "heartbeat_age_seconds": 1.0,
+            "pending": 1 if pending else 0,
+            "measurements": 40,
+            "reads_per_canary": 1.5,
+            "last_error": None,
+            "measured_at": "2024-05-01T12:00:00Z",
+        }
+        for (source, target), (state, last, bound, p99, pending) in looks.items()
+    ]
+
+
+def _conflict(i: int) -> dict[str, Any]:
+    return {
+        "table": "Orders",
+        "key": {
+            "OrderID": {"S": f"order-{i:04d}-with-a-rather-long-suffix-{'x' * 30}"},
+            "CustomerID": {"S": f"customer-{i % 17:02d}"},
+        },
+        "winner_region": REGIONS[i % 3],
+        "loser_region": REGIONS[(i + 1) % 3],
+        "mode": "exact",
+        "certain": True,
+        "reported_at": 1_714_564_800.0 + i,
+        "fingerprint": f"fp-{i}",
+    }
+
+
+def _status(tables: list[str]) -> dict[str, Any]:
+    return {
+        "instance_id": "sandbox",
+        "version": "0.0.0",
+        "ready": True,
+        "home_region": "us-east-1",
+        "pairs": [pair for table in tables for pair in _pairs(table)],
+        "regions": {
+            region: {"up": region != DOWN_REGION, "last_error": LONG_ERROR if region == DOWN_REGION else None}
+            for region in REGIONS
+        },
+        "conflicts": {"enabled": True, "total": 8, "recent": [_conflict(i) for i in range(8)]},
+    }
+
+
+def _screen(status: dict[str, Any]) -> list[str]:
+    console = Console(width=80, record=True, file=io.StringIO(), color_system=None)
+    console.print(render(status, Traffic(), ENDPOINT, METRICS_URL))
+    return console.export_text().rstrip("\n").split("\n")
+
+
+@pytest.mark.parametrize("tables", [["gtmon-canary"], ["gtmon-canary", "gtmon-canary-2"]])
+def test_live_view_fits_80x24_terminal_with_every_pair_region_and_recent_conflicts(tables):
+    lines = _screen(_status(tables))
+    text = "\n".join(lines)
+
+    assert len(lines) <= 24, text
+    assert max(len(line) for line in lines) <= 80, text
+    for table in tables:
+        assert f"replication lag — {table}" in text
+    for region in REGIONS:
+        assert region in text
+    for state in ("OK", "WARNING", "CRITICAL", "STALLED", "DOWN"):
+        assert state in text
+    assert "pend 123s" in text  # the stalled pair's pending age
+    assert "8 detected" in text
+    assert "order-0000" in text  # the most recent conflict's key, truncated to fit
+    assert text.count("Orders ") >= 3  # a few recent conflicts
+    assert "12345 writes, 17 conflicts staged, 42 errors" in text
+    assert "GetItem: ConnectTimeoutError" in text  # the DOWN region's error, truncated
+
+
+def test_live_view_shows_error_bound_and_pending_age_with_one_canary_table():
+    text = "\n".join(_screen(_status(["gtmon-canary"])))
+
+    assert "712±9ms / 830ms" in text  # last ± error bound / p99
+    assert "pend 1.70s" in text  # pending age >= 1 s is shown
+    assert "pend 0ms" not in text  # ... and none below 1 s
+    assert "latest 5" in text  # the most recent conflicts that fit, newest first
