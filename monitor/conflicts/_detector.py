@@ -9,6 +9,13 @@ write only becomes visible when the link resumes. After judging, the item's
 state is dropped, so memory is proportional to items written in the last
 settle window, not to the table. Time is always passed in; nothing here reads
 a clock.
+
+An item rewritten more often than the settle window never goes quiet, so the
+same two conditions are applied to a *prefix* of its history instead: a version
+that every region applied (a cut, see ``_history``) whose records are all past
+the settle horizon closes a piece of history that no later record can change,
+because each region applies in order and has already applied the cut. That
+piece is judged and dropped; the rest stays buffered with the cut as its base.
 """
 
 from __future__ import annotations
@@ -30,6 +37,13 @@ class _Item:
     last_created: float = -math.inf
     due: int | None = None
     records: int = 0
+    # The horizon before which no settled prefix is looked for (bounds the rescans of a
+    # hot item). Once a prefix has been judged: the image every region held at the cut
+    # (what a region with no record since still holds) and the cut's position in each
+    # region's stream (a redelivered record at or before it was judged already).
+    next_look: float = -math.inf
+    base: Image | None = None
+    floors: dict[str, tuple[int, str]] | None = None
 
 
 @dataclass(slots=True)
@@ -67,17 +81,25 @@ class Detector:
             self._tables[table] = _Table(regs, {r: -math.inf for r in regs})
         self._ready: list[Verdict] = []
         self._records = 0
+        # How often a hot item is scanned for a settled prefix: half a settle window keeps
+        # the added delay below the window while each record is scanned only a few times.
+        self._look_step = max(1.0, settings.settle_seconds / 2)
         self._stats: dict[str, int] = {
             "items_settled": 0,
             "items_forced": 0,
             "items_inconsistent": 0,
             "items_truncated": 0,
             "prefixes_judged": 0,
+            "prefixes_forced": 0,
         }
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters for logs and the bench: records seen, items judged, forced, degraded."""
+        """Counters for logs and the bench: records seen, items judged, forced, degraded.
+
+        ``prefixes_judged`` counts pieces of hot items judged before the item went quiet,
+        ``prefixes_forced`` those of them cut by ``max_records_per_key`` before settling.
+        """
         return {"records": self._records, **self._stats}
 
     # -- input ----------------------------------------------------------------------
@@ -100,6 +122,14 @@ class Detector:
             while len(t.items) >= self.settings.max_tracked_keys and t.heap:
                 self._force_bucket(obs.table, t, heapq.heappop(t.heap))
             item = t.items[key] = _Item()
+            # An item is looked at for a settled prefix only once it has been written for
+            # a while: one written twice across a second boundary just settles as a whole.
+            item.next_look = obs.created_at + self._look_step
+        elif item.floors is not None:
+            floor = item.floors.get(region)
+            if floor is not None and _seq_key(obs) <= floor:
+                self._records += 1
+                return  # a redelivered record of a prefix already judged
         recs = item.by_region.get(region)
         if recs is None:
             item.by_region[region] = [obs]
@@ -121,8 +151,10 @@ class Detector:
         elif t.waiting and key in t.waiting:
             del t.waiting[key]  # new evidence: look again when its second is due
             self._schedule(t, key, item, math.floor(item.last_created))
-        if item.records >= self.settings.max_records_per_key:
-            self._settle_prefix(obs.table, t, key, item)
+        if item.records >= self.settings.max_records_per_key and not self._settle_prefix(
+            obs.table, t, key, item, math.inf
+        ):
+            self._settle(obs.table, t, key, forced=True)
 
     @staticmethod
     def _schedule(t: _Table, key: Image, item: _Item, due: int) -> None:
@@ -153,13 +185,22 @@ class Detector:
     def poll(self, now: float) -> list[Verdict]:
         """Judge every item that has settled; ``now`` only bounds how long items may wait."""
         limit = self.settings.max_pending_seconds
+        step = self._look_step
         for name, t in self._tables.items():
             horizon = min(t.watermarks.values()) - self.settings.settle_seconds
             while t.heap and t.heap[0] <= horizon:
                 due = heapq.heappop(t.heap)
                 for key in t.buckets.pop(due, []):
                     item = t.items.get(key)
-                    if item is None or item.due != due:
+                    if item is None:
+                        continue
+                    if item.due != due:
+                        # Written again after this entry was made: the item may be hot,
+                        # and this stale entry is the chance to judge what has settled of
+                        # it. At most one scan a step, so a hot item costs a few per record.
+                        if horizon >= item.next_look:
+                            item.next_look = horizon + step
+                            self._settle_prefix(name, t, key, item, horizon)
                         continue
                     if self._converged(t, item):
                         self._settle(name, t, key, forced=False)
@@ -200,33 +241,64 @@ class Detector:
         ends = set()
         for region in t.regions:
             recs = item.by_region.get(region)
-            if not recs:
+            if recs:
+                ends.add(recs[-1].new_image)
+            elif item.floors is not None:
+                ends.add(item.base)  # nothing since the judged prefix: it still holds the cut
+            else:
                 return False
-            ends.add(recs[-1].new_image)
             if len(ends) > 1:
                 return False
         return True
 
-    def _settle_prefix(self, name: str, t: _Table, key: Image, item: _Item) -> None:
-        """A hot item: judge its history up to the last version every region holds.
+    def _settle_prefix(
+        self, name: str, t: _Table, key: Image, item: _Item, horizon: float
+    ) -> bool:
+        """Judge a hot item's history up to its newest settled cut; False if it has none.
 
-        The newest version all regions applied is a cut (everything after it
-        descends from it), so judging the part before it early is safe; the rest
-        stays buffered. Without such a version the whole item is judged, forced.
+        A cut every region applied, with every region's record of it at or before
+        ``horizon``, ends a piece of history that is final: each region applies in
+        order and has applied the cut, so no record can still come in before it, and
+        everything after it descends from it, so nothing lost before it can be saved
+        later. Judging that piece alone is the segment split ``_history`` makes
+        anyway; the records after the cut stay buffered and start from it. With an
+        infinite horizon (too many records buffered) the newest cut is taken unsettled.
         """
-        lists = [item.by_region.get(r, []) for r in t.regions]
-        common = set.intersection(*({o.new_image for o in recs} for recs in lists))
-        cut = next((o.new_image for o in reversed(lists[0]) if o.new_image in common), None)
-        if cut is None or not common:
-            self._settle(name, t, key, forced=True)
-            return
+        lists: list[list[Observation]] = []
+        for region in t.regions:
+            recs = item.by_region.get(region)
+            if not recs:
+                return False  # this region applied nothing since the base: no newer cut
+            if len(recs) > 1:
+                recs = item.by_region[region] = _in_apply_order(recs)
+            lists.append(recs)
+        cut = _find_cut(lists, horizon)
+        if cut is None:
+            return False
+        forced = horizon == math.inf
+        if all(i == len(recs) - 1 for i, recs in zip(cut, lists, strict=True)):
+            self._settle(name, t, key, forced=forced)  # the cut is the item's last version
+            return True
         head: dict[str, list[Observation]] = {}
-        for region, recs in zip(t.regions, lists, strict=True):
-            i = max(j for j, o in enumerate(recs) if o.new_image == cut)
-            head[region], item.by_region[region] = recs[: i + 1], recs[i + 1 :]
-        item.records = sum(len(v) for v in item.by_region.values())
+        floors = item.floors if item.floors is not None else {}
+        first_seen = math.inf
+        for region, recs, i in zip(t.regions, lists, cut, strict=True):
+            head[region], tail = recs[: i + 1], recs[i + 1 :]
+            item.by_region[region] = tail
+            floors[region] = _seq_key(recs[i])
+            for ob in tail:
+                seen = ob.observed_at if ob.observed_at is not None else ob.created_at
+                if seen < first_seen:
+                    first_seen = seen
+        item.floors = floors
+        item.base = lists[0][cut[0]].new_image
+        item.first_seen = first_seen
+        item.records = sum(len(recs) for recs in item.by_region.values())
         self._stats["prefixes_judged"] += 1
+        if forced:
+            self._stats["prefixes_forced"] += 1
         self._judge(name, key, head)
+        return True
 
     def _settle(self, name: str, t: _Table, key: Image, forced: bool) -> None:
         item = t.items.pop(key)
@@ -239,14 +311,9 @@ class Detector:
     def _judge(self, name: str, key: Image, records: Mapping[str, list[Observation]]) -> None:
         by_region = {}
         for region, recs in records.items():
-            if len(recs) > 1:
-                recs.sort(key=_seq_key)
-                dedup = [recs[0]]
-                for r in recs[1:]:
-                    if r.sequence_number != dedup[-1].sequence_number:
-                        dedup.append(r)
-                recs = dedup
-            by_region[region] = recs
+            if not recs:
+                continue  # a region with nothing after a judged prefix holds the cut
+            by_region[region] = _in_apply_order(recs) if len(recs) > 1 else recs
         if _uniform(by_region):
             return
         result = judge(name, key, by_region, self.settings)
@@ -255,6 +322,54 @@ class Detector:
         if result.truncated:
             self._stats["items_truncated"] += 1
         self._ready.extend(result.verdicts)
+
+
+def _in_apply_order(recs: list[Observation]) -> list[Observation]:
+    """Sorted by sequence number, redeliveries dropped (readers may hand a record twice)."""
+    recs.sort(key=_seq_key)
+    dedup = [recs[0]]
+    for r in recs[1:]:
+        if r.sequence_number != dedup[-1].sequence_number:
+            dedup.append(r)
+    return dedup
+
+
+def _find_cut(lists: Sequence[Sequence[Observation]], horizon: float) -> list[int] | None:
+    """Per region, the index of the newest cut whose records are all at or before ``horizon``.
+
+    Versions are named as ``_history.build_chains`` names them (image and occurrence
+    number, counted from the start of what is buffered), so the cut is one the
+    analysis of the whole buffer would also split at. Deletes are never cuts: a
+    tombstone's name rests on what follows it. When regions disagree on the order
+    of their common versions the names are confused (an image written again), and
+    the analysis would not split at all, so neither is a cut taken here.
+    """
+    positions: list[dict[tuple[Image, int], int]] = []
+    for recs in lists:
+        seen: dict[Image, int] = {}
+        pos: dict[tuple[Image, int], int] = {}
+        for i, ob in enumerate(recs):
+            image = ob.new_image
+            if image is not None:
+                k = seen.get(image, 0)
+                seen[image] = k + 1
+                pos[(image, k)] = i
+        positions.append(pos)
+    first, rest = positions[0], positions[1:]
+    common = [n for n in first if all(n in pos for pos in rest)]  # in the first region's order
+    if not common:
+        return None
+    for pos in rest:
+        last = -1
+        for n in common:
+            if pos[n] <= last:
+                return None
+            last = pos[n]
+    for n in reversed(common):
+        idx = [pos[n] for pos in positions]
+        if all(recs[i].created_at <= horizon for recs, i in zip(lists, idx, strict=True)):
+            return idx
+    return None
 
 
 def _uniform(by_region: Mapping[str, Sequence[Observation]]) -> bool:

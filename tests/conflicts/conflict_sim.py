@@ -258,28 +258,74 @@ def random_ops(
     ]
 
 
-def run_detector(result: SimResult, settings: DetectorSettings) -> dict[int, list[Verdict]]:
+def hot_ops(
+    rng: random.Random,
+    *,
+    items: int,
+    writes: int,
+    interval: float,
+    p_conflict: float,
+    p_other: float = 0.1,
+    n: int = 3,
+) -> list[Op]:
+    """Items that never go quiet: each rewritten about every ``interval`` seconds.
+
+    Most writes come from the item's home region (sequential, the common shape of
+    a hot item); a share ``p_other`` from another region, and with probability
+    ``p_conflict`` a second region writes the same item a moment later, before
+    the first write can have reached it on any link: a conflict.
+    """
+    ops: list[Op] = []
+    for item in range(items):
+        home = rng.randrange(n)
+        t = rng.uniform(0.0, interval)
+        for _ in range(writes):
+            region = rng.randrange(n) if rng.random() < p_other else home
+            ops.append(Op(t, region, item))
+            if rng.random() < p_conflict:
+                other = rng.choice([r for r in range(n) if r != region])
+                ops.append(Op(t + rng.uniform(0.001, 0.04), other, item))
+            t += interval * rng.uniform(0.8, 1.2)
+    return ops
+
+
+@dataclass
+class Replay:
+    """Verdicts per item with the time they came out (None: only at the final flush)."""
+
+    verdicts: dict[int, list[tuple[float | None, Verdict]]]
+    stats: dict[str, int]
+
+
+def replay(result: SimResult, settings: DetectorSettings) -> Replay:
     """Feed the observations in the order a set of readers would see them, then flush.
 
     Watermarks trail the newest observation by the observation noise plus the
     second lost to rounding, so the detector never sees a watermark a real
-    reader could not have claimed.
+    reader could not have claimed. The detector is polled after every record.
     """
     det = Detector({TABLE: result.regions}, settings)
-    verdicts: list[Verdict] = []
+    timed: list[tuple[float | None, Verdict]] = []
     stream = sorted(result.observations, key=lambda o: o.observed_at or 0.0)
     for ob in stream:
         det.observe(ob)
         now = ob.observed_at or 0.0
         for region in result.regions:
             det.advance_watermark(TABLE, region, now - result.noise - 1.0)
-        verdicts.extend(det.poll(now))
-    verdicts.extend(det.flush())
+        timed.extend((now, v) for v in det.poll(now))
+    timed.extend((None, v) for v in det.flush())
     item_of = {k: i for i, k in result.keys.items()}
-    out: dict[int, list[Verdict]] = {i: [] for i in result.keys}
-    for v in verdicts:
-        out[item_of[v.key]].append(v)
-    return out
+    out: dict[int, list[tuple[float | None, Verdict]]] = {i: [] for i in result.keys}
+    for at, v in timed:
+        out[item_of[v.key]].append((at, v))
+    return Replay(out, det.stats)
+
+
+def run_detector(result: SimResult, settings: DetectorSettings) -> dict[int, list[Verdict]]:
+    """The verdicts of :func:`replay` per item, without their times."""
+    return {
+        item: [v for _, v in verdicts] for item, verdicts in replay(result, settings).verdicts.items()
+    }
 
 
 @dataclass

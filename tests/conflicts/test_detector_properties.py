@@ -6,14 +6,19 @@ simulator says which writes were really lost and to whom. Exact claims are
 asserted on every example; inferred mode's precision and recall are measured
 on a fixed sample and held to loose floors (the figures live in
 docs/conflicts.md, from measure_conflicts.py).
+
+Hot workloads rewrite items for 12 s to 2 min at intervals well inside the
+settle window, so they never go quiet and are judged prefix by prefix while
+being written: the same exact claims must hold across those splits.
 """
 
 from __future__ import annotations
 
 import math
+import random
 
-from conflict_sim import Op, compare, run_detector, simulate
-from hypothesis import HealthCheck, given, settings
+from conflict_sim import Op, compare, hot_ops, random_delays, replay, run_detector, simulate
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from measure_conflicts import measure
 
@@ -86,6 +91,68 @@ def test_byte_identical_images_never_reported(w: tuple) -> None:
     for item, verdicts in out.items():
         # every write has the same image: nothing visible can ever be lost
         assert res.lost(item) == [] and verdicts == [], verdicts
+
+
+@st.composite
+def hot_workloads(draw: st.DrawFn) -> tuple[list[Op], dict[tuple[int, int], float], int]:
+    """Two items rewritten every 0.3-1 s for 40-120 writes, with conflicts, links 50 ms-1 s."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = random.Random(seed)
+    ops = hot_ops(
+        rng,
+        items=2,
+        writes=draw(st.integers(40, 120)),
+        interval=draw(st.floats(0.3, 1.0)),
+        p_conflict=draw(st.sampled_from([0.0, 0.05, 0.15, 0.3])),
+        p_other=draw(st.sampled_from([0.0, 0.1, 0.3])),
+    )
+    return ops, random_delays(rng, 3, 0.05, 1.0), seed
+
+
+HOT_SETTLE = 3.0  # > the slowest link (1 s + 20 % jitter) plus rounding; far above the write gap
+HOT = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _early_share(verdicts: list[tuple[float | None, object]]) -> None:
+    if verdicts:
+        early = sum(1 for at, _ in verdicts if at is not None) / len(verdicts)
+        event("hot: share of losses reported before the item went quiet", round(early, 1))
+
+
+@HOT
+@given(hot_workloads())
+def test_hot_items_every_loss_reported_once_with_writer_attribute(w: tuple) -> None:
+    """Every lost write exactly once, rightly attributed, however the history was split."""
+    ops, delays, seed = w
+    res = simulate(ops, delays, seed=seed)
+    run = replay(
+        res,
+        DetectorSettings(
+            settle_seconds=HOT_SETTLE, version_attribute="version", writer_attribute="writer"
+        ),
+    )
+    event("hot: prefixes judged", min(run.stats["prefixes_judged"] // 10 * 10, 50))
+    assert run.stats["prefixes_forced"] == 0
+    for item, timed in run.verdicts.items():
+        verdicts = [v for _, v in timed]
+        score = compare(res, item, verdicts)
+        assert all(v.mode == "exact" for v in verdicts), verdicts
+        assert score.matched == score.truth == len(verdicts), (score, verdicts)
+        _early_share(timed)
+
+
+@HOT
+@given(hot_workloads())
+def test_hot_items_lost_counts_match_truth_with_version_attribute(w: tuple) -> None:
+    """Counts stay exact per item only if no piece repeats or drops a loss at a cut."""
+    ops, delays, seed = w
+    res = simulate(ops, delays, seed=seed, writer_attribute=None)
+    run = replay(res, DetectorSettings(settle_seconds=HOT_SETTLE, version_attribute="version"))
+    for item, timed in run.verdicts.items():
+        score = compare(res, item, [v for _, v in timed])
+        assert score.certain == score.truth, (item, timed)
+        assert score.uncertain == 0
+        assert score.named_wrong == [], score.named_wrong
 
 
 def test_with_deletes_counts_mostly_exact_and_names_rarely_wrong() -> None:
