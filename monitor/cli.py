@@ -213,6 +213,7 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings
+    from monitor.emulator.process import start_heap_freezer
 
     latency = {}
     for entry in args.client_latency or []:
@@ -247,6 +248,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt  # SIGTERM (docker stop, systemd, kill) stops it like Ctrl-C
 
     signal.signal(signal.SIGTERM, _terminate)
+    start_heap_freezer()
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0
