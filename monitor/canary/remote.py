@@ -104,7 +104,7 @@ class RemoteCanaryRunner(CanaryRunner):
         newer = seen is not None and (remote.seq is None or seen > remote.seq)
         if newer and (remote.hit is None or read.midpoint < remote.hit.midpoint):
             remote.hit, remote.hit_item = read, item
-        if remote.hit is None or remote.hit_item is None or not settled(probe, remote.hit):
+        if remote.hit is None or remote.hit_item is None or not settled(probe, remote.hit.midpoint):
             return
         hit, hit_item = remote.hit, remote.hit_item
         offset = self._clock.wall() - self._clock.monotonic()

@@ -21,7 +21,14 @@ from typing import Any
 import structlog
 
 from monitor.aws import AwsCallError, AwsClients
-from monitor.canary.lag import Interval, LagEstimate, estimate_lag
+from monitor.canary.lag import (
+    Interval,
+    LagEstimate,
+    RoundTripFloor,
+    estimate_lag,
+    latest_look,
+    pick_bracket,
+)
 from monitor.canary.polling import LagHistory, plan_reads
 from monitor.canary.status import PairFacts, PairState, Thresholds, evaluate
 from monitor.clock import Clock
@@ -76,7 +83,7 @@ class _Pending:
     next_index: int = 0
     reads: int = 0
     misses: list[Interval] = field(default_factory=list)
-    first_hit: Interval | None = None
+    hits: list[Interval] = field(default_factory=list)
     plan_base: float = 0.0  # the expected answer of the write; plan offsets count from it
     acked: bool = False
 
@@ -112,6 +119,7 @@ class PairProbe:
     backoff: float = 0.0
     backoff_until: float = 0.0
     read_round_trip: float | None = None  # smoothed, for the read planner's lead
+    read_floor: RoundTripFloor = field(default_factory=RoundTripFloor)
     last_read_sent: float = 0.0
     # Per-region mode: the canary the source's daemon should have written next (monotonic).
     expected_next_commit: float | None = None
@@ -134,10 +142,11 @@ class PairProbe:
         )
 
 
-def settled(probe: PairProbe, hit: Interval) -> bool:
-    """No read still out could have looked earlier than `hit` (reads complete out of order)."""
+def settled(probe: PairProbe, before: float, read_floor: float | None = None) -> bool:
+    """No read still out could bound the arrival earlier than `before` (reads complete out
+    of order): none was sent early enough to have looked before it."""
     earliest_out = min(probe.in_flight.values(), default=None)
-    return earliest_out is None or earliest_out >= hit.midpoint
+    return earliest_out is None or earliest_out + (read_floor or 0.0) >= before
 
 
 class CanaryRunner:
@@ -174,6 +183,7 @@ class CanaryRunner:
                     metrics.canary_operations.labels(target.table, region, operation, result)
         self._tasks: list[asyncio.Task[None]] = []
         self._write_round_trip: dict[str, float] = {}  # smoothed, per source region
+        self._write_floor = {region: RoundTripFloor() for region in target.regions}
         # Called with every Measurement; benchmarks compare them to the emulator's ground truth.
         self.observers: list[Callable[[Measurement], None]] = []
         self.thresholds = Thresholds(
@@ -266,6 +276,7 @@ class CanaryRunner:
         self._write_round_trip[source] = (
             received - sent if expected_rtt is None else 0.8 * expected_rtt + 0.2 * (received - sent)
         )
+        self._write_floor[source].add(received - sent)
         for probe in targets:
             pending = probe.pending.get(seq)
             if pending is not None:
@@ -363,6 +374,7 @@ class CanaryRunner:
         probe.read_round_trip = (
             round_trip if probe.read_round_trip is None else 0.8 * probe.read_round_trip + 0.2 * round_trip
         )
+        probe.read_floor.add(round_trip)
         probe.backoff = 0.0
         self._count(probe.target, "read", "ok")
         probe.reads += 1
@@ -376,48 +388,42 @@ class CanaryRunner:
                 continue  # sent before this canary was written: says nothing about it
             pending.reads += 1
             if seen is not None and seen >= pending.seq:
-                if pending.first_hit is None or read.midpoint < pending.first_hit.midpoint:
-                    pending.first_hit = read
+                pending.hits.append(read)
             else:
                 pending.misses.append(read)
         self._settle(probe)
 
     def _settle(self, probe: PairProbe) -> None:
         """Resolve every acknowledged canary whose arrival the answers so far pin down."""
+        read_floor = probe.read_floor.one_way()
         for seq in list(probe.pending):
             pending = probe.pending[seq]
-            hit = pending.first_hit
-            if hit is None or not pending.acked or not settled(probe, hit):
+            if not pending.hits or not pending.acked:
+                continue
+            miss, hit = pick_bracket(pending.misses, pending.hits, read_floor)
+            estimate = estimate_lag(
+                pending.write, miss, hit, self._write_floor[probe.source].one_way(), read_floor
+            )
+            if not settled(probe, latest_look(hit, read_floor), read_floor):
                 continue
             del probe.pending[seq]
-            # The latest miss that looked before the first hit. A miss that (by its midpoint)
-            # looked later contradicts the symmetric-round-trip assumption and is passed over.
-            miss = max(
-                (m for m in pending.misses if m.midpoint <= hit.midpoint),
-                key=lambda m: m.midpoint,
-                default=None,
+            self._publish(
+                probe,
+                Measurement(
+                    probe.table,
+                    probe.source,
+                    probe.target,
+                    pending.seq,
+                    pending.write,
+                    miss,
+                    hit,
+                    estimate,
+                    pending.reads,
+                ),
+                pending.write.midpoint,
             )
-            self._arrived(probe, pending, miss, hit)
         if not probe.pending:
             probe.dropped_oldest_commit = None
-
-    def _arrived(self, probe: PairProbe, pending: _Pending, miss: Interval | None, hit: Interval) -> None:
-        estimate = estimate_lag(pending.write, miss, hit)
-        self._publish(
-            probe,
-            Measurement(
-                probe.table,
-                probe.source,
-                probe.target,
-                pending.seq,
-                pending.write,
-                miss,
-                hit,
-                estimate,
-                pending.reads,
-            ),
-            pending.write.midpoint,
-        )
 
     def _publish(self, probe: PairProbe, measurement: Measurement, commit: float) -> None:
         """Record one arrival: history, metrics, observers, log."""
