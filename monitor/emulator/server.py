@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -17,6 +18,12 @@ class EmulatorServer:
 
     def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 8000) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        if port:
+            # werkzeug prints its own advice and calls sys.exit on a busy port; fail first,
+            # with an OSError the commands turn into one clear line.
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, port))
         self.emulator = emulator
         # threaded=True: a ThreadedWSGIServer, whose request threads are daemon threads.
         self._server: BaseWSGIServer = make_server(host, port, emulator, threaded=True)
