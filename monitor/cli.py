@@ -247,7 +247,10 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM (docker stop, systemd, kill) stops it like Ctrl-C
 
+    # Explicitly for SIGINT too: a shell that starts us in the background hands down SIGINT
+    # ignored, and Ctrl-C / `kill -INT` should still stop the emulator.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     start_heap_freezer()
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

@@ -11,11 +11,12 @@ against it while it runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Group
 from rich.live import Live
@@ -289,19 +290,26 @@ def sandbox_settings(realistic_latency: bool = True) -> EmulatorSettings:
 
 async def run_sandbox(options: SandboxOptions) -> int:
     log_stream = open(options.log_file, "a", encoding="utf-8") if options.ui else sys.stderr  # noqa: SIM115
-    try:
-        # A child process: in this one, the emulator's threads would skew the monitor's timing.
-        server = EmulatorProcess(
-            sandbox_settings(options.realistic_latency),
-            options.host,
-            options.port,
-            stderr=log_stream if log_stream is not sys.stderr else None,
-        )
-    except OSError:
+    with contextlib.ExitStack() as cleanup:
         if log_stream is not sys.stderr:
-            log_stream.close()
-        raise
-    endpoint = server.url
+            cleanup.callback(log_stream.close)
+        # A child process: in this one, the emulator's threads would skew the monitor's timing.
+        server = cleanup.enter_context(
+            EmulatorProcess(
+                sandbox_settings(options.realistic_latency),
+                options.host,
+                options.port,
+                stderr=log_stream if log_stream is not sys.stderr else None,
+            )
+        )
+        await _serve_sandbox(options, server.url, log_stream)
+    if log_stream is not sys.stderr:
+        print(f"gtmon sandbox stopped; the monitor's log is in {Path(options.log_file).resolve()}")
+    return 0
+
+
+async def _serve_sandbox(options: SandboxOptions, endpoint: str, log_stream: TextIO) -> None:
+    """Tables, demo traffic and the monitor against the running emulator, until a signal."""
     config = sandbox_config(options, endpoint)
     configure_logging("json" if options.ui else "auto", "info", stream=log_stream)
     service = Service(config)
@@ -335,8 +343,3 @@ async def run_sandbox(options: SandboxOptions) -> int:
         await service.stop()
         if traffic is not None:
             await asyncio.to_thread(traffic.stop)
-        server.close()
-        if log_stream is not sys.stderr:
-            log_stream.close()
-            print(f"gtmon sandbox stopped; the monitor's log is in {Path(options.log_file).resolve()}")
-    return 0

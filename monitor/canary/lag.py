@@ -14,8 +14,10 @@ Midpoints assume each request spent as long going out as coming back. One
 request stalled on one side (a busy server, a paused process, a queue on the
 path) breaks that by up to half its extra time, and the first hit is then
 often exactly such a read. So once a path's recent round trips are known, the
-floor of them is used instead: no request travels one way faster than half the
-shortest recent round trip, which places a write's commit within
+floor of them is used instead, assuming no request travels one way faster than
+half the shortest recent round trip (true when the fastest path is symmetric and
+the server's own time is small against it; a 5 ms server time inside a 7 ms round
+trip could put the commit a few ms outside the bound). That places a write's commit within
 [sent + floor, received - floor] and a read's look likewise. The arrival then
 lies after the latest look any miss may have had and no later than the
 earliest look any hit must have had, taken over *all* reads, so one slow read

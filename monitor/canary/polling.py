@@ -21,8 +21,9 @@ Offsets count from the write's answer, while lags count from the commit (the
 write's midpoint) and a read looks at the replica half its round trip after it
 is sent. A read planned at offset `o` therefore looks at lag `o + lead`, with
 `lead` = half the write's round trip + half the read's. When the caller knows
-`lead` it passes it and the plan moves by exactly that much; when it does not,
-the reach also covers `ROUND_TRIP_ALLOWANCE` below the core, so a pair measured
+`lead` it passes it and the plan moves by exactly that much; when it does not
+(the first canary, before any round trip is known), the core and the reach
+start `ROUND_TRIP_ALLOWANCE` earlier, so a pair measured
 across an ocean still gets its arrival bracketed (bench/lag_accuracy.py measures
 both regimes).
 """
@@ -154,5 +155,10 @@ def plan_reads(
         for _ in range(n_above):
             above.append((above[-1] if above else dense[-1]) + gap)
             gap *= UPPER_GROWTH
-    # Reads planned before the write's answer (earliest < 0) come before the read at 0.
-    return sorted(o for o in {*offsets, *below, *dense, *above} if o <= timeout)
+    # Reads planned before the write's answer (earliest < 0) come before the read at 0; a
+    # read within half the minimum interval of the one before it would look at the same thing.
+    plan: list[float] = []
+    for offset in sorted(o for o in {*offsets, *below, *dense, *above} if o <= timeout):
+        if not plan or offset - plan[-1] >= min_interval / 2:
+            plan.append(offset)
+    return plan

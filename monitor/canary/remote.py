@@ -95,7 +95,6 @@ class RemoteCanaryRunner(CanaryRunner):
             return self._next_due(probe)
         return probe.last_read_sent + max(1.0, interval)
 
-
     def _absorb(self, probe: PairProbe, read: Interval, item: dict[str, Any]) -> None:
         remote = self._remote[(probe.source, probe.target)]
         seen = int(item["gtmon_seq"]["N"]) if "gtmon_seq" in item else None

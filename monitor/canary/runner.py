@@ -61,7 +61,8 @@ class CanaryTarget:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One canary's arrival, with the raw intervals behind the estimate (for benchmarks)."""
+    """One canary's arrival, with the raw intervals behind the estimate (for benchmarks):
+    the write, and the miss and hit that bound the arrival (lag.pick_bracket)."""
 
     table: str
     source: str
@@ -309,7 +310,7 @@ class CanaryRunner:
 
         Reads are pipelined: with a 200 ms round trip, waiting for each answer
         would space reads 200 ms apart and the error bound could never be
-        tighter than 100 ms. Each answer is placed at its own midpoint.
+        tighter than 100 ms. Each answer bounds when its read looked (see lag.py).
         """
         while True:
             due = self._next_due(probe)
@@ -337,6 +338,8 @@ class CanaryRunner:
         probe.in_flight.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             _log.error("canary_probe_bug", error=repr(task.exception()))
+        if not task.cancelled():
+            self._settle(probe)  # a failed read may have been all that held a canary back
         probe.wake.set()
 
     async def _read(self, probe: PairProbe) -> None:
@@ -378,6 +381,10 @@ class CanaryRunner:
         probe.backoff = 0.0
         self._count(probe.target, "read", "ok")
         probe.reads += 1
+        # This read is answered: it must not hold back its own canary as a read still out.
+        this = asyncio.current_task()
+        if this is not None:
+            probe.in_flight.pop(this, None)
         self._absorb(probe, Interval(sent, received), response.get("Item") or {})
 
     def _absorb(self, probe: PairProbe, read: Interval, item: dict[str, Any]) -> None:

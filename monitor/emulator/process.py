@@ -93,18 +93,26 @@ class EmulatorProcess:
             stderr=stderr,
             text=True,
         )
+        try:
+            self.url = self._handshake(settings)
+        except BaseException:  # a dead child, a Ctrl-C while waiting: never leave it behind
+            self.close()
+            raise
+
+    def _handshake(self, settings: EmulatorSettings) -> str:
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(settings_to_json(settings)) + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(json.dumps(settings_to_json(settings)) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died at start; its answer (or silence) says why
         answer = self.process.stdout.readline().strip()
         if answer.startswith("URL "):
-            self.url = answer[4:]
-            return
-        self.close()
+            return answer[4:]
         if answer.startswith("ERROR "):
             code, _, message = answer[6:].partition(" ")
             raise OSError(int(code), message)
-        raise RuntimeError(f"the emulator process did not start (it said {answer!r})")
+        raise OSError(f"the emulator process did not start (it said {answer!r})")
 
     @property
     def pid(self) -> int:
@@ -112,14 +120,14 @@ class EmulatorProcess:
 
     def close(self) -> None:
         """Close the child's stdin (it stops serving and exits); kill it if it does not."""
-        if self.process.poll() is None:
-            try:
-                assert self.process.stdin is not None
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
                 self.process.stdin.close()
-                self.process.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.process.kill()
-                self.process.wait(timeout=10)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
         if self.process.stdout is not None:
             self.process.stdout.close()
 
