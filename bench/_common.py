@@ -58,6 +58,23 @@ def summary_ms(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def error_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Lag estimates against ground truth: rows carry truth, error (|estimate - truth|),
+    bound (the stated half-width) and within (1.0 when the truth lay inside it)."""
+    if not rows:
+        return {"n": 0}
+    errors = [r["error"] for r in rows]
+    return {
+        "n": len(rows),
+        "true_lag_p50_ms": ms(percentile([r["truth"] for r in rows], 50)),
+        "error_p50_ms": ms(percentile(errors, 50)),
+        "error_p99_ms": ms(percentile(errors, 99)),
+        "error_max_ms": ms(max(errors)),
+        "bound_p50_ms": ms(percentile([r["bound"] for r in rows], 50)),
+        "within_bound": round(sum(r["within"] for r in rows) / len(rows), 4),
+    }
+
+
 def emit(bench: str, params: dict[str, Any], results: dict[str, Any], targets: dict[str, Any],
          met: dict[str, bool]) -> None:
     """Print the benchmark's one JSON object (last on stdout)."""

@@ -65,6 +65,7 @@ from _common import (
     delay_json,
     describe_delay,
     emit,
+    error_summary,
     log,
     ms,
     percentile,
@@ -434,18 +435,10 @@ def per_region_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def cell_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     if not rows:
         return {"n": 0}
-    errors = [r["error"] for r in rows]
     naive = [r["error_uncorrected"] for r in rows]
-    return {
-        "n": len(rows),
-        "true_lag_p50_ms": ms(percentile([r["truth"] for r in rows], 50)),
-        "error_p50_ms": ms(percentile(errors, 50)),
-        "error_p99_ms": ms(percentile(errors, 99)),
-        "error_max_ms": ms(max(errors)),
+    return error_summary(rows) | {
         "uncorrected_error_p50_ms": ms(percentile(naive, 50)),
         "uncorrected_error_p99_ms": ms(percentile(naive, 99)),
-        "bound_p50_ms": ms(percentile([r["bound"] for r in rows], 50)),
-        "within_bound": round(sum(r["within"] for r in rows) / len(rows), 4),
         # How far outside the bound the truth lies when it does (client-side overhead).
         "outside_bound_by_p50_ms": ms(percentile(
             [r["error"] - r["bound"] for r in rows if not r["within"]], 50)),

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import PYTHON, ROOT, emit, log, ms, percentile, truth_by_seq
+from _common import PYTHON, ROOT, emit, error_summary, log, truth_by_seq
 
 from monitor.emulator.control import ControlClient
 
@@ -109,16 +109,8 @@ def analyse(events: list[dict[str, Any]], truth: dict[tuple[str, int], dict[str,
 def summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     if not rows:
         return {"n": 0}
-    errors = [r["error"] for r in rows]
-    return {
-        "n": len(rows),
-        "true_lag_p50_ms": ms(percentile([r["truth"] for r in rows], 50)),
-        "error_p50_ms": ms(percentile(errors, 50)),
-        "error_p99_ms": ms(percentile(errors, 99)),
-        "error_max_ms": ms(max(errors)),
-        "within_50ms": round(sum(e <= TARGET_MS / 1000 for e in errors) / len(rows), 4),
-        "within_bound": round(sum(r["within"] for r in rows) / len(rows), 4),
-    }
+    within_50 = sum(r["error"] <= TARGET_MS / 1000 for r in rows) / len(rows)
+    return error_summary(rows) | {"within_50ms": round(within_50, 4)}
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ _log = structlog.get_logger("gtmon.canary")
 MAX_PENDING = 1000
 # Pipelined reads: a dense plan across a 220 ms round trip needs many reads out at once.
 MAX_IN_FLIGHT = 16
+LATE_POLL_FRACTION = 0.1  # past its plan, a canary is polled every tenth of its age
 
 
 @dataclass(frozen=True)
@@ -292,18 +293,26 @@ class CanaryRunner:
     # ---- probing --------------------------------------------------------------------------
 
     def _next_due(self, probe: PairProbe) -> float | None:
-        dues = [
-            due
-            for p in probe.pending.values()
-            if (due := p.next_read_at(self.settings.timeout_seconds)) is not None
-        ]
-        if dues:
-            return min(dues)
-        if probe.pending:
-            # Every plan is spent (a stall): keep a slow poll so recovery is seen.
-            last = max([p.write.received for p in probe.pending.values()] + [probe.last_read_sent])
-            return last + max(1.0, self.settings.interval_seconds)
-        return None
+        dues = []
+        spent_since: float | None = None  # the write of the oldest canary past its plan
+        for pending in probe.pending.values():
+            due = pending.next_read_at(self.settings.timeout_seconds)
+            if due is not None:
+                dues.append(due)
+            elif spent_since is None and pending.acked:
+                spent_since = pending.write.received
+        if spent_since is not None:
+            # Past its plan: an arrival later than any recent one, or a stall. Poll on with
+            # gaps of a tenth of the time since that write, so a late arrival is still
+            # bracketed within about a tenth of its lag, growing to one read per interval
+            # (at least 1 s) while a stall lasts.
+            last = max(probe.last_read_sent, spent_since)
+            gap = min(
+                max(1.0, self.settings.interval_seconds),
+                max(self.settings.min_poll_interval_seconds, LATE_POLL_FRACTION * (last - spent_since)),
+            )
+            dues.append(last + gap)
+        return min(dues, default=None)
 
     async def _probe_loop(self, probe: PairProbe) -> None:
         """Issue reads at their planned times without waiting for earlier answers.
