@@ -47,6 +47,7 @@ SHOULDER_READS = 2  # in the lower shoulder, between the reach's start and the c
 UPPER_READS = 7  # across the upper reach, gaps growing by UPPER_GROWTH
 UPPER_GROWTH = 1.4
 BLIND_GROWTH = 1.25  # before any lag is known
+GUARD_FRACTION = 0.8
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,9 @@ class LagHistory:
             quantiles = statistics.quantiles(ordered, n=10, method="inclusive")
             low, high = quantiles[0], quantiles[-1]
         else:
-            low, high = ordered[0], ordered[-1]
+            # A few canaries, the first ones bracketed blind and widely: the core spans all
+            # of their intervals, not just their midpoints.
+            low, high = min(lo for lo, _ in self.samples), max(hi for _, hi in self.samples)
         centre = statistics.median(ordered)
         # The floor in proportion to the lag (2%) keeps a steady link from narrowing the
         # window to nothing.
@@ -138,14 +141,18 @@ def plan_reads(
     highest = max(window.highest - high_shift, core_high)
     upper = min(UPPER_READS, max(1, (max_reads - 1) // 2))
     shoulder = min(SHOULDER_READS, (max_reads - 1 - upper) // 4)
-    core = max(1, max_reads - 1 - shoulder - upper)
+    # An arrival below the whole plan is bracketed from the read at 0, half its lag off;
+    # one guard read at GUARD_FRACTION of the lowest expected lag caps that at a tenth.
+    guard_at = GUARD_FRACTION * window.lowest - low_shift
+    guard = 1 if shoulder and floor + min_interval < guard_at < lowest - min_interval else 0
+    core = max(1, max_reads - 1 - shoulder - upper - guard)
     step = max(min_interval, (core_high - core_low) / max(1, core - 1))
     dense = [core_low + step * i for i in range(core) if step * i <= core_high - core_low + 1e-9]
     below = (
         [lowest + (core_low - lowest) * i / shoulder for i in range(shoulder)]
         if core_low - lowest > step
         else []
-    )
+    ) + [guard_at] * guard
     # Reads the core and the shoulder did not need go to the upper reach.
     above: list[float] = []
     n_above = max_reads - 1 - len(below) - len(dense)

@@ -126,3 +126,14 @@ def test_reads_may_be_planned_before_the_writes_answer_and_come_out_in_order():
     assert plan == sorted(plan)
     assert plan[0] < -0.1
     assert sum(1 for t in plan if t < 0) >= 5
+
+
+def test_an_arrival_below_the_whole_plan_is_bracketed_by_the_guard_read():
+    window = steady(1.5, n=40).window(0.06)
+    assert window is not None
+    plan = plan_reads(window, 20, 0.02, 120, lead=0.0)
+    early = 0.9 * window.lowest  # below the shoulder, above the guard
+    miss = max(t for t in plan if t < early)
+    hit = min(t for t in plan if t >= early)
+    assert miss > 0.7 * window.lowest  # not the read at 0: within a fifth of the lag
+    assert hit - miss < 0.25 * early
