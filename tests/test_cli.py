@@ -200,7 +200,12 @@ def test_run_exits_zero_soon_after_sigterm(tmp_path):
         assert '"event": "stopped"' in stderr
     finally:
         emulator.send_signal(signal.SIGINT)
-        emulator.wait(timeout=10)
+        try:
+            emulator.wait(timeout=10)
+        finally:
+            if emulator.poll() is None:
+                emulator.kill()  # never leave an emulator behind, even when the test fails
+                emulator.wait(timeout=10)
 
 
 def test_check_exits_critical_when_a_link_is_paused(tmp_path):
@@ -264,4 +269,9 @@ def test_check_exits_critical_when_a_link_is_paused(tmp_path):
         assert "ResourceNotFoundException" in missing.stdout
     finally:
         emulator.send_signal(signal.SIGINT)
-        emulator.wait(timeout=10)
+        try:
+            emulator.wait(timeout=10)
+        finally:
+            if emulator.poll() is None:
+                emulator.kill()  # never leave an emulator behind, even when the test fails
+                emulator.wait(timeout=10)
