@@ -347,9 +347,14 @@ class CanaryRunner:
         probe.in_flight.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             _log.error("canary_probe_bug", error=repr(task.exception()))
-        if not task.cancelled():
-            self._settle(probe)  # a failed read may have been all that held a canary back
         probe.wake.set()
+
+    @staticmethod
+    def _answered(probe: PairProbe) -> None:
+        """The running read is no longer out: it must not hold back its own canary."""
+        this = asyncio.current_task()
+        if this is not None:
+            probe.in_flight.pop(this, None)
 
     async def _read(self, probe: PairProbe) -> None:
         key = self.target.key(self.key_owner, probe.source)
@@ -365,6 +370,7 @@ class CanaryRunner:
                 ProjectionExpression="gtmon_seq, gtmon_written_at",
             )
         except AwsCallError as error:
+            self._answered(probe)
             self._count(probe.target, "read", "error")
             probe.last_error = f"read in {probe.target}: {error.code}"
             if sent >= probe.backoff_until:
@@ -380,8 +386,10 @@ class CanaryRunner:
                 error=error.message,
                 retry_in=probe.backoff,
             )
+            self._settle(probe)  # this read may have been all that held a canary back
             return
         received = self._clock.monotonic()
+        self._answered(probe)
         round_trip = received - sent
         probe.read_round_trip = (
             round_trip if probe.read_round_trip is None else 0.8 * probe.read_round_trip + 0.2 * round_trip
@@ -390,10 +398,6 @@ class CanaryRunner:
         probe.backoff = 0.0
         self._count(probe.target, "read", "ok")
         probe.reads += 1
-        # This read is answered: it must not hold back its own canary as a read still out.
-        this = asyncio.current_task()
-        if this is not None:
-            probe.in_flight.pop(this, None)
         self._absorb(probe, Interval(sent, received), response.get("Item") or {})
 
     def _absorb(self, probe: PairProbe, read: Interval, item: dict[str, Any]) -> None:
@@ -417,12 +421,12 @@ class CanaryRunner:
             if not pending.hits or not pending.acked:
                 continue
             miss, hit = pick_bracket(pending.misses, pending.hits, read_floor)
-            estimate = estimate_lag(
-                pending.write, miss, hit, self._write_floor[probe.source].one_way(), read_floor
-            )
             if not settled(probe, latest_look(hit, read_floor), read_floor):
                 continue
             del probe.pending[seq]
+            estimate = estimate_lag(
+                pending.write, miss, hit, self._write_floor[probe.source].one_way(), read_floor
+            )
             self._publish(
                 probe,
                 Measurement(
