@@ -11,6 +11,7 @@ Every benchmark prints one JSON object last:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -120,6 +121,22 @@ class EmulatorProcess(_PackageEmulatorProcess):
 
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__(settings_from_json(spec))
+
+
+async def stop_service(service: Any, name: str, timeout: float = 15.0) -> bool:
+    """Stop a daemon; if it hangs, say where (every task's stack), carry on, return False."""
+    stopping = asyncio.create_task(service.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=timeout)
+    if done:
+        stopping.result()
+        return True
+    log(f"{name}: Service.stop() did not return within {timeout:.0f} s; tasks still alive:")
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.print_stack(limit=8, file=sys.stderr)
+    stopping.cancel()
+    await asyncio.gather(stopping, return_exceptions=True)
+    return False
 
 
 # ---- tables, through boto3 (for the bench process itself) ---------------------------------

@@ -84,6 +84,7 @@ from _common import (  # noqa: E402
     emit,
     log,
     percentile,
+    stop_service,
 )
 
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
@@ -347,7 +348,7 @@ async def run_cell(delay_ms: int, poll_s: float, items: int, rounds: int,
             watched = watcher.status()
             observe_errors = watcher.observe_errors
         finally:
-            await stop_service(service, name)
+            await stop_service(service, name, timeout=20.0)
         truths = {mode: await asyncio.to_thread(control.truth, TABLES[mode]) for mode in MODES}
         in_flight = control.state()["in_flight"]
     if dump is not None:
@@ -376,17 +377,6 @@ async def run_cell(delay_ms: int, poll_s: float, items: int, rounds: int,
         f"{m} P={r['precision']} R={r['recall']} lost={r['lost_writes']} amb={r['ambiguous']}"
         for m, r in results.items()))
     return cell
-
-
-async def stop_service(service: Any, name: str, timeout: float = 20.0) -> None:
-    stopping = asyncio.create_task(service.stop())
-    done, _ = await asyncio.wait({stopping}, timeout=timeout)
-    if done:
-        stopping.result()
-        return
-    log(f"{name}: Service.stop() did not return within {timeout:.0f} s")
-    stopping.cancel()
-    await asyncio.gather(stopping, return_exceptions=True)
 
 
 # ---- scoring -------------------------------------------------------------------------------

@@ -70,6 +70,7 @@ from _common import (
     ms,
     percentile,
     proc_cpu_seconds,
+    stop_service,
     summary_ms,
     truth_by_seq,
 )
@@ -217,7 +218,8 @@ async def run_group(url: str, rtt: int, seconds: float, interval: float,
             key: (probe.reads, probe.measurements, len(probe.pending))
             for runner in service.runners for key, probe in runner.probes.items()
         }
-        await stop_service(service, f"rtt {rtt}")
+        if not await stop_service(service, f"rtt {rtt}"):
+            STOP_HUNG.append(f"rtt {rtt}")
     truth = await asyncio.to_thread(ControlClient(url, timeout=60).truth, config.canary.table)
     return {"rtt": rtt, "measurements": measurements, "probes": probes,
             "truth": truth_by_seq(truth["writes"]), "wall_offset": time.time() - time.monotonic()}
@@ -251,28 +253,14 @@ async def run_per_region(url: str, seconds: float, interval: float,
         }
         for service in reversed(services):
             if service in started:
-                await stop_service(service, f"per-region {service.config.home_region}")
+                name = f"per-region {service.config.home_region}"
+                if not await stop_service(service, name):
+                    STOP_HUNG.append(name)
             else:
                 await service.clients.close()
     truth = await asyncio.to_thread(ControlClient(url, timeout=60).truth, PER_REGION_TABLE)
     return {"mode": "per-region", "measurements": measurements, "probes": probes,
             "truth": truth_by_seq(truth["writes"])}
-
-
-async def stop_service(service: Service, name: str, timeout: float = 15.0) -> None:
-    """Stop a daemon; if it hangs, say where (every task's stack) and carry on."""
-    stopping = asyncio.create_task(service.stop())
-    done, _ = await asyncio.wait({stopping}, timeout=timeout)
-    if done:
-        stopping.result()
-        return
-    log(f"{name}: Service.stop() did not return within {timeout:.0f} s; tasks still alive:")
-    for task in asyncio.all_tasks():
-        if task is not asyncio.current_task():
-            task.print_stack(limit=8, file=sys.stderr)
-    stopping.cancel()
-    await asyncio.gather(stopping, return_exceptions=True)
-    STOP_HUNG.append(name)
 
 
 STOP_HUNG: list[str] = []

@@ -49,6 +49,17 @@ def wait_until(check, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what} (last error: {last})")
 
 
+def interrupt(process: subprocess.Popen) -> None:
+    """Ctrl-C, then kill if it is still running: never leave a server behind, even on failure."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def test_help_reads_like_the_readme():
     result = subprocess.run(gtmon("--help"), capture_output=True, text=True, timeout=60)
     for command in ("sandbox", "run", "init", "check", "cost", "emulator", "fault", "config"):
@@ -199,13 +210,7 @@ def test_run_exits_zero_soon_after_sigterm(tmp_path):
         assert "Traceback" not in stderr
         assert '"event": "stopped"' in stderr
     finally:
-        emulator.send_signal(signal.SIGINT)
-        try:
-            emulator.wait(timeout=10)
-        finally:
-            if emulator.poll() is None:
-                emulator.kill()  # never leave an emulator behind, even when the test fails
-                emulator.wait(timeout=10)
+        interrupt(emulator)
 
 
 def test_check_exits_critical_when_a_link_is_paused(tmp_path):
@@ -268,10 +273,4 @@ def test_check_exits_critical_when_a_link_is_paused(tmp_path):
         assert missing.returncode == 3, missing.stdout
         assert "ResourceNotFoundException" in missing.stdout
     finally:
-        emulator.send_signal(signal.SIGINT)
-        try:
-            emulator.wait(timeout=10)
-        finally:
-            if emulator.poll() is None:
-                emulator.kill()  # never leave an emulator behind, even when the test fails
-                emulator.wait(timeout=10)
+        interrupt(emulator)
