@@ -12,9 +12,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from monitor import __version__
 from monitor.config import Config, ConfigError, load_config
@@ -23,6 +24,9 @@ from monitor.logs import configure_logging
 __all__ = ["main"]
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
+# `gtmon fault` reads the emulator's URL from here when --endpoint is not given, so a
+# shell that exported it once (as the README walkthrough does) never falls back to 8000.
+ENDPOINT_ENV = "GTMON_ENDPOINT"
 
 
 class UserError(Exception):
@@ -257,6 +261,16 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def fault_endpoint(flag: str | None, environ: Mapping[str, str]) -> tuple[str, str]:
+    """The emulator `gtmon fault` talks to, and where that came from: --endpoint, then
+    GTMON_ENDPOINT (ignored when empty), then the default port."""
+    if flag:
+        return flag, "--endpoint"
+    if environ.get(ENDPOINT_ENV, "").strip():
+        return environ[ENDPOINT_ENV].strip(), ENDPOINT_ENV
+    return DEFAULT_ENDPOINT, f"default; set {ENDPOINT_ENV} or --endpoint for another"
+
+
 def _cmd_fault(args: argparse.Namespace) -> int:
     from monitor.emulator.control import ControlClient, ControlError
 
@@ -264,8 +278,11 @@ def _cmd_fault(args: argparse.Namespace) -> int:
         k: getattr(args, k, None)
         for k in ("from", "to", "region", "mode", "fraction", "ms", "jitter_ms", "kind")
     }
+    endpoint, source = fault_endpoint(args.endpoint, os.environ)
+    # One line on stderr, so stdout stays the emulator's JSON answer.
+    print(f"gtmon fault {args.action}: emulator {endpoint} ({source})", file=sys.stderr, flush=True)
     try:
-        result = ControlClient(args.endpoint).fault(args.action, **params)
+        result = ControlClient(endpoint).fault(args.action, **params)
     except ControlError as exc:
         raise UserError(str(exc)) from None
     print(json.dumps(result, indent=2))
@@ -436,14 +453,19 @@ def build_parser() -> argparse.ArgumentParser:
     fault = commands.add_parser(
         "fault",
         help="inject faults into a running emulator or sandbox",
-        description="Change link delays, pause links, take regions down or throttle them, at run time.",
+        description=(
+            "Change link delays, pause links, take regions down or throttle them, at run time. "
+            f"The emulator is --endpoint, else ${ENDPOINT_ENV}, else {DEFAULT_ENDPOINT}; the one "
+            "used is printed on stderr."
+        ),
     )
     fault_actions = fault.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = fault_actions.add_parser(name, help=help_text, description=help_text)
         sub.add_argument(
-            "--endpoint", default=DEFAULT_ENDPOINT, help="emulator URL (default %(default)s)"
+            "--endpoint",
+            help=f"emulator URL (default: ${ENDPOINT_ENV}, else {DEFAULT_ENDPOINT})",
         )
         sub.set_defaults(func=_cmd_fault)
         return sub
