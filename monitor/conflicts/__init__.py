@@ -9,7 +9,7 @@ streams cannot tell, is written down in ``docs/conflicts.md``.
 """
 
 from monitor.conflicts._detector import Detector, judge
-from monitor.conflicts._history import Analysis
+from monitor.conflicts._history import Analysis, LinkFloors
 from monitor.conflicts._images import (
     Image,
     ImageError,
@@ -22,6 +22,7 @@ from monitor.conflicts._model import (
     UNKNOWN,
     DetectorSettings,
     EventName,
+    KnownBy,
     Mode,
     Observation,
     Verdict,
@@ -36,6 +37,8 @@ __all__ = [
     "EventName",
     "Image",
     "ImageError",
+    "KnownBy",
+    "LinkFloors",
     "Mode",
     "Observation",
     "Verdict",

@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from monitor.conflicts._history import Analysis, analyze
+from monitor.conflicts._history import Analysis, LinkFloors, analyze
 from monitor.conflicts._images import Image
 from monitor.conflicts._model import DetectorSettings, Observation, Verdict
 
@@ -81,6 +81,7 @@ class Detector:
             self._tables[table] = _Table(regs, {r: -math.inf for r in regs})
         self._ready: list[Verdict] = []
         self._records = 0
+        self._floors: dict[tuple[str, str], float] = {}
         # How often a hot item is scanned for a settled prefix: half a settle window keeps
         # the added delay below the window while each record is scanned only a few times.
         self._look_step = max(1.0, settings.settle_seconds / 2)
@@ -91,6 +92,8 @@ class Detector:
             "items_truncated": 0,
             "prefixes_judged": 0,
             "prefixes_forced": 0,
+            "timing_contradicted": 0,
+            "canary_contradicted": 0,
         }
 
     @property
@@ -99,10 +102,23 @@ class Detector:
 
         ``prefixes_judged`` counts pieces of hot items judged before the item went quiet,
         ``prefixes_forced`` those of them cut by ``max_records_per_key`` before settling.
+        ``timing_contradicted`` counts items whose arrival times fit no history (the
+        reader's bounds were wrong), ``canary_contradicted`` those that fit none with
+        the link floors (a link delivered faster than the canary had measured); both
+        were judged on the looser evidence instead.
         """
         return {"records": self._records, **self._stats}
 
     # -- input ----------------------------------------------------------------------
+
+    def set_link_floors(self, floors: LinkFloors) -> None:
+        """The least delay, in seconds, of each directed link (source, target).
+
+        A write cannot reach ``target`` sooner than this after ``source`` applied
+        it, which rules out origins that could not have delivered it in time.
+        The canary measures them; links not given have no floor (0).
+        """
+        self._floors = {link: max(0.0, float(s)) for link, s in floors.items()}
 
     def _table(self, name: str) -> _Table:
         try:
@@ -316,7 +332,11 @@ class Detector:
             by_region[region] = _in_apply_order(recs) if len(recs) > 1 else recs
         if _uniform(by_region):
             return
-        result = judge(name, key, by_region, self.settings)
+        result = judge(name, key, by_region, self.settings, self._floors)
+        if result.timing_contradicted:
+            self._stats["timing_contradicted"] += 1
+        if result.canary_contradicted:
+            self._stats["canary_contradicted"] += 1
         if result.inconsistent:
             self._stats["items_inconsistent"] += 1
         if result.truncated:
@@ -394,6 +414,7 @@ def judge(
     key: Image,
     by_region: Mapping[str, Sequence[Observation]],
     settings: DetectorSettings,
+    floors: LinkFloors | None = None,
 ) -> Analysis:
     """Judge one item's records directly (no buffering): for tests and offline use."""
-    return analyze(table, key, by_region, settings)
+    return analyze(table, key, by_region, settings, floors)

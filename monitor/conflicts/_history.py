@@ -27,6 +27,19 @@ tractable:
   when ``w`` arrived. "May be newer" is checked against the order the chains
   themselves prove, so the test never rejects a world that could have happened.
 
+Timing: every record carries bounds on when it became visible in its region
+(daemon clock) and its creation second (AWS clock). A world is also checked
+against them: apply times must exist, within every record's bounds, such that
+each region applies in stream order and a write reaches every other region no
+sooner than its origin applied it plus the link's floor (0, or the canary's
+minimum link delay). That is a system of difference constraints, solved per
+world by longest paths. Worlds are kept on three levels, each a subset of the
+one before: allowed by *structure*, by *timing* (floors 0) and by the *canary*
+floors. Verdicts come from the strictest level that any world survives, so a
+wrong floor (a link that suddenly got faster) at worst sends a verdict back to
+the looser level, where it may become uncertain; it is never decided by a
+preference among worlds that the evidence allows.
+
 Version identity: a version is its canonical image (plus an occurrence number,
 so that an image written again later is a new version). A delete leaves no
 image; a tombstone is identified by the version that follows it in the same
@@ -36,6 +49,7 @@ merge the records of one delete seen in several regions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -46,7 +60,14 @@ from monitor.conflicts._images import (
     number_attribute,
     string_attribute,
 )
-from monitor.conflicts._model import UNKNOWN, DetectorSettings, Mode, Observation, Verdict
+from monitor.conflicts._model import (
+    UNKNOWN,
+    DetectorSettings,
+    KnownBy,
+    Mode,
+    Observation,
+    Verdict,
+)
 
 NodeId = tuple[Hashable, ...]
 ABSENT: NodeId = ("R", None)
@@ -54,6 +75,11 @@ ABSENT: NodeId = ("R", None)
 # One outcome entry: (lost node, its origin, winner node or None, winner origin).
 Entry = tuple[NodeId, str, NodeId | None, str]
 Outcome = frozenset[Entry]
+#: Directed link (source, target) -> the least time it takes to deliver a write.
+LinkFloors = Mapping[tuple[str, str], float]
+
+#: The levels of evidence a world is checked against, loosest first.
+LEVELS: tuple[KnownBy, ...] = ("structure", "timing", "canary")
 
 
 @dataclass(slots=True)
@@ -71,10 +97,14 @@ class Analysis:
     """Result of judging one episode of one item (exposed for tests and the bench)."""
 
     verdicts: list[Verdict]
-    outcomes: list[dict[Outcome, float]]  # per segment with losses: feasible outcomes
+    outcomes: list[dict[Outcome, None]]  # per segment with losses: outcomes the verdicts used
     segments: int
     inconsistent: bool = False
     truncated: bool = False
+    # No world fits the arrival times (the reader's bounds are broken), or none fits the
+    # canary's link floors (a link got faster than measured): a looser level was used.
+    timing_contradicted: bool = False
+    canary_contradicted: bool = False
 
 
 def _image_of(node: NodeId) -> Image | None:
@@ -173,13 +203,18 @@ def _split(chains: list[_Chain]) -> list[list[_Chain]]:
 
 
 class _Segment:
-    """Search state for one segment: candidates, precedence, FIFO checks, outcomes."""
+    """Search state for one segment: candidates, precedence, FIFO and timing checks."""
 
     def __init__(
-        self, chains: list[_Chain], settings: DetectorSettings, closed_by_cut: bool
+        self,
+        chains: list[_Chain],
+        settings: DetectorSettings,
+        closed_by_cut: bool,
+        floors: LinkFloors | None = None,
     ) -> None:
         self.chains = chains
         self.settings = settings
+        self.floors = floors or {}
         self.pos: dict[str, dict[NodeId, int]] = {
             ch.region: {n: i for i, n in enumerate(ch.nodes)} for ch in chains
         }
@@ -192,6 +227,51 @@ class _Segment:
         self.roots = {ch.root for ch in chains}
         self.closed_by_cut = closed_by_cut
         self.before = self._precedence()
+        self.attributed: set[NodeId] = set()  # origin given by the writer attribute
+        self._timing_vars()
+
+    def _timing_vars(self) -> None:
+        """One apply-time variable per record, with its bounds on both clocks."""
+        self.var: dict[tuple[str, NodeId], int] = {}
+        self.seen_lo: list[float] = []
+        self.seen_hi: list[float] = []
+        self.created_lo: list[float] = []
+        self.chain_edges: list[tuple[int, int, float]] = []
+        for ch in self.chains:
+            prev: int | None = None
+            for node, ob in zip(ch.nodes, ch.obs, strict=True):
+                v = self.var[(ch.region, node)] = len(self.seen_lo)
+                self.seen_lo.append(-math.inf if ob.observed_after is None else ob.observed_after)
+                self.seen_hi.append(math.inf if ob.observed_at is None else ob.observed_at)
+                self.created_lo.append(ob.created_at)
+                if prev is not None:
+                    self.chain_edges.append((prev, v, 0.0))  # a region applies in stream order
+                prev = v
+        # Creation seconds are floored: the write was applied within the following second.
+        self.created_hi = [c + 1.0 for c in self.created_lo]
+        self.timed = any(lo > -math.inf or hi < math.inf
+                         for lo, hi in zip(self.seen_lo, self.seen_hi, strict=True))
+
+    def timing_ok(self, origin: Mapping[NodeId, str], floors: LinkFloors | None) -> bool:
+        """Apply times exist within every record's bounds for this world.
+
+        Each write reaches every other region that applied it no sooner than its
+        origin applied it plus the link's floor; each region applies in stream
+        order. On AWS's clock (creation seconds) only the order is used, with no
+        floor, so it holds whatever that timestamp means for a replicated write.
+        """
+        edges: list[tuple[int, int, float]] = []
+        created_edges: list[tuple[int, int, float]] = []
+        for node, o in origin.items():
+            u = self.var[(o, node)]
+            for r in self.obs[node]:
+                if r != o:
+                    v = self.var[(r, node)]
+                    edges.append((u, v, floors.get((o, r), 0.0) if floors else 0.0))
+                    created_edges.append((u, v, 0.0))
+        if not _bounded(self.created_lo, self.created_hi, self.chain_edges + created_edges):
+            return False
+        return not self.timed or _bounded(self.seen_lo, self.seen_hi, self.chain_edges + edges)
 
     # -- facts proved by the chains -------------------------------------------------
 
@@ -251,9 +331,16 @@ class _Segment:
         return number_attribute(_image_of(node), attr)
 
     def candidates(self, node: NodeId) -> list[str]:
-        """Regions that may have originated ``node``, earliest observer first."""
+        """Regions that may have originated ``node``, judged write by write.
+
+        A write that carries the writer attribute has its origin; one that carries
+        the version attribute must sit one level above its parent. A write without
+        them (or a delete) keeps every region whose stream holds it, and timing
+        decides among them: configuring an attribute never blinds the detector to
+        the writes that lack it.
+        """
         seen = self.obs[node]
-        regions = sorted(seen, key=lambda r: _obs_order(seen[r]))
+        regions = sorted(seen)
         s = self.settings
         image = _image_of(node)
         if s.writer_attribute is not None and image is not None:
@@ -261,6 +348,7 @@ class _Segment:
             if writer is not None:
                 region = (s.writer_regions or {}).get(writer, writer)
                 if region in seen:
+                    self.attributed.add(node)
                     return [region]
         if s.version_attribute is not None and node[0] == "I":
             mine = self._version(node)
@@ -276,15 +364,19 @@ class _Segment:
 
     # -- search ---------------------------------------------------------------------
 
-    def search(self) -> tuple[dict[Outcome, float], bool, bool]:
-        """Feasible outcomes with the best observation score of each; truncated; relaxed."""
+    def search(self) -> tuple[list[dict[Outcome, None]], bool, bool]:
+        """Outcomes of the worlds on each level (structure, timing, canary); truncated; relaxed.
+
+        Relaxed: no world passes the replication model's checks at all (the streams
+        contradict it), so the structure level holds every assignment.
+        """
         order = self._topological()
         cands = {n: self.candidates(n) for n in order}
-        outcomes, truncated = self._enumerate(order, cands, check=True)
-        if outcomes:
-            return outcomes, truncated, False
-        relaxed, truncated = self._enumerate(order, cands, check=False)
-        return relaxed, truncated, True
+        levels, truncated = self._enumerate(order, cands, check=True)
+        if levels[0]:
+            return levels, truncated, False
+        levels, truncated = self._enumerate(order, cands, check=False)
+        return levels, truncated, True
 
     def _topological(self) -> list[NodeId]:
         assert self.before is not None
@@ -293,28 +385,32 @@ class _Segment:
 
     def _enumerate(
         self, order: list[NodeId], cands: dict[NodeId, list[str]], check: bool
-    ) -> tuple[dict[Outcome, float], bool]:
+    ) -> tuple[list[dict[Outcome, None]], bool]:
         origin: dict[NodeId, str] = {}
         locals_: dict[str, list[NodeId]] = {ch.region: [] for ch in self.chains}
-        outcomes: dict[Outcome, float] = {}
+        levels: list[dict[Outcome, None]] = [{} for _ in LEVELS]
         budget = [self.settings.max_worlds]
         truncated = [False]
+        floors = self.floors
 
-        def rec(i: int, score: float) -> None:
+        def leaf() -> None:
+            out = self._outcome(origin)
+            levels[0][out] = None
+            if not check or not self.timing_ok(origin, None):
+                return
+            levels[1][out] = None
+            if floors and self.timing_ok(origin, floors):
+                levels[2][out] = None
+
+        def rec(i: int) -> None:
             if budget[0] <= 0:
                 truncated[0] = True
                 return
             if i == len(order):
                 budget[0] -= 1
-                out = self._outcome(origin)
-                if out not in outcomes or score < outcomes[out]:
-                    outcomes[out] = score
+                leaf()
                 return
             node = order[i]
-            seen = self.obs[node]
-            # The latest time by which some region surely had the write; a region whose
-            # arrival interval starts before it may have been first, at no penalty.
-            first = min(_obs_time(ob) for ob in seen.values())
             for region in cands[node]:
                 if check and not self._fifo_ok(node, region, locals_[region]):
                     budget[0] -= 1
@@ -324,12 +420,12 @@ class _Segment:
                     continue
                 origin[node] = region
                 locals_[region].append(node)
-                rec(i + 1, score + max(0.0, _earliest(seen[region]) - first))
+                rec(i + 1)
                 locals_[region].pop()
                 del origin[node]
 
-        rec(0, 0.0)
-        return outcomes, truncated[0]
+        rec(0)
+        return levels, truncated[0]
 
     def _fifo_ok(self, node: NodeId, origin: str, earlier_locals: Iterable[NodeId]) -> bool:
         """Per-link order: ``origin``'s earlier writes reached every region before ``node``."""
@@ -395,21 +491,26 @@ class _Segment:
         return frozenset(entries)
 
 
-def _obs_time(ob: Observation) -> float:
-    return ob.observed_at if ob.observed_at is not None else ob.created_at
+def _bounded(lo: Sequence[float], hi: Sequence[float], edges: Sequence[tuple[int, int, float]]) -> bool:
+    """Difference constraints ``t[v] >= t[u] + w`` with ``lo <= t <= hi`` have a solution.
 
-
-def _earliest(ob: Observation) -> float:
-    """The earliest the record can have arrived in its region."""
-    if ob.observed_at is None:
-        return ob.created_at
-    if ob.observed_after is None:
-        return ob.observed_at
-    return min(ob.observed_after, ob.observed_at)
-
-
-def _obs_order(ob: Observation) -> tuple[float, float]:
-    return (_obs_time(ob), ob.created_at)
+    The earliest time of every variable is a longest path (Bellman-Ford on a few
+    dozen variables); a cycle that keeps growing, or an earliest time past a
+    variable's upper bound, means no solution.
+    """
+    earliest = list(lo)
+    for _ in range(len(earliest) + 1):
+        changed = False
+        for u, v, w in edges:
+            t = earliest[u] + w
+            if t > earliest[v] + 1e-9:
+                earliest[v] = t
+                changed = True
+        if not changed:
+            break
+    else:
+        return False
+    return all(e <= h + 1e-9 for e, h in zip(earliest, hi, strict=True))
 
 
 def analyze(
@@ -417,33 +518,40 @@ def analyze(
     key: Image,
     by_region: Mapping[str, Sequence[Observation]],
     settings: DetectorSettings,
+    floors: LinkFloors | None = None,
 ) -> Analysis:
-    """Judge one settled episode of one item; ``by_region`` holds records in apply order."""
+    """Judge one settled episode of one item; ``by_region`` holds records in apply order.
+
+    ``floors`` are the least delays of the directed links (the canary's), or None.
+    """
     chains = build_chains(by_region)
     blurred = _tombstones_blurred(chains)
     segments = _split(chains)
-    verdicts: list[Verdict] = []
-    all_outcomes: list[dict[Outcome, float]] = []
-    inconsistent = truncated = False
+    result = Analysis([], [], len(segments))
     for seg_chains in segments:
         written = {n for ch in seg_chains for n in ch.nodes}
         if len(written) <= 1:
             continue
-        seg = _Segment(seg_chains, settings, closed_by_cut=_closed(seg_chains))
+        seg = _Segment(seg_chains, settings, _closed(seg_chains), floors)
         if seg.before is None:
-            inconsistent = True
+            result.inconsistent = True
             continue
-        outcomes, trunc, relaxed = seg.search()
-        truncated |= trunc
-        inconsistent |= relaxed
-        if not any(outcomes):
+        levels, trunc, relaxed = seg.search()
+        result.truncated |= trunc
+        result.inconsistent |= relaxed
+        if not relaxed and not levels[1]:
+            result.timing_contradicted = True
+        elif floors and levels[1] and not levels[2]:
+            result.canary_contradicted = True
+        depth = max(i for i, outs in enumerate(levels) if outs or i == 0)
+        if not any(levels[depth]):
             continue
-        all_outcomes.append(outcomes)
-        found = _verdicts(table, key, seg, outcomes, settings, trunc or relaxed)
+        result.outcomes.append(levels[depth])
+        found = _verdicts(table, key, seg, levels[: depth + 1], settings, trunc or relaxed)
         if blurred:
             found = [_blur(v) for v in found]
-        verdicts.extend(found)
-    return Analysis(verdicts, all_outcomes, len(segments), inconsistent, truncated)
+        result.verdicts.extend(found)
+    return result
 
 
 def _tombstones_blurred(chains: Sequence[_Chain]) -> bool:
@@ -482,6 +590,8 @@ def _blur(v: Verdict) -> Verdict:
         winner_is_delete=False,
         mode="ambiguous",
         certain=False,
+        loser_known_by="unknown",
+        winner_known_by="unknown",
         candidates=v.candidates or ((v.lost_image,) if v.lost_image is not None else ()),
         evidence="several deletes of this item cannot be told apart across regions "
         "(tombstones carry no attributes); a write was probably lost: " + v.evidence,
@@ -494,39 +604,73 @@ def _closed(segment: list[_Chain]) -> bool:
     return len(ends) == 1 and None not in ends
 
 
+def _determined(
+    levels: Sequence[dict[Outcome, None]], lost: NodeId, field: int
+) -> tuple[str | NodeId | None, KnownBy]:
+    """The one value of ``field`` that every outcome on some level gives ``lost``.
+
+    Levels are searched loosest first, so the answer says the least evidence that
+    settles it. A level where some world does not lose ``lost`` settles nothing.
+    """
+    for level, outcomes in zip(LEVELS, levels, strict=False):
+        values = set()
+        for outcome in outcomes:
+            found = [e[field] for e in outcome if e[0] == lost]
+            if not found:
+                break
+            values.update(found)
+        else:
+            if len(values) == 1:
+                (value,) = values
+                if value != UNKNOWN and value is not None:
+                    return value, level
+    return None, "unknown"
+
+
 def _verdicts(
     table: str,
     key: Image,
     seg: _Segment,
-    outcomes: dict[Outcome, float],
+    levels: Sequence[dict[Outcome, None]],
     settings: DetectorSettings,
     degraded: bool,
 ) -> list[Verdict]:
-    selected = list(outcomes)
-    base: Mode = "exact"
-    if len(selected) > 1 and not settings.exact:
-        best = min(outcomes.values())
-        selected = [o for o, s in outcomes.items() if s <= best + 1e-9]
-        base = "inferred"
-    if degraded:
-        base = "inferred" if not settings.exact else "ambiguous"
+    """What every world on the strictest level agrees on; the rest as uncertain candidates."""
+    selected = list(levels[-1])
     lost_sets = [{e[0] for e in o} for o in selected]
     always = set.intersection(*lost_sets) if lost_sets else set()
     out: list[Verdict] = []
     for lost in sorted(always, key=repr):
-        entries = [e for o in selected for e in o if e[0] == lost]
-        losers = {e[1] for e in entries}
-        winners = {e[2] for e in entries}
-        wregions = {e[3] for e in entries}
-        loser = losers.pop() if len(losers) == 1 else UNKNOWN
-        winner = winners.pop() if len(winners) == 1 else None
-        wregion = wregions.pop() if len(wregions) == 1 else UNKNOWN
-        mode: Mode = base
-        if loser == UNKNOWN or wregion == UNKNOWN or winner is None:
+        loser, loser_by = _determined(levels, lost, 1)
+        winner, _ = _determined(levels, lost, 2)
+        wregion, winner_by = _determined(levels, lost, 3)
+        if lost in seg.attributed and loser is not None:
+            loser_by = "attribute"
+        if winner in seg.attributed and wregion is not None:
+            winner_by = "attribute"
+        mode: Mode = "exact"
+        if loser is None or wregion is None or winner is None:
             mode = "ambiguous"
-        if base == "ambiguous" and settings.exact:
-            loser = wregion = UNKNOWN
-        out.append(_verdict(table, key, seg, lost, loser, winner, wregion, mode, True, ()))
+        elif "timing" in (loser_by, winner_by) or "canary" in (loser_by, winner_by):
+            mode = "inferred"
+        certain = True
+        if degraded:
+            # The search was cut short or the streams contradict the replication model:
+            # what the worlds seen agree on is not proof.
+            mode, certain = "ambiguous", False
+            if settings.exact:
+                loser = wregion = None
+        out.append(
+            _verdict(
+                table, key, seg, lost,
+                str(loser) if loser is not None else UNKNOWN,
+                winner if isinstance(winner, tuple) else None,
+                str(wregion) if wregion is not None else UNKNOWN,
+                mode, certain, (),
+                loser_by if loser is not None else "unknown",
+                winner_by if wregion is not None else "unknown",
+            )
+        )
     rest = [len(s - always) for s in lost_sets]
     if rest and max(rest) > 0:
         cands = sorted({n for s in lost_sets for n in s - always}, key=repr)
@@ -535,7 +679,8 @@ def _verdicts(
         for i in range(kmax):
             out.append(
                 _verdict(
-                    table, key, seg, None, UNKNOWN, None, UNKNOWN, "ambiguous", i < kmin, images
+                    table, key, seg, None, UNKNOWN, None, UNKNOWN, "ambiguous",
+                    i < kmin and not degraded, images, "unknown", "unknown",
                 )
             )
     return out
@@ -561,6 +706,8 @@ def _verdict(
     mode: Mode,
     certain: bool,
     candidates: tuple[Image | None, ...],
+    loser_by: KnownBy,
+    winner_by: KnownBy,
 ) -> Verdict:
     if lost is None:
         shown = ", ".join(format_image(c, 80) for c in candidates)
@@ -602,4 +749,6 @@ def _verdict(
         certain=certain,
         evidence=evidence,
         candidates=candidates,
+        loser_known_by=loser_by,
+        winner_known_by=winner_by,
     )

@@ -18,6 +18,10 @@ from monitor.conflicts._images import Image, canonical_image, canonical_key
 
 EventName = Literal["INSERT", "MODIFY", "REMOVE"]
 Mode = Literal["exact", "inferred", "ambiguous"]
+#: How a verdict's region was established, weakest evidence needed first: the write
+#: carries the writer attribute; the streams' structure admits no other region; stream
+#: arrival times rule the others out; that needed the canary's minimum link delays.
+KnownBy = Literal["attribute", "structure", "timing", "canary", "unknown"]
 
 #: Region label used when the streams do not determine a region.
 UNKNOWN = "unknown"
@@ -29,15 +33,15 @@ class Observation:
 
     ``created_at`` is the record's ApproximateCreationDateTime in epoch seconds,
     rounded down to the whole second as AWS does; it is the time the write was
-    applied *in this region*. ``observed_at`` is when the reader got the record,
-    already corrected by the caller for its polling interval and round trip; it
-    is the main signal of where a write originated in inferred mode (the origin
-    applies a write before anyone else), so None weakens inferred mode to
-    creation times only. ``observed_after`` is the earliest the record can have
-    arrived (the reader's previous poll of the shard, which did not return it);
-    together the two times bound the arrival, and inferred mode only names an
-    origin when no other region's arrival interval could have come first.
-    None means unknown (then the creation time, floored, is the lower bound).
+    applied *in this region* (on AWS's clock). ``observed_after`` and
+    ``observed_at`` bound, on the daemon's clock, when the record became visible
+    in this region's stream: no earlier than ``observed_after`` (the previous
+    poll of the shard had read everything and did not return it) and no later
+    than ``observed_at`` (the poll that returned it). They must be true bounds,
+    not estimates: the detector uses them as hard constraints (a write's origin
+    had it no later than any other region, and a link cannot deliver faster than
+    its measured floor), and a verdict the constraints decide is counted. None
+    means unbounded on that side. The two clocks are never compared.
     """
 
     table: str
@@ -150,7 +154,10 @@ class Verdict:
     delete, which carries no attributes, seen through a skip): such verdicts are
     for logs, not for the conflict counter. ``candidates`` lists the writes an
     ambiguous verdict is between. Images are None for deletes (see the
-    ``*_is_delete`` flags) and for what is unknown.
+    ``*_is_delete`` flags) and for what is unknown. ``loser_known_by`` and
+    ``winner_known_by`` say how each named region was established (``KnownBy``):
+    ``exact`` verdicts need no timing, ``inferred`` ones rest on arrival times
+    (and the canary's link floors), which the reader guarantees as bounds.
     """
 
     table: str
@@ -167,3 +174,5 @@ class Verdict:
     certain: bool
     evidence: str
     candidates: tuple[Image | None, ...] = field(default=())
+    loser_known_by: KnownBy = "unknown"
+    winner_known_by: KnownBy = "unknown"

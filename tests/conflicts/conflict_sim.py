@@ -110,9 +110,10 @@ def simulate(
 
     ``delays[(a, b)]`` is the base delay in seconds of link a->b (indices into
     ``regions``); each message gets up to ``jitter`` relative extra delay but
-    never overtakes the previous one on its link. Observation times are apply
-    times plus up to ``noise`` seconds (the reader's residual error after
-    correcting for polling). ``payloads`` draws images from a small set instead
+    never overtakes the previous one on its link. Each record's arrival is
+    bounded the way a reader polling every ``noise`` seconds bounds it: an
+    interval of width ``noise`` that holds the apply time at a uniform random
+    place (``observed_after``, ``observed_at``). ``payloads`` draws images from a small set instead
     of making every image unique.
     """
     rng = random.Random(seed)
@@ -147,7 +148,8 @@ def simulate(
                 new_image=new,
                 sequence_number=str(seqs[r]),
                 created_at=float(math.floor(t)),
-                observed_at=t + rng.uniform(0.0, noise),
+                observed_at=(seen := t + rng.uniform(0.0, noise)),
+                observed_after=seen - noise,
             )
         )
 
@@ -297,7 +299,19 @@ class Replay:
     stats: dict[str, int]
 
 
-def replay(result: SimResult, settings: DetectorSettings) -> Replay:
+def link_floors(
+    result: SimResult, delays: dict[tuple[int, int], float], factor: float = 0.5
+) -> dict[tuple[str, str], float]:
+    """Floors as the canary gives them: a share of each link's least delay."""
+    regs = result.regions
+    return {(regs[a], regs[b]): factor * d for (a, b), d in delays.items()}
+
+
+def replay(
+    result: SimResult,
+    settings: DetectorSettings,
+    floors: dict[tuple[str, str], float] | None = None,
+) -> Replay:
     """Feed the observations in the order a set of readers would see them, then flush.
 
     Watermarks trail the newest observation by the observation noise plus the
@@ -305,6 +319,8 @@ def replay(result: SimResult, settings: DetectorSettings) -> Replay:
     reader could not have claimed. The detector is polled after every record.
     """
     det = Detector({TABLE: result.regions}, settings)
+    if floors:
+        det.set_link_floors(floors)
     timed: list[tuple[float | None, Verdict]] = []
     stream = sorted(result.observations, key=lambda o: o.observed_at or 0.0)
     for ob in stream:
@@ -321,10 +337,15 @@ def replay(result: SimResult, settings: DetectorSettings) -> Replay:
     return Replay(out, det.stats)
 
 
-def run_detector(result: SimResult, settings: DetectorSettings) -> dict[int, list[Verdict]]:
+def run_detector(
+    result: SimResult,
+    settings: DetectorSettings,
+    floors: dict[tuple[str, str], float] | None = None,
+) -> dict[int, list[Verdict]]:
     """The verdicts of :func:`replay` per item, without their times."""
     return {
-        item: [v for _, v in verdicts] for item, verdicts in replay(result, settings).verdicts.items()
+        item: [v for _, v in verdicts]
+        for item, verdicts in replay(result, settings, floors).verdicts.items()
     }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conflict_sim import compare, random_delays, random_ops, run_detector, simulate
+from conflict_sim import compare, link_floors, random_delays, random_ops, run_detector, simulate
 
 from monitor.conflicts import DetectorSettings
 
@@ -32,7 +32,14 @@ MODES = {
 
 
 def measure(
-    mode: str, regime: str, *, examples: int, p_delete: float, seed: int = 1, noise: float = 0.05
+    mode: str,
+    regime: str,
+    *,
+    examples: int,
+    p_delete: float,
+    seed: int = 1,
+    noise: float = 0.05,
+    floor_factor: float = 0.0,
 ) -> dict[str, Any]:
     sett, ver, wattr = MODES[mode]
     low, high = REGIMES[regime]
@@ -45,7 +52,8 @@ def measure(
             ops, delays, seed=ex, noise=noise, version_attribute=ver, writer_attribute=wattr
         )
         settings = DetectorSettings(settle_seconds=high * 2 + 2, **sett)
-        for item, verdicts in run_detector(res, settings).items():
+        floors = link_floors(res, delays, floor_factor) if floor_factor > 0 else None
+        for item, verdicts in run_detector(res, settings, floors).items():
             score = compare(res, item, verdicts)
             items += 1
             truth += score.truth
@@ -58,6 +66,7 @@ def measure(
         "mode": mode,
         "lag": regime,
         "p_delete": p_delete,
+        "floor_factor": floor_factor,
         "items": items,
         "true_losses": truth,
         "certain_verdicts": reported,
@@ -73,9 +82,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--examples", type=int, default=300)
     parser.add_argument("--noise", type=float, default=0.05)
+    parser.add_argument(
+        "--floor-factor", type=float, default=0.0,
+        help="give the detector link floors of this share of each link's least delay "
+        "(as the canary does; 0: none)",
+    )
     args = parser.parse_args()
     rows = [
-        measure(mode, regime, examples=args.examples, p_delete=p, noise=args.noise)
+        measure(
+            mode, regime, examples=args.examples, p_delete=p, noise=args.noise,
+            floor_factor=args.floor_factor,
+        )
         for p in (0.0, 0.15)
         for mode in MODES
         for regime in REGIMES

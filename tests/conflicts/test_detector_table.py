@@ -4,7 +4,9 @@ Versions are written as ``"Shipped"``, ``"Shipped:2"`` (with the version
 attribute) or ``"Shipped:2:eu-west-1"`` (version and writer attribute); None is
 "no item" (a delete's new image, an insert's old one). Each stream entry is
 ``(old, new, applied_at)``; observation times equal apply times unless given as
-a fourth element.
+a fourth element (None: read from a backlog, no arrival bounds). A reader polling
+every ``POLL`` seconds saw each record arrive within ``POLL`` before its
+observation time (the bounds the detector trusts).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ VERSION = DetectorSettings(settle_seconds=5, version_attribute="v")
 WRITER = DetectorSettings(settle_seconds=5, version_attribute="v", writer_attribute="w")
 
 Entry = tuple[Any, ...]
+POLL = 0.1
 
 
 def img(spec: str | None) -> Image | None:
@@ -64,9 +67,15 @@ def observations(streams: dict[str, Sequence[Entry]], key: Image = KEY) -> list[
                     str(i + 1),
                     float(int(t)),
                     seen,
+                    None if seen is None else seen - POLL,
                 )
             )
     return out
+
+
+def untimed(streams: dict[str, Sequence[Entry]]) -> dict[str, list[Entry]]:
+    """The same streams read from a backlog: no arrival bounds, creation seconds only."""
+    return {r: [(*e[:3], None) for e in es] for r, es in streams.items()}
 
 
 def by_region(streams: dict[str, Sequence[Entry]]) -> dict[str, list[Observation]]:
@@ -188,13 +197,41 @@ CASES = [
     # name, settings, streams, expected summary
     ("seed_conflict_inferred", INFERRED, SEED, [(US, "Shipped", EU, "Delivered", "inferred")]),
     ("seed_conflict_writer_attribute", WRITER, SEED_W, [(US, "Shipped", EU, "Delivered", "exact")]),
-    # Version alone: Shipped may have been written in us or ap (both show it first):
-    # the loser region is not named, the winner (a version-2 sibling) is.
+    # Version alone: the levels prove the loss; arrival times name the regions.
     (
         "seed_conflict_version_only",
         VERSION,
         SEED_V,
+        [(US, "Shipped", EU, "Delivered", "inferred")],
+    ),
+    # Read from a backlog, Shipped may have been written in us or ap (both show it in the
+    # same second): the loser region is not named, the winner (a version-2 sibling) is.
+    (
+        "seed_conflict_version_only_without_arrival_times",
+        VERSION,
+        untimed(SEED_V),
         [("unknown", "Shipped", EU, "Delivered", "ambiguous")],
+    ),
+    # The writer attribute on the seed's writes but not on the hand-made winner: its
+    # origin comes from the rest of the evidence in the same judgement (here its level).
+    (
+        "seed_conflict_winner_without_writer_attribute",
+        WRITER,
+        versioned(
+            SEED,
+            {
+                "Pending": "Pending:1:us-east-1",
+                "Shipped": "Shipped:2:us-east-1",
+                "Delivered": "Delivered:2",
+            },
+        ),
+        [(US, "Shipped", EU, "Delivered", "exact")],
+    ),
+    (
+        "seed_conflict_writer_attribute_on_no_write",
+        WRITER,
+        SEED,
+        [(US, "Shipped", EU, "Delivered", "inferred")],
     ),
     ("sequential_through_normal_lag", INFERRED, SEQUENTIAL, []),
     (
@@ -223,9 +260,15 @@ CASES = [
         [(US, "Shipped", EU, "DELETE", "inferred")],
     ),
     (
-        "update_loses_to_delete_exact_mode_names_no_winner_region",
+        "update_loses_to_delete_version_mode_names_the_deleter_by_timing",
         VERSION,
         UPDATE_LOSES,
+        [(US, "Shipped", EU, "DELETE", "inferred")],
+    ),
+    (
+        "update_loses_to_delete_without_arrival_times_names_no_winner_region",
+        VERSION,
+        untimed(UPDATE_LOSES),
         [(US, "Shipped", "unknown", "DELETE", "ambiguous")],
     ),
     (
@@ -289,8 +332,8 @@ def test_skip_and_conflict_have_the_same_streams_only_origin_separates_them() ->
         (US, "Shipped", EU, "Delivered", "inferred")
     ]
     assert judge("Orders", KEY, by_region(skip), INFERRED).verdicts == []
-    # The analysis knows both explanations exist.
-    outcomes = judge("Orders", KEY, by_region(skip), INFERRED).outcomes
+    # Without arrival times, the analysis knows both explanations exist.
+    outcomes = judge("Orders", KEY, by_region(untimed(skip)), INFERRED).outcomes
     assert len(outcomes) == 1 and frozenset() in outcomes[0] and len(outcomes[0]) > 1
     levels = {"Pending": "Pending:1", "Shipped": "Shipped:2"}
     assert summary(
@@ -300,7 +343,7 @@ def test_skip_and_conflict_have_the_same_streams_only_origin_separates_them() ->
             by_region(versioned(conflict, {**levels, "Delivered": "Delivered:2"})),
             VERSION,
         ).verdicts
-    ) == [("unknown", "Shipped", EU, "Delivered", "ambiguous")]
+    ) == [(US, "Shipped", EU, "Delivered", "inferred")]
     assert (
         judge(
             "Orders",
@@ -312,13 +355,75 @@ def test_skip_and_conflict_have_the_same_streams_only_origin_separates_them() ->
     )
 
 
+def _ob(region: str, old: str | None, new: str | None, seq: int, after: float, at: float) -> Observation:
+    event = "INSERT" if old is None else ("REMOVE" if new is None else "MODIFY")
+    return Observation(
+        "Orders", region, KEY, event, img(old), img(new), str(seq), float(int(at)), at, after
+    )
+
+
+# Everyday concurrency: us writes A, eu writes B 150 ms later; links take ~0.6 s. eu's
+# reader was idle, so B's arrival there is known only within (100.1, 100.8].
+EVERYDAY = {
+    US: [_ob(US, "P", "A", 1, 99.9, 100.0), _ob(US, "A", "B", 2, 100.7, 100.9)],
+    EU: [_ob(EU, "P", "B", 1, 100.1, 100.8)],
+    AP: [_ob(AP, "P", "A", 1, 100.55, 100.65), _ob(AP, "A", "B", 2, 100.7, 100.8)],
+}
+
+
+@pytest.mark.parametrize(
+    ("streams", "settings", "floors", "expected"),
+    [
+        (by_region(SEED_W), WRITER, None, ("attribute", "attribute", "exact")),
+        (by_region(SEED), INFERRED, None, ("timing", "timing", "inferred")),
+        (
+            by_region(versioned(SEED, {"Shipped": "Shipped:2:us-east-1"})),
+            WRITER,
+            None,
+            ("attribute", "timing", "inferred"),
+        ),
+        # Arrival times alone allow ap to have written B after seeing A (a skip): B's
+        # arrival in eu may be as late as ap's. The canary's floor on ap->eu rules it out.
+        (EVERYDAY, INFERRED, None, None),
+        (EVERYDAY, INFERRED, {(AP, EU): 0.3}, ("canary", "canary", "inferred")),
+    ],
+    ids=["attribute", "timing", "mixed", "everyday_no_floors", "everyday_canary_floor"],
+)
+def test_verdict_says_how_each_region_was_known(
+    streams: dict[str, list[Observation]],
+    settings: DetectorSettings,
+    floors: dict[tuple[str, str], float] | None,
+    expected: tuple[str, str, str] | None,
+) -> None:
+    verdicts = judge("Orders", KEY, streams, settings, floors).verdicts
+    if expected is None:  # the loss is not proven: logged with candidates, never counted
+        assert [v.certain for v in verdicts] == [False]
+        return
+    (v,) = verdicts
+    assert (v.loser_region, v.winner_region, v.certain) == (US, EU, True)
+    assert (v.loser_known_by, v.winner_known_by, v.mode) == expected
+
+
+def test_a_link_faster_than_its_floor_falls_back_to_arrival_times() -> None:
+    """Floors that no history fits (the link got faster than the canary measured) are
+    set aside: the item is judged on arrival times alone, and the detector counts it."""
+    det = Detector({"Orders": REGIONS}, INFERRED)
+    det.set_link_floors({(EU, US): 5.0, (EU, AP): 5.0, (US, AP): 5.0, (US, EU): 5.0})
+    feed(det, observations(SEED))
+    for r in REGIONS:
+        det.advance_watermark("Orders", r, 200.0)
+    assert summary(det.poll(200.0)) == [(US, "Shipped", EU, "Delivered", "inferred")]
+    assert det.stats["canary_contradicted"] == 1
+
+
 def test_three_region_cascade_without_levels_is_ambiguous_not_guessed() -> None:
-    """Versions of a cascade across three regions: counts exact, regions unknown."""
+    """Versions of a cascade across three regions read from a backlog: counts exact,
+    the regions that neither levels nor arrival times determine are unknown."""
     streams = versioned(
         {
-            US: [("P", "A", 100), ("A", "B", 102)],
-            EU: [("P", "A", 101), ("A", "B", 102)],
-            AP: [("P", "B", 101)],
+            US: [("P", "A", 100, None), ("A", "B", 102, None)],
+            EU: [("P", "A", 100, None), ("A", "B", 102, None)],
+            AP: [("P", "B", 101, None)],
         },
         {"P": "P:1", "A": "A:2", "B": "B:2"},
     )
