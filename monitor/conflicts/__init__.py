@@ -9,6 +9,7 @@ streams cannot tell, is written down in ``docs/conflicts.md``.
 """
 
 from monitor.conflicts._detector import Detector, judge
+from monitor.conflicts._floors import LinkFloorTracker
 from monitor.conflicts._history import Analysis, LinkFloors
 from monitor.conflicts._images import (
     Image,
@@ -38,6 +39,7 @@ __all__ = [
     "Image",
     "ImageError",
     "KnownBy",
+    "LinkFloorTracker",
     "LinkFloors",
     "Mode",
     "Observation",
