@@ -81,7 +81,7 @@ class Detector:
             self._tables[table] = _Table(regs, {r: -math.inf for r in regs})
         self._ready: list[Verdict] = []
         self._records = 0
-        self._floors: dict[tuple[str, str], float] = {}
+        self._floors: dict[tuple[str, str], tuple[float, float]] = {}
         # How often a hot item is scanned for a settled prefix: half a settle window keeps
         # the added delay below the window while each record is scanned only a few times.
         self._look_step = max(1.0, settings.settle_seconds / 2)
@@ -111,14 +111,23 @@ class Detector:
 
     # -- input ----------------------------------------------------------------------
 
-    def set_link_floors(self, floors: LinkFloors) -> None:
+    def set_link_floors(
+        self, floors: LinkFloors, measured_after: Mapping[tuple[str, str], float] | None = None
+    ) -> None:
         """The least delay, in seconds, of each directed link (source, target).
 
         A write cannot reach ``target`` sooner than this after ``source`` applied
-        it, which rules out origins that could not have delivered it in time.
+        it, which rules out origins that could not have delivered a write in time.
         The canary measures them; links not given have no floor (0).
+        ``measured_after[link]`` is when the newest canary behind the floor was
+        written (daemon clock): a floor is used for an item only if that canary
+        travelled the link after the item's records arrived, so a link that got
+        faster before or while the item was written has shown it in the floor.
         """
-        self._floors = {link: max(0.0, float(s)) for link, s in floors.items()}
+        after = measured_after or {}
+        self._floors = {
+            link: (max(0.0, float(s)), after.get(link, math.inf)) for link, s in floors.items()
+        }
 
     def _table(self, name: str) -> _Table:
         try:
@@ -324,6 +333,17 @@ class Detector:
             self._stats["items_forced"] += 1
         self._judge(name, key, item.by_region)
 
+    def _floors_for(self, by_region: Mapping[str, Sequence[Observation]]) -> LinkFloors:
+        """The floors whose newest canary was written after every record here arrived."""
+        if not self._floors:
+            return {}
+        last = max(
+            (ob.observed_at if ob.observed_at is not None else ob.created_at + 1.0)
+            for recs in by_region.values()
+            for ob in recs
+        )
+        return {link: floor for link, (floor, since) in self._floors.items() if since >= last}
+
     def _judge(self, name: str, key: Image, records: Mapping[str, list[Observation]]) -> None:
         by_region = {}
         for region, recs in records.items():
@@ -332,7 +352,7 @@ class Detector:
             by_region[region] = _in_apply_order(recs) if len(recs) > 1 else recs
         if _uniform(by_region):
             return
-        result = judge(name, key, by_region, self.settings, self._floors)
+        result = judge(name, key, by_region, self.settings, self._floors_for(by_region))
         if result.timing_contradicted:
             self._stats["timing_contradicted"] += 1
         if result.canary_contradicted:

@@ -43,7 +43,7 @@ class LinkFloorTracker:
             raise ValueError("factor must be in [0, 1)")
 
     def add(self, source: str, target: str, low: float, at: float) -> None:
-        """One canary of ``source -> target`` took at least ``low`` seconds (measured at ``at``)."""
+        """One canary of ``source -> target``, written at ``at``, took at least ``low`` seconds."""
         if source == target:
             return
         samples = self._samples.setdefault((source, target), deque(maxlen=self.window))
@@ -59,3 +59,7 @@ class LinkFloorTracker:
                 continue
             out[link] = self.factor * min(low for _, low in samples)
         return out
+
+    def written_at(self) -> dict[Link, float]:
+        """When the newest canary of each link was written (for ``Detector.set_link_floors``)."""
+        return {link: samples[-1][0] for link, samples in self._samples.items() if samples}

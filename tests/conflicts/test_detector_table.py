@@ -565,3 +565,18 @@ def test_unknown_table_or_region_is_refused() -> None:
 def test_settings_are_validated(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         DetectorSettings(**kwargs)
+
+
+@pytest.mark.parametrize(("written", "counted"), [(100.95, True), (100.5, False)])
+def test_a_floor_counts_only_if_its_canary_travelled_after_the_items_records(
+    written: float, counted: bool
+) -> None:
+    """A canary written before the item's records arrived cannot show that the link got
+    faster meanwhile: its floor is left out, and the everyday conflict stays uncertain."""
+    det = Detector({"Orders": REGIONS}, INFERRED)
+    det.set_link_floors({(AP, EU): 0.3}, {(AP, EU): written})
+    feed(det, [ob for obs in EVERYDAY.values() for ob in obs])
+    for r in REGIONS:
+        det.advance_watermark("Orders", r, 200.0)
+    verdicts = det.poll(200.0)
+    assert [v.certain for v in verdicts] == [counted]
