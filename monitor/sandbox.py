@@ -92,7 +92,8 @@ def sandbox_config(options: SandboxOptions, endpoint: str) -> Config:
             },
             "canary": {"interval_seconds": options.canary_interval, "stall_seconds": 10},
             # The demo traffic stores the writing region in UpdatedIn, as applications
-            # should: it makes the attribution of every lost write exact.
+            # should, in most writes: those are attributed exactly. A third of its ordinary
+            # writes and every third staged conflict leave it out, and are placed by timing.
             "tables": [{"name": ORDERS_TABLE, "conflicts": {"writer_attribute": "UpdatedIn"}}],
             "streams": {
                 "poll_interval_min_seconds": 0.2,
@@ -114,6 +115,8 @@ _VIEW_ROWS = 24
 _MAX_CONFLICT_ROWS = 5
 # Two-line matrix cells only while at least this many conflict rows still fit.
 _MIN_CONFLICT_ROWS = 3
+# How each side's region was known (see monitor.web.KNOWN_BY), in a few characters.
+_KNOWN_BY_SHORT = {"attribute": "attr", "unknown": "?"}
 
 
 def _fmt(seconds: float | None) -> str:
@@ -201,6 +204,16 @@ def _lag_matrix(table_name: str, rows: list[dict[str, Any]], lines: int) -> list
     ]
 
 
+def _known_by(conflict: dict[str, Any]) -> tuple[str, bool]:
+    """`timing` when both sides were known the same way, else `attr/timing` (lost/won), and
+    whether it is such a split; the verdict's mode for entries that do not say (older daemons)."""
+    lost, won = conflict.get("loser_known_by"), conflict.get("winner_known_by")
+    if lost is None and won is None:
+        return str(conflict.get("mode")), False
+    lost_text, won_text = (_KNOWN_BY_SHORT.get(str(h), str(h)) for h in (lost, won))
+    return (lost_text, False) if lost_text == won_text else (f"{lost_text}/{won_text}", True)
+
+
 def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, metrics_url: str) -> Group:
     """The live view: lag matrix per canary table, regions, conflicts; fits 80 columns x 24 rows."""
     pairs = status.get("pairs", [])
@@ -248,20 +261,23 @@ def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, m
     total = conflicts.get("total", len(recent))
     latest = f", latest {shown}" if 0 < shown < total else ""
     found = f"{total} detected" if conflicts.get("enabled", True) else "detection off"
-    parts.append(_heading(f"[bold]last-writer-wins conflicts: {found}[/]{latest}"))
+    known = [_known_by(conflict) for conflict in recent[:shown]]
+    split = "  (known by: lost/won)" if any(is_split for _, is_split in known) else ""
+    parts.append(_heading(f"[bold]last-writer-wins conflicts: {found}[/]{latest}{split}"))
     if shown:
         conflict_table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
         conflict_table.add_column("table", no_wrap=True, overflow="ellipsis", max_width=14)
         conflict_table.add_column("key")
-        for column in ("lost in", "won by", "mode"):
+        for column in ("lost in", "won by"):
             conflict_table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=14)
-        for conflict in recent[:shown]:
+        conflict_table.add_column("known by", no_wrap=True, overflow="ellipsis", max_width=16)
+        for conflict, (how, _) in zip(recent[:shown], known, strict=True):
             conflict_table.add_row(
                 str(conflict.get("table")),
                 Text(format_key(conflict.get("key")), no_wrap=True, overflow="ellipsis"),
                 str(conflict.get("loser_region")),
                 str(conflict.get("winner_region")),
-                str(conflict.get("mode")),
+                how,
             )
         parts.append(conflict_table)
     if traffic is not None:

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from monitor.webconfig import WebConfig
 
-__all__ = ["WebServer", "format_key", "render_status_page"]
+__all__ = ["KNOWN_BY", "WebServer", "format_key", "render_status_page"]
 
 _log = structlog.get_logger("gtmon.web")
 _REASONS = {
@@ -53,6 +53,28 @@ def format_key(key: Any) -> str:
         shown = next(iter(value.values())) if isinstance(value, dict) and len(value) == 1 else value
         parts.append(f"{name}={shown}")
     return ", ".join(parts)
+
+
+# How a conflict's loser or winner region was established (the entries' `loser_known_by`
+# and `winner_known_by`): the word shown, and what it means.
+KNOWN_BY = {
+    "attribute": "the write carries the writer attribute",
+    "structure": "the streams alone admit only this region",
+    "timing": "stream arrival times rule the other regions out",
+    "canary": "it took the link delays the canary measured to rule the others out",
+    "unknown": "the region could not be established",
+}
+
+
+def _region_cell(conflict: dict[str, Any], side: str) -> str:
+    """`eu-west-1 by timing` (the how in grey, explained on hover); just the region when the
+    entry does not say how (older daemons)."""
+    region = html.escape(str(conflict.get(f"{side}_region")))
+    how = conflict.get(f"{side}_known_by")
+    if how is None:
+        return region
+    meaning = html.escape(KNOWN_BY.get(str(how), ""), quote=True)
+    return f"{region} <span class='muted' title='{meaning}'>by {html.escape(str(how))}</span>"
 
 
 def render_status_page(status: dict[str, Any]) -> str:
@@ -111,16 +133,19 @@ def render_status_page(status: dict[str, Any]) -> str:
         )
         for conflict in conflicts[:50]:
             cells = [
-                conflict.get("table"),
-                format_key(conflict.get("key")),
-                conflict.get("loser_region"),
-                conflict.get("winner_region"),
-                conflict.get("mode"),
+                html.escape(str(conflict.get("table"))),
+                html.escape(format_key(conflict.get("key"))),
+                _region_cell(conflict, "loser"),
+                _region_cell(conflict, "winner"),
+                html.escape(str(conflict.get("mode"))),
             ]
-            parts.append(
-                "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
-            )
+            parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
+        shown = {str(c.get(f"{side}_known_by")) for c in conflicts[:50] for side in ("loser", "winner")}
+        legend = [f"<b>{html.escape(how)}</b>: {html.escape(text)}" for how, text in KNOWN_BY.items()
+                  if how in shown]
+        if legend:
+            parts.append("<p class='muted'>How each region was known: " + "; ".join(legend) + ".</p>")
     else:
         parts.append("<p class='muted'>none seen</p>")
     parts.append("</body></html>")

@@ -124,3 +124,38 @@ def test_live_view_shows_error_bound_and_pending_age_with_one_canary_table():
     assert "pend 1.70s" in text  # pending age >= 1 s is shown
     assert "pend 0ms" not in text  # ... and none below 1 s
     assert "latest 5" in text  # the most recent conflicts that fit, newest first
+
+
+def _known(status: dict[str, Any], loser: str, winner: str) -> dict[str, Any]:
+    for conflict in status["conflicts"]["recent"]:
+        conflict["loser_known_by"], conflict["winner_known_by"] = loser, winner
+    return status
+
+
+@pytest.mark.parametrize("tables", [["gtmon-canary"], ["gtmon-canary", "gtmon-canary-2"]])
+def test_live_view_says_how_each_side_was_known_and_still_fits_80x24(tables):
+    # The longest a row gets: the two sides known differently, the longer words.
+    lines = _screen(_known(_status(tables), "structure", "timing"))
+    text = "\n".join(lines)
+
+    assert len(lines) <= 24, text
+    assert max(len(line) for line in lines) <= 80, text
+    assert "known by: lost/won" in text  # the heading explains the split
+    assert text.count("structure/timing") >= 3, text
+    assert "order-0000" in text
+    assert "8 detected" in text
+
+
+def test_live_view_names_one_way_when_both_sides_were_known_alike():
+    text = "\n".join(_screen(_known(_status(["gtmon-canary"]), "attribute", "attribute")))
+
+    assert "known by" in text
+    assert text.count(" attr") >= 3, text  # attribute, shortened
+    assert "lost/won" not in text  # nothing split, no legend needed
+    assert "exact" not in text  # the mode gives way to how each side was known
+
+
+def test_live_view_shows_the_mode_for_entries_that_do_not_say_how():
+    text = "\n".join(_screen(_status(["gtmon-canary"])))  # entries without *_known_by
+
+    assert text.count("exact") >= 3, text

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from monitor.web import WebServer
+from monitor.web import KNOWN_BY, WebServer, render_status_page
 from monitor.webconfig import load_web_config
 
 STATUS = {
@@ -144,3 +144,29 @@ def test_a_bad_web_config_is_refused_with_the_field(tmp_path, text, expected):
     path.write_text(text)
     with pytest.raises(ConfigError, match=expected):
         load_web_config(path)
+
+
+def test_status_page_says_how_each_side_of_a_conflict_was_known():
+    known = {
+        **STATUS,
+        "conflicts": {
+            "recent": [
+                {**STATUS["conflicts"]["recent"][0], "loser_known_by": "timing",
+                 "winner_known_by": "attribute"},
+                {**STATUS["conflicts"]["recent"][0], "key": "order-2", "loser_known_by": "canary",
+                 "winner_known_by": "canary"},
+            ]
+        },
+    }
+    page = render_status_page(known)
+
+    assert "us-east-1 <span class='muted' title='" in page
+    assert ">by timing</span>" in page and ">by attribute</span>" in page and ">by canary</span>" in page
+    # A legend for the ways that appear, and only those.
+    for how in ("timing", "attribute", "canary"):
+        assert f"<b>{how}</b>: {KNOWN_BY[how]}" in page
+    assert "<b>structure</b>" not in page and "<b>unknown</b>" not in page
+    # Entries from a daemon that does not say: the regions alone, no legend.
+    plain = render_status_page(STATUS)
+    assert "<td>us-east-1</td>" in plain and "<td>eu-west-1</td>" in plain
+    assert "How each region was known" not in plain

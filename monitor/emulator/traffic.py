@@ -5,6 +5,12 @@ and every so often two regions update the same order within a few
 milliseconds, before either has replicated: a real last-writer-wins conflict,
 the seed's "Shipped" against "Delivered". Rates are bounded so the sandbox
 stays light on a laptop.
+
+Most writes store the writing region in ``UpdatedIn`` (the sandbox's
+``writer_attribute``), as a well-behaved service would; about a third of the
+ordinary writes and every third staged conflict leave it out, as an old batch
+job or a hand fix with the AWS CLI would. Each write is a whole-item put, so a
+write without the attribute never carries an earlier writer's region.
 """
 
 from __future__ import annotations
@@ -81,17 +87,25 @@ class DemoTraffic:
         conflict_every_seconds: float = 20.0,
         orders: int = 50,
         seed: int | None = None,
+        unattributed_fraction: float = 1 / 3,
+        unattributed_conflict_every: int = 3,
     ) -> None:
         self.endpoint = endpoint
         self.regions = regions
         self.writes_per_second = writes_per_second
         self.conflict_every_seconds = conflict_every_seconds
         self.orders = orders
+        # Ordinary writes without UpdatedIn, at this rate; and every n-th staged conflict
+        # (the 3rd, 6th, ...: the first ones carry it); 0 turns either off.
+        self.unattributed_fraction = unattributed_fraction
+        self.unattributed_conflict_every = unattributed_conflict_every
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.writes = 0
         self.conflicts_staged = 0
+        self.unattributed_writes = 0
+        self.unattributed_conflicts = 0
         self.errors = 0
 
     def start(self) -> None:
@@ -115,18 +129,19 @@ class DemoTraffic:
     def _key(self, order: int) -> dict[str, Any]:
         return {"OrderID": {"S": f"order-{order:04d}"}, "CustomerID": {"S": f"customer-{order % 17:02d}"}}
 
-    def _put(self, client: Any, order: int, status: str, region: str) -> None:
+    def _put(self, client: Any, order: int, status: str, region: str, attributed: bool = True) -> None:
+        item = {
+            **self._key(order),
+            "OrderStatus": {"S": status},
+            "UpdatedAt": {"N": f"{time.time():.3f}"},
+        }
+        if attributed:
+            item["UpdatedIn"] = {"S": region}
         try:
-            client.put_item(
-                TableName=ORDERS_TABLE,
-                Item={
-                    **self._key(order),
-                    "OrderStatus": {"S": status},
-                    "UpdatedIn": {"S": region},
-                    "UpdatedAt": {"N": f"{time.time():.3f}"},
-                },
-            )
+            client.put_item(TableName=ORDERS_TABLE, Item=item)
             self.writes += 1
+            if not attributed:
+                self.unattributed_writes += 1
         except (ClientError, BotoCoreError):
             self.errors += 1  # an injected outage or throttle; the demo carries on
 
@@ -137,7 +152,8 @@ class DemoTraffic:
         index = self.regions.index(region)
         while not self._stop.wait(rng.expovariate(self.writes_per_second)):
             order = rng.randrange(index, self.orders, len(self.regions))
-            self._put(client, order, rng.choice(STATUSES), region)
+            attributed = rng.random() >= self.unattributed_fraction
+            self._put(client, order, rng.choice(STATUSES), region, attributed)
 
     def _conflicts(self) -> None:
         clients = {region: _client(self.endpoint, region) for region in self.regions}
@@ -145,6 +161,10 @@ class DemoTraffic:
         while not self._stop.wait(self.conflict_every_seconds * rng.uniform(0.5, 1.5)):
             first, second = rng.sample(self.regions, 2)
             order = rng.randrange(self.orders, self.orders * 2)  # orders nobody else touches
-            self._put(clients[first], order, "Shipped", first)
-            self._put(clients[second], order, "Delivered", second)
+            every = self.unattributed_conflict_every
+            attributed = not (every > 0 and (self.conflicts_staged + 1) % every == 0)
+            self._put(clients[first], order, "Shipped", first, attributed)
+            self._put(clients[second], order, "Delivered", second, attributed)
             self.conflicts_staged += 1
+            if not attributed:
+                self.unattributed_conflicts += 1
