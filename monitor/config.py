@@ -157,11 +157,33 @@ class StreamSettings(_Model):
     """The stream readers behind conflict detection."""
 
     enabled: bool = True
+    canary_floor_factor: float = Field(
+        default=0.5,
+        ge=0,
+        lt=1,
+        description=(
+            "The detector may assume no replication link delivers faster than this share of "
+            "the smallest lower bound of its recent canaries, which rules out origins that "
+            "could not have delivered a write in time (needs the canary; assumes the canary "
+            "table and the monitored tables share the links). 0 turns it off."
+        ),
+    )
     poll_interval_min_seconds: float = Field(default=0.2, ge=0.05, le=60)
     poll_interval_max_seconds: float = Field(default=2.0, ge=0.05, le=300)
     checkpoint_path: str = Field(default="gtmon-checkpoints.json", min_length=1)
     settle_seconds: float = Field(default=10.0, ge=0, le=3600)
     log_item_images: bool = False
+    burst_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description=(
+            "After a record of a table shows in any region's stream, every region's readers of "
+            "that table poll at `poll_interval_min_seconds` for this long (each further record "
+            "extends it), so arrival times are sharp while a conflict can happen; then they go "
+            "back to the adaptive interval. 0 turns bursts off. Cost: see `gtmon cost`."
+        ),
+    )
 
     @model_validator(mode="after")
     def _min_below_max(self) -> StreamSettings:

@@ -1,6 +1,6 @@
 """How often the stream readers call AWS: pure pacing rules, time passed in.
 
-Three small rules, kept free of I/O and of the clock so they are unit-tested
+Four small rules, kept free of I/O and of the clock so they are unit-tested
 with plain numbers (the style of Burrow's evaluator: `now` is an argument):
 
 - `TokenBucket`: DescribeStream is limited by AWS to 10 calls/s, and every
@@ -14,14 +14,22 @@ with plain numbers (the style of Burrow's evaluator: `now` is an argument):
   shard backs off towards the ceiling; a shard that returns records is polled
   at the floor, which keeps observation times (the inferred-mode origin signal)
   and the detector's watermarks tight when it matters.
+- `Burst`: until when every reader of a table polls at the floor. A record in
+  any region's stream means a write is crossing the table right now, and a
+  concurrent write (a conflict) can only happen in that window; during it the
+  other regions' readers, idle at the ceiling until then, poll at the floor
+  too, so each region's arrival interval for that write is short exactly when
+  the detector needs it. Each further record extends the burst; then every
+  reader goes back to its adaptive interval.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
-__all__ = ["AdaptiveInterval", "Backoff", "TokenBucket"]
+__all__ = ["AdaptiveInterval", "Backoff", "Burst", "TokenBucket"]
 
 
 @dataclass
@@ -93,7 +101,10 @@ class AdaptiveInterval:
     After a poll that returned records the next poll comes at the floor (or at
     once when the page was full: there is more to read). After an empty poll
     the interval grows by `growth`, so an idle shard settles at the ceiling
-    after a few polls and costs ceiling-rate GetRecords only.
+    after a few polls and costs ceiling-rate GetRecords only. While a `Burst`
+    runs (`bursting`) the delay is the floor whatever the shard returned; the
+    interval underneath keeps evolving as usual, so when the burst ends an idle
+    shard is back at the ceiling at once, not growing there again from the floor.
     """
 
     floor: float
@@ -107,7 +118,7 @@ class AdaptiveInterval:
         if self.current < 0:
             self.current = self.floor
 
-    def after_poll(self, records: int, full_page: bool) -> float:
+    def after_poll(self, records: int, full_page: bool, bursting: bool = False) -> float:
         """The delay before the next poll, given what this poll returned."""
         if full_page:
             self.current = self.floor
@@ -116,4 +127,26 @@ class AdaptiveInterval:
             self.current = self.floor
         else:
             self.current = min(self.ceiling, self.current * self.growth)
-        return self.current
+        return self.floor if bursting else self.current
+
+
+@dataclass
+class Burst:
+    """Until when (monotonic seconds) the readers of one table poll at the floor.
+
+    `extend(until, now)` moves the end later, never earlier, and says whether
+    that *started* a burst (none was running at `now`): only then do sleeping
+    readers need waking, so a stream of records costs one wake-up, not one per
+    record.
+    """
+
+    until: float = -math.inf
+
+    def active(self, now: float) -> bool:
+        return now < self.until
+
+    def extend(self, until: float, now: float) -> bool:
+        """Let the burst last at least until `until`; True when this starts one."""
+        started = not self.active(now) and now < until
+        self.until = max(self.until, until)
+        return started

@@ -19,19 +19,47 @@ Failures never end the reader; each one is handled where it happens:
     stream not enabled
     ValidationException         (invalid iterator or sequence number) new iterator
 
-Records go to a synchronous sink as `StreamRecord`s with two times that the
-conflict detector needs:
+Records go to a synchronous sink as `StreamRecord`s with the bounds the
+conflict detector needs: when, on the daemon's wall clock, the record became
+visible in this region's stream. The detector uses them as hard constraints
+(a write's origin had it no later than any other region), so they are true
+bounds, not estimates:
 
-- ``observed_at`` is the wall time of the *midpoint* of the GetRecords call,
-  (send + receive) / 2 on the daemon's clock. The service read the shard at
-  some instant between send and receive; with symmetric network latency the
-  midpoint is the best estimate of that instant, and it removes the round trip
-  that a receive timestamp would add (tens to hundreds of ms across regions,
-  the same order as the replication delays inferred mode compares).
-- ``fresh`` says whether that time means anything: only if the previous poll
-  of the shard had read everything (it returned a partial page) is the record
-  known to have arrived after ``arrived_after`` (that poll's midpoint). Records
-  read from a backlog (first read, after an outage, a full page) are not fresh.
+- the reader keeps the shortest GetRecords round trip of its last 64 calls
+  (all its shards; measured on the monotonic clock) and takes half of it as a
+  one-way floor ``f``: no request reaches AWS, and no answer comes back, faster
+  than that. This is the assumption the canary makes (`monitor.canary.lag`):
+  the fastest path is symmetric, and AWS's own time is small against it. Until
+  8 round trips are known, ``f`` is 0, which assumes nothing;
+- a poll sent at ``s`` and received at ``r`` was served somewhere in
+  ``[s + f, r - f]``. A record it returned was visible by then:
+  ``arrived_by = r - f`` (always set);
+- if the shard's previous poll, sent at ``s0``, read everything (a partial page:
+  whatever was visible when it was served came back), a record it did not return
+  became visible after that poll was served: ``arrived_after = s0 + f``. It is
+  None whenever that is not known: the shard's first read (from a checkpoint,
+  TRIM_HORIZON or LATEST), a previous poll that returned a full page (a
+  backlog), a previous poll that failed (throttling, outage, expired iterator,
+  any error), and records replayed after a restart. ``fresh`` is True exactly
+  when ``arrived_after`` is set;
+- ``observed_at`` is the midpoint (s + r) / 2, an estimate for logs only.
+
+Event-loop delays only widen the bounds: ``s`` is read before the request leaves
+and ``r`` after the answer is handled. What they rest on: the symmetric fastest
+path (where the client's or AWS's own processing is lopsided around the instant
+the shard is read, a bound can be off by up to half that difference: tens of
+microseconds against the emulator, see tests/streams/test_stream_arrival.py);
+and a partial page meaning "nothing more was visible", as the watermark does.
+The emulator guarantees the latter; AWS's GetRecords reference only says an
+empty answer may come from a part of the shard without records ("it might take
+multiple calls to get to a portion of the shard that contains stream records"),
+which a reader at the tip of an open shard is not expected to meet.
+
+While a write crosses a table, its readers **burst**: `burst(until)` makes
+every shard poll at the floor until then and wakes a shard that sleeps at the
+idle ceiling at once (never sooner than the floor after its last poll; a
+backoff after an error is not cut short). The watcher calls it for every
+reader of a table when any of them delivers a record (`pacing.Burst`).
 
 The reader also keeps a per-region **watermark**: the wall time up to which
 everything in this region's stream has been read. It is the minimum, over the
@@ -69,16 +97,18 @@ from monitor.config import StreamSettings
 from monitor.metrics import Metrics
 from monitor.streams.checkpoints import ShardPosition
 from monitor.streams.lineage import order_shards, parent_of
-from monitor.streams.pacing import AdaptiveInterval, Backoff, TokenBucket
+from monitor.streams.pacing import AdaptiveInterval, Backoff, Burst, TokenBucket
 from monitor.waiting import wait_event
 
 __all__ = [
     "DESCRIBE_STREAM_RATE",
     "ReaderSettings",
     "RecordSink",
+    "RoundTripFloor",
     "StreamNotEnabled",
     "StreamReader",
     "StreamRecord",
+    "arrival_bounds",
     "describe_stream_bucket",
 ]
 
@@ -127,6 +157,45 @@ class ReaderSettings:
         return cls(**values)
 
 
+@dataclass
+class RoundTripFloor:
+    """The shortest recent round trip of one reader, halved: the least a one-way trip takes.
+
+    A window of the last `size` GetRecords calls rather than an all-time minimum,
+    so a route that gets slower moves the floor up instead of leaving it too low
+    (too low only widens the bounds; too high would break them). `one_way()` is 0
+    until `min_samples` round trips are known: assuming nothing is always true.
+    """
+
+    size: int = 64
+    min_samples: int = 8
+    samples: deque[float] = field(default_factory=deque)
+
+    def add(self, round_trip: float) -> None:
+        self.samples.append(max(0.0, round_trip))
+        while len(self.samples) > self.size:
+            self.samples.popleft()
+
+    def one_way(self) -> float:
+        return min(self.samples) / 2.0 if len(self.samples) >= self.min_samples else 0.0
+
+
+def arrival_bounds(
+    sent: float, received: float, previous_sent: float | None, one_way: float
+) -> tuple[float | None, float]:
+    """(earliest, latest) time a record returned by the poll (sent, received) became visible.
+
+    `previous_sent` is the send time of the shard's previous poll when that poll
+    read everything, else None (no lower bound). `one_way` is the floor of a
+    one-way trip; it is capped at half this poll's own round trip, so the bounds
+    never cross.
+    """
+    floor = min(max(0.0, one_way), max(0.0, received - sent) / 2.0)
+    latest = received - floor
+    earliest = None if previous_sent is None else min(previous_sent + floor, latest)
+    return earliest, latest
+
+
 @dataclass(frozen=True)
 class StreamRecord:
     """One stream record as delivered to the sink.
@@ -135,6 +204,13 @@ class StreamRecord:
     ``dynamodb`` with Keys/OldImage/NewImage/SequenceNumber/
     ApproximateCreationDateTime). ``replayed`` marks records read again after a
     restart (already delivered before it; see `checkpoints`).
+
+    ``arrived_after`` and ``arrived_by`` bound, on the daemon's wall clock, when
+    the record became visible in this region's stream (see the module docstring);
+    ``arrived_after`` is None when unknown, and ``fresh`` says it is known.
+    ``arrived_by`` is set on every record the reader delivers (None only on
+    records built by hand). ``observed_at`` is the midpoint of the GetRecords
+    call, an estimate for logs, not a bound.
     """
 
     table: str
@@ -146,6 +222,7 @@ class StreamRecord:
     fresh: bool
     arrived_after: float | None
     replayed: bool = False
+    arrived_by: float | None = None
 
 
 RecordSink = Callable[[StreamRecord], None]
@@ -163,9 +240,8 @@ class _Shard:
     last_seq: str | None = None  # newest record delivered (or checkpointed) in this shard
     replay_through: int | None = None  # records up to this were delivered before a restart
     finished: bool = False
-    caught_up: bool = False
-    caught_up_at: float | None = None
-    last_midpoint: float | None = None
+    caught_up: bool = False  # the last poll read everything (and nothing failed since)
+    caught_up_at: float | None = None  # send time of the last poll that read everything
     newest_created: float | None = None
     lag: float = 0.0
     records: int = 0
@@ -176,6 +252,7 @@ class _Shard:
     trimmed: int = 0
     start_latest: bool = False  # first read of a shard open at start, initial_position LATEST
     floor: str | None = None  # never deliver at or below this again (restart at TRIM_HORIZON)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # set when a burst starts
 
 
 def _created_seconds(value: Any) -> float | None:
@@ -227,6 +304,8 @@ class StreamReader:
         self._closed_at: float | None = None  # a shard finished; children not listed since
         self._watermark: float | None = None
         self._first_listing = True
+        self._round_trips = RoundTripFloor()
+        self._burst = Burst()
         self.state = "starting"
         self.last_error: dict[str, Any] | None = None
         self.records_total = 0
@@ -265,6 +344,26 @@ class StreamReader:
                 self._discover.clear()
         finally:
             await self._stop_shards()
+
+    def burst(self, until: float) -> bool:
+        """Poll every shard at the floor until `until` (monotonic seconds); extends a running burst.
+
+        Wakes shards sleeping between polls only when this starts a burst (True);
+        a burst already running is just extended (False), which costs nothing.
+        """
+        if not self._burst.extend(until, self.clock.monotonic()):
+            return False
+        for shard in self._shards.values():
+            shard.wake.set()
+        return True
+
+    def bursting(self) -> bool:
+        """True while a burst runs."""
+        return self._burst.active(self.clock.monotonic())
+
+    def one_way_floor(self) -> float:
+        """The current one-way floor ``f`` of the arrival bounds, in seconds."""
+        return self._round_trips.one_way()
 
     def watermark(self) -> float | None:
         """Wall time up to which every record of this region's stream has been read."""
@@ -508,6 +607,7 @@ class StreamReader:
         backoff = self._backoff()
         iterator: str | None = None
         while not shard.finished:
+            polled = False
             try:
                 if iterator is None:
                     iterator = await self._iterator(shard)
@@ -515,6 +615,7 @@ class StreamReader:
                         self._finish(shard)
                         break
                 delay, iterator = await self._poll(shard, iterator, interval)
+                polled = True
                 backoff.reset()
             except ExpiredIterator as exc:
                 self._log.info(
@@ -528,7 +629,6 @@ class StreamReader:
                 iterator, delay = None, 0.0
             except (Throttled, RegionUnavailable) as exc:
                 self._report(exc, "backing off")
-                shard.caught_up = False
                 delay = backoff.next_delay()
             except AccessDenied as exc:
                 self._report(exc, "retrying slowly")
@@ -544,14 +644,36 @@ class StreamReader:
                 self.last_error = {"code": type(exc).__name__, "operation": "read_shard",
                                    "message": str(exc), "at": self.clock.wall()}
                 delay = backoff.next_delay()
+            if not polled:
+                # Whatever failed, the next records' earliest arrival is unknown.
+                shard.caught_up = False
             if delay > 0:
-                await asyncio.sleep(delay)
+                if polled:
+                    await self._pause(shard, delay)
+                else:
+                    await asyncio.sleep(delay)
         # Only a finished shard gets here (cancellation propagates). Children already
         # listed start now; a fresh listing (for children not yet listed, and before the
         # watermark may move on) follows at once.
         self._closed_at = self._closed_at or self.clock.wall()
         self._start_ready_shards()
         self._discover.set()
+
+    async def _pause(self, shard: _Shard, delay: float) -> None:
+        """Sleep `delay` between polls; a burst that starts meanwhile cuts it short.
+
+        Woken, the shard still waits until the floor has passed since this pause
+        began (its last poll's answer), so it never polls faster than the floor.
+        """
+        started = self.clock.monotonic()
+        shard.wake.clear()
+        if await wait_event(shard.wake, delay):
+            shard.wake.clear()
+            rest = min(delay, self.settings.poll_interval_min) - (
+                self.clock.monotonic() - started
+            )
+            if rest > 0:
+                await asyncio.sleep(rest)
 
     def _note(self, exc: AwsCallError) -> None:
         self.last_error = {
@@ -563,19 +685,21 @@ class StreamReader:
         self, shard: _Shard, iterator: str, interval: AdaptiveInterval
     ) -> tuple[float, str | None]:
         limit = self.settings.get_records_limit
-        sent = self.clock.wall()
+        sent, sent_mono = self.clock.wall(), self.clock.monotonic()
         result = await self.clients.call(
             self.region, "dynamodbstreams", "get_records", ShardIterator=iterator, Limit=limit
         )
-        received = self.clock.wall()
+        received, received_mono = self.clock.wall(), self.clock.monotonic()
+        self._round_trips.add(received_mono - sent_mono)
         observed = (sent + received) / 2
         if self.state == "error":
             self.state = "reading"
         records = result.get("Records") or []
-        fresh = shard.caught_up
-        arrived_after = shard.last_midpoint if fresh else None
-        self._deliver(shard, records, observed, fresh, arrived_after)
-        shard.last_midpoint = observed
+        fresh = shard.caught_up and shard.caught_up_at is not None
+        arrived_after, arrived_by = arrival_bounds(
+            sent, received, shard.caught_up_at if fresh else None, self._round_trips.one_way()
+        )
+        self._deliver(shard, records, observed, arrived_after, arrived_by)
         next_iterator = result.get("NextShardIterator")
         full_page = len(records) >= limit
         if next_iterator is None:
@@ -590,11 +714,12 @@ class StreamReader:
             shard.caught_up_at = sent
             shard.lag = 0.0
         self._set_lag()
-        return interval.after_poll(len(records), full_page), str(next_iterator)
+        bursting = self._burst.active(self.clock.monotonic())
+        return interval.after_poll(len(records), full_page, bursting), str(next_iterator)
 
     def _deliver(
-        self, shard: _Shard, records: list[dict[str, Any]], observed: float, fresh: bool,
-        arrived_after: float | None,
+        self, shard: _Shard, records: list[dict[str, Any]], observed: float,
+        arrived_after: float | None, arrived_by: float,
     ) -> None:
         floors = [int(t) for t in (shard.floor, shard.last_seq) if t and t.isdigit()]
         floor = max(floors) if floors else None
@@ -609,9 +734,10 @@ class StreamReader:
                 shard.replay_through is not None and number is not None
                 and number <= shard.replay_through
             )
+            after = None if replayed else arrived_after
             item = StreamRecord(
                 self.table, self.region, shard.shard_id, seq, record, observed,
-                fresh and not replayed, arrived_after if not replayed else None, replayed,
+                after is not None, after, replayed, arrived_by,
             )
             try:
                 self.sink(item)

@@ -16,11 +16,15 @@ each region's watermark to the detector, polls it, and publishes every verdict:
   ``streams.log_item_images`` is true: items may hold personal data.
 - a bounded list of recent conflicts, newest first, for /api/status and the page.
 
-A record's observation time is passed to the detector only when the reader
-marks it *fresh* (the shard had been read to its end by the previous poll, so
-the record arrived within one polling interval): a record read from a backlog,
+A record's arrival bounds (the reader's ``arrived_after`` and ``arrived_by``,
+the detector's ``observed_after`` and ``observed_at``) are passed only when the
+reader marks it *fresh* (the shard had been read to its end by the previous poll,
+so the record arrived within one polling interval): a record read from a backlog,
 or replayed after a restart, was not observed when it arrived, and a wrong
-time would mislead inferred mode more than no time. Restart behaviour
+time would mislead inferred mode more than no time. Every record (canary items
+aside) also starts or extends a *burst* on its table (``streams.burst_seconds``):
+all its regions' readers poll at the floor meanwhile, so the other regions'
+arrival bounds for the same write are sharp too. Restart behaviour
 (settled checkpoints plus reported-verdict fingerprints) is explained in
 `monitor.streams.checkpoints`.
 """
@@ -44,6 +48,7 @@ from monitor.conflicts import (
     Detector,
     DetectorSettings,
     ImageError,
+    LinkFloorTracker,
     Verdict,
     from_stream_record,
     image_to_dynamodb_json,
@@ -146,6 +151,8 @@ class ConflictWatcher:
                 continue
             self.tables[table.name] = table
         self.detectors: dict[str, Detector] = {}
+        # Fed by the canary (`observe_canary`): each link's least delay, for the detector.
+        self.link_floors = LinkFloorTracker(factor=config.streams.canary_floor_factor)
         self.readers: dict[tuple[str, str], StreamReader] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=recent_limit)
         self.reported: ReportedConflicts = ReportedConflicts()
@@ -229,13 +236,15 @@ class ConflictWatcher:
             # cannot conflict, and rewritten every interval it would sit in the detector
             # as a never-quiet item.
             return
+        self._burst(item.table)
         try:
+            # The reader's arrival bounds, only when both are known (see the reader).
             observation = from_stream_record(
                 item.table,
                 item.region,
                 item.record,
-                item.observed_at if item.fresh else None,
-                item.arrived_after if item.fresh else None,
+                observed_at=item.arrived_by if item.fresh else None,
+                observed_after=item.arrived_after if item.fresh else None,
             )
         except (KeyError, ValueError, ImageError) as exc:
             self.observe_errors += 1
@@ -243,6 +252,30 @@ class ConflictWatcher:
                          sequence=item.sequence_number, error=str(exc))
             return
         detector.observe(observation)
+
+    def _burst(self, table: str) -> None:
+        """A write is crossing `table`: every region's readers of it poll at the floor for a while.
+
+        Called for every record; a reader already bursting is only extended, not woken.
+        """
+        seconds = self.config.streams.burst_seconds
+        config = self.tables.get(table)
+        if seconds <= 0 or config is None:
+            return
+        until = self.clock.monotonic() + seconds
+        for region in self.config.table_regions(config):
+            reader = self.readers.get((table, region))
+            if reader is not None:
+                reader.burst(until)
+
+    def observe_canary(self, source: str, target: str, low: float, high: float) -> None:
+        """A canary just arrived after ``low`` to ``high`` seconds: the link floors.
+
+        It was written at least ``high`` seconds ago: that earliest time stands for
+        when it travelled the link (the detector trusts a floor only for items whose
+        records arrived before it).
+        """
+        self.link_floors.add(source, target, low, self.clock.wall() - high)
 
     # ---- verdicts out -------------------------------------------------------------------------
 
@@ -261,7 +294,10 @@ class ConflictWatcher:
             if mark is not None:
                 self.detectors[table].advance_watermark(table, region, mark)
         now = self.clock.wall()
+        floors = self.link_floors.floors(now)
+        written = self.link_floors.written_at()
         for table, detector in self.detectors.items():
+            detector.set_link_floors(floors, written)
             for verdict in detector.poll(now):
                 self._publish(verdict, now)
             self.metrics.detector_tracked_keys.labels(table).set(detector.tracked_keys(table))
@@ -288,6 +324,8 @@ class ConflictWatcher:
             "winner_is_delete": verdict.winner_is_delete,
             "mode": verdict.mode,
             "certain": verdict.certain,
+            "loser_known_by": verdict.loser_known_by,
+            "winner_known_by": verdict.winner_known_by,
             "reported_at": now,
             "fingerprint": fingerprint,
         }
@@ -366,6 +404,13 @@ class ConflictWatcher:
             "conflicts_reported": self.conflicts_reported,
             "conflicts_suppressed_after_restart": self.reported.suppressed,
             "recent_conflicts": list(self.recent),
+            # What the detector may assume of each link (from the canary), and how often
+            # the streams contradicted it (then arrival times alone were used).
+            "link_floors_seconds": {
+                f"{src}->{dst}": round(floor, 4)
+                for (src, dst), floor in sorted(self.link_floors.floors(self.clock.wall()).items())
+            },
+            "detector_stats": {name: det.stats for name, det in self.detectors.items()},
             "checkpoint": {
                 "store": self.store.describe(),
                 "last_saved_at": self._checkpoint_saved_at,
