@@ -161,20 +161,35 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_cost(args: argparse.Namespace) -> int:
-    from monitor.cost import Prices, canary_cost
+    from monitor.cost import (
+        Prices,
+        burst_fraction,
+        burst_requests,
+        canary_cost,
+        mean_poll_seconds,
+        stream_reads_usd,
+        stream_requests,
+    )
     from monitor.service import canary_targets
 
     config = load_config(args.config)
+    if args.shards_per_replica < 1 or args.bursts_per_day < 0:
+        raise UserError("--shards-per-replica must be at least 1 and --bursts-per-day not negative")
     prices = Prices(
         write_unit_per_million=args.price_write_million,
         read_unit_per_million=args.price_read_million,
         stream_reads_per_100k=args.price_stream_100k,
         transfer_per_gb=args.price_transfer_gb,
     )
+    streams = config.streams
     regions = len(config.regions)
-    watched = [t for t in config.tables if t.conflicts.enabled] if config.streams.enabled else []
-    readers = sum(len(config.table_regions(t)) for t in watched)
-    poll = (config.streams.poll_interval_min_seconds + config.streams.poll_interval_max_seconds) / 2
+    watched = [t for t in config.tables if t.conflicts.enabled] if streams.enabled else []
+    shards = args.shards_per_replica
+    table_readers = {t.name: len(config.table_regions(t)) * shards for t in watched}
+    readers = sum(table_readers.values())
+    floor, ceiling = streams.poll_interval_min_seconds, streams.poll_interval_max_seconds
+    busy = burst_fraction(streams.burst_seconds, args.bursts_per_day)
+    poll = mean_poll_seconds(floor, ceiling, busy)
     targets = len(canary_targets(config)) if config.canary.enabled else 0
     cost = canary_cost(
         regions,
@@ -188,8 +203,11 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     print(f"gtmon monthly AWS cost estimate for {args.config}")
     print(
         f"  {regions} regions, {targets} canary table(s), canary every {config.canary.interval_seconds:g} s, "
-        f"{args.reads_per_canary:g} reads per canary and pair, {readers} stream reader(s) polling "
-        f"about every {poll:g} s"
+        f"{args.reads_per_canary:g} reads per canary and pair,"
+    )
+    print(
+        f"  {readers} stream shard reader(s) ({len(watched)} table(s), {shards} shard(s) per "
+        f"replica), {args.bursts_per_day:g} write burst(s) per table and day (--bursts-per-day)"
     )
     rows = [
         ("canary writes", f"{cost.write_units_per_month / 1e6:.2f} M write units", cost.writes_usd),
@@ -205,6 +223,29 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     for name, volume, usd in rows:
         print(f"  {name:<22}{volume:>26}   ${usd:8.2f}")
     print(f"  {'total':<22}{'':>26}   ${cost.total_usd:8.2f} per month")
+    if readers:
+        idle = stream_requests(readers, ceiling)
+        always = stream_requests(readers, floor)
+        print("stream polling by traffic (the stream reads above lie between idle and busy):")
+        print(
+            f"  idle, every shard at the {ceiling:g} s ceiling: {idle / 1e6:.2f} M requests, "
+            f"${stream_reads_usd(idle, prices):.2f} per month"
+        )
+        for name, count in table_readers.items():
+            if streams.burst_seconds <= 0:
+                print(f"  one write burst on {name}: none (streams.burst_seconds is 0)")
+                continue
+            per_burst = burst_requests(count, streams.burst_seconds, floor)
+            print(
+                f"  one write burst on {name}: at most {count // shards} regions x {shards} "
+                f"shard(s) x {streams.burst_seconds:g} s / {floor:g} s = {per_burst:g} requests, "
+                f"${per_burst / 1e5 * prices.stream_reads_per_100k:.6f} beyond the free tier"
+            )
+        print(
+            f"  busy, every table written at least every {max(streams.burst_seconds, floor):g} s "
+            f"(polls at the {floor:g} s floor all the time): {always / 1e6:.2f} M requests, "
+            f"${stream_reads_usd(always, prices):.2f} per month"
+        )
     print("prices assumed (us-east-1 on-demand, override with the --price-* options):")
     print(
         f"  ${prices.write_unit_per_million}/M write units (replicated writes the same), "
@@ -397,6 +438,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=3.0,
         help="reads per canary and region pair (the daemon reports its own figure; default %(default)s)",
+    )
+    cost.add_argument(
+        "--bursts-per-day",
+        type=float,
+        default=0.0,
+        help=(
+            "write bursts per monitored table and day: writes closer together than "
+            "streams.burst_seconds make one (default %(default)s: idle tables)"
+        ),
+    )
+    cost.add_argument(
+        "--shards-per-replica",
+        type=int,
+        default=1,
+        help="open stream shards per replica (grows with the table's partitions; default %(default)s)",
     )
     for flag, default, what in (
         ("--price-write-million", 0.625, "USD per million write units"),

@@ -6,15 +6,34 @@ a write unit and once as a replicated write unit per other replica (same
 price), so it costs R units; a strongly consistent read of a small item is one
 read unit; a stream reader's GetRecords calls are billed per request after a
 free tier; replication moves each canary across R-1 links.
+
+Stream polling depends on the traffic, so it is priced three ways. An idle
+shard reader polls at the ceiling (`streams.poll_interval_max_seconds`). A
+record of a table starts a *burst*: every region's readers of that table poll
+at the floor (`streams.poll_interval_min_seconds`) for `streams.burst_seconds`,
+so one write burst costs at most regions x shards x burst_seconds / floor
+GetRecords (at most: the idle polls it replaces are not subtracted, and writes
+closer together than a burst share one). A table written at least every
+burst_seconds is *busy*: it polls at the floor all the time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CostBreakdown", "Prices", "canary_cost"]
+__all__ = [
+    "CostBreakdown",
+    "Prices",
+    "burst_fraction",
+    "burst_requests",
+    "canary_cost",
+    "mean_poll_seconds",
+    "stream_reads_usd",
+    "stream_requests",
+]
 
 SECONDS_PER_MONTH = 30.44 * 86400
+SECONDS_PER_DAY = 86400.0
 
 
 @dataclass(frozen=True)
@@ -85,3 +104,40 @@ def canary_cost(
         transfer_usd=transfer_gb * prices.transfer_per_gb,
         storage_usd=storage_gb * prices.storage_per_gb_month,
     )
+
+
+def stream_requests(readers: int, poll_seconds: float) -> float:
+    """GetRecords calls per month of `readers` shard readers polling every `poll_seconds`."""
+    return readers * SECONDS_PER_MONTH / poll_seconds
+
+
+def stream_reads_usd(requests_per_month: float, prices: Prices) -> float:
+    """What `requests_per_month` GetRecords calls cost, after the monthly free tier."""
+    billable = max(0.0, requests_per_month - prices.stream_reads_free_per_month)
+    return billable / 1e5 * prices.stream_reads_per_100k
+
+
+def burst_requests(readers: int, burst_seconds: float, floor_seconds: float) -> float:
+    """GetRecords calls of one write burst, at most: every reader at the floor throughout.
+
+    `readers` are the table's shard readers (regions x shards).
+    """
+    return readers * burst_seconds / floor_seconds
+
+
+def burst_fraction(burst_seconds: float, bursts_per_day: float) -> float:
+    """The share of the time a table bursts when written `bursts_per_day` times apart.
+
+    Capped at 1: a table written at least every `burst_seconds` bursts all the time.
+    """
+    return min(1.0, max(0.0, bursts_per_day * burst_seconds / SECONDS_PER_DAY))
+
+
+def mean_poll_seconds(floor_seconds: float, ceiling_seconds: float, busy_fraction: float) -> float:
+    """The mean GetRecords interval of a reader at the floor `busy_fraction` of the time.
+
+    The rest of the time it idles at the ceiling (the few polls an idle shard takes
+    to grow from the floor to the ceiling are not counted).
+    """
+    rate = busy_fraction / floor_seconds + (1.0 - busy_fraction) / ceiling_seconds
+    return 1.0 / rate
