@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from monitor import __version__
 from monitor.aws import AwsClients
 from monitor.canary.remote import RemoteCanaryRunner
-from monitor.canary.runner import CanaryRunner, CanaryTarget
+from monitor.canary.runner import CanaryRunner, CanaryTarget, Measurement
 from monitor.canary.table import CANARY_KEY_ATTRIBUTE
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config
@@ -81,6 +81,16 @@ class Service:
             else None
         )
         if self.watcher is not None:
+            watcher = self.watcher
+
+            def floors_from(measurement: Measurement) -> None:
+                estimate = measurement.estimate
+                watcher.observe_canary(
+                    measurement.source, measurement.target, estimate.low, estimate.high
+                )
+
+            for runner in self.runners:
+                runner.observers.append(floors_from)
             for table in self.watcher.tables.values():
                 # Every series exists from the start at 0, so increase() sees the first conflict.
                 names = [*config.table_regions(table), "unknown"]
