@@ -40,6 +40,7 @@ def measure(
     seed: int = 1,
     noise: float = 0.05,
     floor_factor: float = 0.0,
+    wrong_floor: float = 1.0,
 ) -> dict[str, Any]:
     sett, ver, wattr = MODES[mode]
     low, high = REGIMES[regime]
@@ -53,6 +54,9 @@ def measure(
         )
         settings = DetectorSettings(settle_seconds=high * 2 + 2, **sett)
         floors = link_floors(res, delays, floor_factor) if floor_factor > 0 else None
+        if floors and wrong_floor != 1.0:
+            # One link got faster than the canary had measured: its floor is too high.
+            floors[rng.choice(sorted(floors))] *= wrong_floor
         for item, verdicts in run_detector(res, settings, floors).items():
             score = compare(res, item, verdicts)
             items += 1
@@ -67,6 +71,7 @@ def measure(
         "lag": regime,
         "p_delete": p_delete,
         "floor_factor": floor_factor,
+        "wrong_floor": wrong_floor,
         "items": items,
         "true_losses": truth,
         "certain_verdicts": reported,
@@ -87,11 +92,16 @@ def main() -> None:
         help="give the detector link floors of this share of each link's least delay "
         "(as the canary does; 0: none)",
     )
+    parser.add_argument(
+        "--wrong-floor", type=float, default=1.0,
+        help="multiply one random link's floor by this in every workload (a link that got "
+        "faster than the canary measured)",
+    )
     args = parser.parse_args()
     rows = [
         measure(
             mode, regime, examples=args.examples, p_delete=p, noise=args.noise,
-            floor_factor=args.floor_factor,
+            floor_factor=args.floor_factor, wrong_floor=args.wrong_floor,
         )
         for p in (0.0, 0.15)
         for mode in MODES
