@@ -933,23 +933,28 @@ async def main_async(args: argparse.Namespace, runs: list[RunSpec]) -> dict[str,
     return {"cells": cells, "skipped": skipped}
 
 
+def _git_state(directory: Path, pathspec: str) -> tuple[str | None, list[str]]:
+    """HEAD of the checkout holding `directory`, and its uncommitted files under `pathspec`."""
+    try:
+        commit = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--", pathspec],
+                               capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, []
+    return commit, sorted(line[3:] for line in dirty.splitlines() if line.strip())
+
+
 def code_identity() -> dict[str, Any]:
-    """Which monitor package ran (PYTHONPATH may point at another checkout)."""
+    """Which monitor package ran (PYTHONPATH may point at another checkout), and which bench."""
     import monitor
 
     path = Path(monitor.__file__).resolve().parent
-    found: dict[str, Any] = {"monitor_file": str(path / "__init__.py")}
-    try:
-        commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, timeout=10, check=True).stdout
-        found["git_commit"] = commit
-        found["monitor_uncommitted_changes"] = sorted(
-            line[3:] for line in dirty.splitlines() if line.strip())
-    except (OSError, subprocess.SubprocessError):
-        found["git_commit"] = None
-    return found
+    commit, dirty = _git_state(path, ".")
+    bench_commit, bench_dirty = _git_state(Path(__file__).resolve().parent, Path(__file__).name)
+    return {"monitor_file": str(path / "__init__.py"), "git_commit": commit,
+            "monitor_uncommitted_changes": dirty, "bench_file": str(Path(__file__).resolve()),
+            "bench_git_commit": bench_commit, "bench_uncommitted": bool(bench_dirty)}
 
 
 def legacy_targets(cells: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, bool]]:
