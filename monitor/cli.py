@@ -510,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fault",
         help="inject faults into a running emulator or sandbox",
         description=(
-            "Change link delays, pause links, take regions down or throttle them, at run time. "
+            "Change link delays, pause links, take regions down, throttle them or make them answer "
+            "garbage, at run time. "
             f"The emulator is --endpoint, else ${ENDPOINT_ENV}, else {DEFAULT_ENDPOINT}; the one "
             "used is printed on stderr."
         ),
@@ -553,11 +554,18 @@ def build_parser() -> argparse.ArgumentParser:
     throttle = action("throttle", "throttle a fraction of a region's requests")
     throttle.add_argument("--region", required=True)
     throttle.add_argument("--fraction", type=float, default=0.5, help="0..1 (default %(default)s)")
+    garbage = action(
+        "garbage",
+        "answer a fraction of a region's requests with 200 and a body of the wrong shape "
+        "(the request itself is applied); --fraction 0 ends it",
+    )
+    garbage.add_argument("--region", required=True)
+    garbage.add_argument("--fraction", type=float, default=0.5, help="0..1 (default %(default)s)")
     latency = action("latency", "set the client round-trip latency to a region")
     latency.add_argument("--region", required=True)
     latency.add_argument("--ms", type=float, required=True, help="round trip in milliseconds")
     latency.add_argument("--jitter-ms", type=float, default=0.0)
-    action("clear", "remove every outage, throttle, pause and delay change")
+    action("clear", "remove every outage, throttle, garbage, pause and delay change")
 
     config = commands.add_parser("config", help="work with configuration files")
     config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)

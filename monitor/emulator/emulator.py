@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 from monitor.emulator import moto_hooks
 from monitor.emulator.delays import DelaySpec
 from monitor.emulator.errors import AwsError
-from monitor.emulator.faults import RegionFaults
+from monitor.emulator.faults import RegionFaults, garble
 from monitor.emulator.globaltables import GLOBAL_TABLE_VERSION, GlobalTables
 from monitor.emulator.streams import StreamSettings, StreamStore
 from monitor.emulator.truth import GroundTruth
@@ -112,6 +112,7 @@ class Emulator:
             "fault/outage": self._fault_outage,
             "fault/restore": self._fault_restore,
             "fault/throttle": self._fault_throttle,
+            "fault/garbage": self._fault_garbage,
             "fault/latency": self._fault_latency,
             "fault/clear": self._fault_clear,
             "reset": lambda b: self.reset(),
@@ -206,6 +207,11 @@ class Emulator:
             time.sleep(latency / 2)
             self._apply_faults(region)
             status, payload = self._dispatch(region, target, body, environ)
+            if status == 200:
+                with self.lock:
+                    shape = self.faults.garbage_shape(region)
+                if shape is not None:
+                    payload = garble(payload, shape)  # applied, but the answer is lost
             time.sleep(latency / 2)
         except AwsError as error:
             status, payload = error.status, error.body()
@@ -410,6 +416,12 @@ class Emulator:
         fraction = float(body.get("fraction", 1.0))
         self.faults.set_throttle(region, fraction)
         return {"region": region, "throttle_fraction": fraction}
+
+    def _fault_garbage(self, body: dict[str, Any]) -> dict[str, Any]:
+        region = self._region(body.get("region"))
+        fraction = float(body.get("fraction", 1.0))
+        self.faults.set_garbage(region, fraction)
+        return {"region": region, "garbage_fraction": fraction}
 
     def _fault_latency(self, body: dict[str, Any]) -> dict[str, Any]:
         region = self._region(body.get("region"))
