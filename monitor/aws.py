@@ -13,6 +13,17 @@ the right level:
     ├── NotFound                  missing table or stream
     ├── ExpiredIterator           stream iterator older than 15 minutes
     └── TrimmedData               stream records past retention
+
+    UnexpectedAnswer              a successful answer of the wrong shape (not an AwsCallError)
+    AwsSetupError                 clients that cannot be built (an unknown profile)
+
+Only what says the region did not serve us makes it DOWN (`gtmon_region_up` 0):
+connection failures, timeouts and 5xx answers. Anything else that escapes a
+call (a `ParamValidationError`, a `TypeError`, a body botocore cannot parse)
+is a bug or an unexpected answer: it is logged with its traceback, counted in
+`gtmon_internal_errors_total{component="aws"}` and raised unchanged (with a
+note naming the call), so the component that made the call crashes and its
+supervisor restarts it. It never changes `region_up` nor the region's last error.
 """
 
 from __future__ import annotations
@@ -24,10 +35,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aioboto3
+import structlog
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    HTTPClientError,
     NoCredentialsError,
     ReadTimeoutError,
 )
@@ -42,12 +55,17 @@ __all__ = [
     "AccessDenied",
     "AwsCallError",
     "AwsClients",
+    "AwsSetupError",
     "ExpiredIterator",
     "NotFound",
     "RegionUnavailable",
     "Throttled",
     "TrimmedData",
+    "UnexpectedAnswer",
+    "translate",
 ]
+
+_log = structlog.get_logger("gtmon.aws")
 
 
 class AwsCallError(Exception):
@@ -85,6 +103,25 @@ class TrimmedData(AwsCallError):
     pass
 
 
+class UnexpectedAnswer(Exception):
+    """A call that succeeded with an answer of the wrong shape (a member missing or mistyped).
+
+    Not an `AwsCallError`: the region answered, so it is not down, and retrying the
+    same way would not help. Raised by the code that checks the answer; it ends the
+    component, whose supervisor counts it, logs it and restarts it.
+    """
+
+    def __init__(self, region: str, operation: str, detail: str) -> None:
+        super().__init__(f"{operation} in {region} answered with a body of the wrong shape: {detail}")
+        self.region = region
+        self.operation = operation
+        self.detail = detail
+
+
+class AwsSetupError(Exception):
+    """The AWS session cannot be built (an unknown profile, a broken shared config)."""
+
+
 _BY_CODE: dict[str, type[AwsCallError]] = {
     "ThrottlingException": Throttled,
     "ProvisionedThroughputExceededException": Throttled,
@@ -108,8 +145,8 @@ def _is_loopback(url: str | None) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
-def translate(region: str, operation: str, exc: Exception) -> AwsCallError:
-    """Map a botocore failure onto gtmon's hierarchy."""
+def translate(region: str, operation: str, exc: Exception) -> AwsCallError | None:
+    """Map a botocore failure onto gtmon's hierarchy; None when it is no AWS failure (a bug)."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code") or "Unknown")
@@ -123,9 +160,12 @@ def translate(region: str, operation: str, exc: Exception) -> AwsCallError:
         return RegionUnavailable(region, operation, "ReadTimeout", str(exc))
     if isinstance(exc, BotoConnectionError):
         return RegionUnavailable(region, operation, "ConnectionError", str(exc))
-    if isinstance(exc, BotoCoreError):
+    if isinstance(exc, HTTPClientError | TimeoutError | ConnectionError):
+        # A connection closed mid-answer, a read that timed out below botocore.
         return RegionUnavailable(region, operation, type(exc).__name__, str(exc))
-    return RegionUnavailable(region, operation, type(exc).__name__, str(exc))
+    # ParamValidationError, ChecksumError, a parser that met a body of the wrong shape,
+    # a TypeError: the region did answer (or was never asked). Not an outage.
+    return None
 
 
 class AwsClients:
@@ -146,7 +186,10 @@ class AwsClients:
             if _is_loopback(settings.endpoint_url):
                 # The emulator accepts any credentials; don't make people invent some.
                 credentials = {"aws_access_key_id": "gtmon", "aws_secret_access_key": "gtmon"}
-            session = aioboto3.Session(profile_name=settings.profile, **credentials)
+            try:
+                session = aioboto3.Session(profile_name=settings.profile, **credentials)
+            except BotoCoreError as exc:  # ProfileNotFound, a broken shared config file
+                raise AwsSetupError(f"cannot set up AWS clients: {exc}") from None
         self._session = session
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[str, str], Any] = {}
@@ -169,14 +212,17 @@ class AwsClients:
             for service in ("dynamodb", "dynamodbstreams"):
                 if (region, service) in self._clients:
                     continue
-                client = await self._stack.enter_async_context(
-                    self._session.client(
-                        service,
-                        region_name=region,
-                        endpoint_url=self.settings.endpoint_url,
-                        config=self._boto_config(),
+                try:
+                    client = await self._stack.enter_async_context(
+                        self._session.client(
+                            service,
+                            region_name=region,
+                            endpoint_url=self.settings.endpoint_url,
+                            config=self._boto_config(),
+                        )
                     )
-                )
+                except BotoCoreError as exc:  # ProfileNotFound surfaces here with aioboto3
+                    raise AwsSetupError(f"cannot set up AWS clients for {region}: {exc}") from None
                 self._clients[(region, service)] = client
 
     async def close(self) -> None:
@@ -196,19 +242,39 @@ class AwsClients:
         Errors of the `expected` kinds (a probe for a table that may not exist yet)
         are raised without being counted or shown as the region's last error.
         """
-        client = self._clients[(region, service)]
+        client = self._clients.get((region, service))
+        if client is None:
+            raise KeyError(f"no {service} client for region {region} (clients started: "
+                           f"{sorted({r for r, _ in self._clients})})")
         method = getattr(client, operation)
         started = self._monotonic()
         try:
             result = await method(**kwargs)
         except Exception as exc:  # every botocore failure is translated below
             error = translate(region, operation, exc)
+            if error is None:
+                self._internal(region, operation, started, exc)
+                raise
             self._observe(
                 region, operation, started, None if isinstance(error, expected) else error
             )
             raise error from exc
         self._observe(region, operation, started, None)
         return result
+
+    def _internal(self, region: str, operation: str, started: float, exc: Exception) -> None:
+        """A call that ended in something other than an AWS failure: counted and logged once."""
+        exc.add_note(f"gtmon: raised by {operation} in {region}")
+        if self.metrics is not None:
+            self.metrics.aws_request_duration.labels(region, operation).observe(
+                self._monotonic() - started
+            )
+            self.metrics.count_internal_error("aws", exc)
+        _log.error(
+            "aws_call_internal_error", region=region, operation=operation,
+            error=f"{type(exc).__name__}: {exc}", exc_info=exc,
+            consequence="not a region outage; the calling component decides",
+        )
 
     def _observe(
         self, region: str, operation: str, started: float, error: AwsCallError | None

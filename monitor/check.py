@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import structlog
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__
@@ -23,7 +24,10 @@ from monitor.metrics import Metrics
 
 __all__ = ["CheckResult", "run_check"]
 
+_log = structlog.get_logger("gtmon.check")
+
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+_STOP_SECONDS = 1.0
 _NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 # Worst first wins, as in nagios: a CRITICAL pair outranks an UNKNOWN one.
 _RANK = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}
@@ -63,18 +67,30 @@ async def run_check(
     runner = CanaryRunner(
         target, settings, f"{config.instance_id}-check", clients, metrics, SystemClock()
     )
+    loop = asyncio.get_running_loop()
+    # The deadline covers the writes too: a region that never answers a write must not
+    # keep the check past --timeout (the AWS client's own timeouts and retries could).
+    deadline = loop.time() + timeout
     await clients.start(list(target.regions))
     try:
         runner.start()
-        await asyncio.gather(*(runner.write(region) for region in target.regions))
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
+        writes = [asyncio.create_task(runner.write(region)) for region in target.regions]
+        _, late = await asyncio.wait(writes, timeout=max(0.0, deadline - loop.time()))
+        for write in late:
+            write.cancel()
+        await asyncio.gather(*writes, return_exceptions=True)
+        while loop.time() < deadline:
             if all(not p.pending for p in runner.probes.values()):
                 break
-            await asyncio.sleep(0.05)
-        await runner.stop()
+            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
     finally:
-        await clients.close()
+        # Bounded too: reads still out are cancelled, and closing never waits long.
+        for name, stop in (("canary", runner.stop), ("clients", clients.close)):
+            try:
+                async with asyncio.timeout(_STOP_SECONDS):
+                    await stop()
+            except TimeoutError:
+                _log.warning("check_stop_timed_out", phase=name)
     region_up = {r: clients.region_ok.get(r, True) for r in target.regions}
     worst = OK
     codes: dict[str, int] = {}

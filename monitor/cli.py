@@ -61,22 +61,22 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from monitor.service import Service
+    from monitor.aws import AwsSetupError
+    from monitor.service import Service, StartError
+    from monitor.streams.checkpoints import CheckpointError
 
     config = _load(args)
     configure_logging(config.log.format, config.log.level)
     try:
         service = Service(config)
         asyncio.run(service.run_until_stopped())
-    except OSError as exc:
-        raise UserError(
-            f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: {exc.strerror or exc}"
-        ) from None
+    except (AwsSetupError, StartError, CheckpointError) as exc:
+        raise UserError(str(exc)) from None
     return 0
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from monitor.aws import AwsCallError, AwsClients
+    from monitor.aws import AwsCallError, AwsClients, AwsSetupError
     from monitor.canary.table import ensure_canary_table
 
     config = _load(args)
@@ -94,7 +94,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
     try:
         actions = asyncio.run(init())
-    except AwsCallError as exc:
+    except (AwsCallError, AwsSetupError) as exc:
         raise UserError(f"init failed: {exc}") from None
     except TimeoutError as exc:
         raise UserError(f"init failed: {exc}") from None
@@ -106,6 +106,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     from monitor.sandbox import SandboxOptions, run_sandbox
+    from monitor.service import StartError
 
     options = SandboxOptions(
         host=args.host,
@@ -117,14 +118,16 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     )
     try:
         return asyncio.run(run_sandbox(options))
-    except OSError as exc:
+    except (OSError, StartError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise UserError(
-            f"cannot start the sandbox: {exc.strerror or exc} (is another sandbox or emulator running? "
+            f"cannot start the sandbox: {reason} (is another sandbox or emulator running? "
             "choose other ports with --port and --metrics-port)"
         ) from None
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from monitor.aws import AwsSetupError
     from monitor.canary.runner import CanaryTarget
     from monitor.check import UNKNOWN, run_check
     from monitor.config import parse_config
@@ -152,9 +155,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
             if args.table
             else canary_targets(config)[0]
         )
+        if args.timeout <= 0:
+            raise UserError(f"--timeout must be positive, not {args.timeout:g}")
         result = asyncio.run(run_check(config, target, args.warning, args.critical, args.timeout))
-    except (ConfigError, UserError) as exc:
-        print(f"GTMON UNKNOWN - {exc}")
+    except (ConfigError, UserError, AwsSetupError) as exc:
+        print(f"GTMON UNKNOWN - {' '.join(str(exc).split())}")
         return UNKNOWN
     print(result.render())
     return result.code

@@ -253,11 +253,34 @@ class Config(_Model):
                         f"table {table.name!r} lists region {region!r}, "
                         f"which is not one of regions {self.regions}"
                     )
+        _check_checkpoint_store(self.streams.checkpoint_path, self.regions)
         return self
 
     def table_regions(self, table: TableConfig) -> list[str]:
         """The regions a table is watched in (its own list, or all regions)."""
         return list(table.regions or self.regions)
+
+
+def _check_checkpoint_store(path: str, regions: list[str]) -> None:
+    """A ``dynamodb://TABLE?region=REGION`` store names a table and one of `regions`.
+
+    The daemon opens clients for the configured regions only: a store elsewhere
+    would fail on every load and save, so it is refused here, before any AWS call.
+    """
+    if not path.startswith("dynamodb://"):
+        return
+    table, _, query = path.removeprefix("dynamodb://").partition("?")
+    params = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    region = params.get("region", "")
+    if not table or not region:
+        raise ValueError(
+            f"streams.checkpoint_path {path!r}: use dynamodb://TABLE?region=REGION"
+        )
+    if region not in regions:
+        raise ValueError(
+            f"streams.checkpoint_path {path!r}: region {region!r} is not one of regions "
+            f"{regions}; keep the checkpoint table in a monitored region"
+        )
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

@@ -9,14 +9,24 @@ Nothing here imports the rest of gtmon.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["LAG_BUCKETS", "METRIC_DOCS", "Metrics", "PairReading", "ReplicationStateCollector"]
+__all__ = [
+    "LAG_BUCKETS",
+    "METRIC_DOCS",
+    "DetectorReading",
+    "Metrics",
+    "PairReading",
+    "ReplicationStateCollector",
+    "StreamReading",
+    "StreamStateCollector",
+]
 
 # Replication lag spans milliseconds (same continent, healthy) to minutes (a stall
 # that resolved); AWS's own alarm advice sits at 180 s.
@@ -114,7 +124,63 @@ METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
     ),
     "gtmon_detector_tracked_keys": ("gauge", ("table",), "Items held by the conflict detector."),
     "gtmon_build_info": ("gauge", ("version",), "Always 1; the version label says which build."),
+    "gtmon_component_up": (
+        "gauge",
+        ("component", "table", "region"),
+        "1 while a supervised component runs, 0 while it waits to be restarted after a crash.",
+    ),
+    "gtmon_component_restarts_total": (
+        "counter",
+        ("component", "table", "region"),
+        "Restarts of a supervised component after a crash (each crash is logged with its traceback).",
+    ),
+    "gtmon_stream_watermark_age_seconds": (
+        "gauge",
+        ("table", "region"),
+        "Now minus the reader's watermark (everything in the stream up to it has been read); "
+        "since the reader started while it has none. Rises while a reader is stuck, alive or not.",
+    ),
+    "gtmon_internal_errors_total": (
+        "counter",
+        ("component", "type"),
+        "Bugs and unexpected answers (a body of the wrong shape, a record the detector cannot "
+        "use), by exception type; never a region outage, never counted in gtmon_region_up.",
+    ),
+    "gtmon_stream_gaps_total": (
+        "counter",
+        ("table", "region"),
+        "Times a stream reader lost records before reading them (past the 24 h retention, or the "
+        "shard was gone); how many records each gap held is unknown, and conflicts in them are "
+        "never seen.",
+    ),
+    "gtmon_detector_degraded_total": (
+        "counter",
+        ("table", "reason"),
+        "Items the conflict detector judged on weaker evidence, by reason: forced (judged before "
+        "every region's reader had passed it: a reader far behind, or too much held), "
+        "prefix_forced (part of a hot item, cut for memory), truncated (the search was cut "
+        "short), inconsistent (the streams fit no replication history), timing_contradicted "
+        "(arrival times fit no history; judged without them), canary_contradicted (a link was "
+        "faster than its canary floor; judged without floors).",
+    ),
 }
+
+
+@dataclass(frozen=True)
+class StreamReading:
+    """Scrape-time state of one stream reader (table, region)."""
+
+    table: str
+    region: str
+    watermark_age_seconds: float
+
+
+@dataclass(frozen=True)
+class DetectorReading:
+    """Cumulative degradation counts of one table's conflict detector, by reason."""
+
+    table: str
+    degraded: Mapping[str, int]
 
 
 @dataclass(frozen=True)
@@ -163,6 +229,46 @@ class ReplicationStateCollector(Collector):
         yield GaugeMetricFamily("gtmon_replication_heartbeat_age_seconds", "", labels=list(PAIR))
 
 
+class StreamStateCollector(Collector):
+    """Watermark ages and detector degradation, computed when Prometheus scrapes.
+
+    A reader that is stuck reads nothing and moves nothing: only a value computed at
+    scrape time keeps rising while it lasts. Detector counts live in the detector
+    (they survive a restart of the loop that polls it) and are read from there.
+    """
+
+    def __init__(
+        self,
+        streams: Callable[[], Iterable[StreamReading]],
+        detectors: Callable[[], Iterable[DetectorReading]],
+    ) -> None:
+        self._streams = streams
+        self._detectors = detectors
+
+    def collect(self) -> Iterator[Metric]:
+        age = GaugeMetricFamily(
+            "gtmon_stream_watermark_age_seconds",
+            _help("gtmon_stream_watermark_age_seconds"),
+            labels=list(_labels("gtmon_stream_watermark_age_seconds")),
+        )
+        for reading in self._streams():
+            age.add_metric([reading.table, reading.region], reading.watermark_age_seconds)
+        degraded = CounterMetricFamily(
+            "gtmon_detector_degraded",
+            _help("gtmon_detector_degraded_total"),
+            labels=list(_labels("gtmon_detector_degraded_total")),
+        )
+        for detector in self._detectors():
+            for reason, count in sorted(detector.degraded.items()):
+                degraded.add_metric([detector.table, reason], count)
+        yield age
+        yield degraded
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("gtmon_stream_watermark_age_seconds", "", labels=["table", "region"])
+        yield CounterMetricFamily("gtmon_detector_degraded", "", labels=["table", "reason"])
+
+
 def _help(name: str) -> str:
     return METRIC_DOCS[name][2]
 
@@ -203,7 +309,33 @@ class Metrics:
         self.detector_tracked_keys = gauge("gtmon_detector_tracked_keys")
         self.build_info = gauge("gtmon_build_info")
         self.build_info.labels(version=version).set(1)
+        self.component_up = gauge("gtmon_component_up")
+        self.component_restarts = counter("gtmon_component_restarts_total")
+        self.internal_errors = counter("gtmon_internal_errors_total")
+        self.stream_gaps = counter("gtmon_stream_gaps_total")
+
+    def count_internal_error(self, component: str, error: BaseException) -> bool:
+        """Count `error` once in gtmon_internal_errors_total; False if it was counted before.
+
+        An unexpected exception may be seen twice on its way up (where it happened,
+        then by the supervisor of the component it ended): only the first place counts it.
+        """
+        if getattr(error, "_gtmon_counted", False):
+            return False
+        # An exception class with __slots__ cannot be marked: it is counted every time.
+        with contextlib.suppress(AttributeError):
+            error._gtmon_counted = True  # type: ignore[attr-defined]
+        self.internal_errors.labels(component, type(error).__name__).inc()
+        return True
 
     def add_replication_state(self, source: Callable[[], Iterable[PairReading]]) -> None:
         """Register the scrape-time stall gauges, fed by `source`."""
         self.registry.register(ReplicationStateCollector(source))
+
+    def add_stream_state(
+        self,
+        streams: Callable[[], Iterable[StreamReading]],
+        detectors: Callable[[], Iterable[DetectorReading]],
+    ) -> None:
+        """Register the scrape-time watermark ages and detector degradation counts."""
+        self.registry.register(StreamStateCollector(streams, detectors))

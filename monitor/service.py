@@ -4,6 +4,15 @@ Components follow Burrow's configure / start / stop discipline: construction
 only validates and builds (no connections), `start` brings parts up in
 dependency order, `stop` takes them down in reverse, and the scheduler stops
 before the clients its jobs use.
+
+- A failed `start` undoes what it had started, in reverse, and raises
+  `StartError` (a message for a person) or the original exception.
+- `stop` runs every phase, each with its own deadline, whatever the earlier
+  ones raised: a hung connection or a bug in one part never keeps the
+  checkpoints from being saved or the clients from being closed.
+- Long-lived tasks (stream readers, the detector and checkpoint loops) run
+  under one `Supervisor`; `/readyz` and the status page report the
+  `monitor.health` rules over its state and the stream readers'.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,14 +36,23 @@ from monitor.canary.runner import CanaryRunner, CanaryTarget, Measurement
 from monitor.canary.table import CANARY_KEY_ATTRIBUTE
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config
+from monitor.health import Health, ReaderFacts, evaluate
 from monitor.metrics import Metrics, PairReading
 from monitor.streams.watcher import ConflictWatcher
+from monitor.supervisor import Supervisor
 from monitor.web import WebServer
 from monitor.webconfig import WebConfig, load_web_config
 
-__all__ = ["Service", "canary_targets"]
+__all__ = ["STOP_PHASE_SECONDS", "Service", "StartError", "canary_targets"]
 
 _log = structlog.get_logger("gtmon.service")
+
+#: Deadline of each phase of `Service.stop`.
+STOP_PHASE_SECONDS = 5.0
+
+
+class StartError(Exception):
+    """The service could not start; the message is meant for a person."""
 
 
 def canary_targets(config: Config) -> list[CanaryTarget]:
@@ -75,8 +93,11 @@ class Service:
             [self._runner(target) for target in canary_targets(config)] if config.canary.enabled else []
         )
         self.metrics.add_replication_state(self._readings)
+        self.supervisor = Supervisor(self.metrics, self.clock)
         self.watcher: ConflictWatcher | None = (
-            ConflictWatcher(config, self.clients, self.metrics, self.clock)
+            ConflictWatcher(
+                config, self.clients, self.metrics, self.clock, supervisor=self.supervisor
+            )
             if config.streams.enabled and any(t.conflicts.enabled for t in config.tables)
             else None
         )
@@ -111,7 +132,7 @@ class Service:
         )
         self._scheduler: AsyncIOScheduler | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
-        self._ready = False
+        self._phase = "starting"  # running, stopping, stopped
         self._stopped = asyncio.Event()
 
     def _runner(self, target: CanaryTarget) -> CanaryRunner:
@@ -135,15 +156,52 @@ class Service:
     def _readings(self) -> list[PairReading]:
         return [reading for runner in self.runners for reading in runner.readings()]
 
-    def ready(self) -> bool:
-        return self._ready
+    def health(self) -> Health:
+        """The `monitor.health` rules over the supervisor's and the stream readers' state."""
+        phase = self._phase if self._phase in ("starting", "running") else "stopping"
+        readers = (
+            [
+                ReaderFacts(table, region, reader.failing_since, reader.last_error)
+                for (table, region), reader in self.watcher.readers.items()
+            ]
+            if self.watcher is not None
+            else []
+        )
+        down = [s.status() for s in self.supervisor.down()]
+        return evaluate(phase, down, readers, self.clock.wall())
+
+    def ready(self) -> tuple[bool, str]:
+        """For /readyz: ready or not, and in a few words why not (no names: it answers
+        without credentials; /api/status and the page give the details)."""
+        health = self.health()
+        return health.ready, health.summary
 
     @property
     def regions(self) -> list[str]:
         return list(self.config.regions)
 
     async def start(self) -> None:
-        await self.web.start()
+        """Start every part in dependency order; on failure stop what started, then raise."""
+        started: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        try:
+            await self._start(started)
+        except BaseException:
+            # The caller reports the error itself (the CLI in one line): this is the detail.
+            _log.debug("start_failed", undoing=[name for name, _ in reversed(started)])
+            await self._run_phases(reversed(started))
+            self._phase = "stopped"
+            raise
+
+    async def _start(self, started: list[tuple[str, Callable[[], Awaitable[None]]]]) -> None:
+        try:
+            await self.web.start()
+        except OSError as exc:
+            raise StartError(
+                f"cannot serve metrics on {self.config.metrics.host}:{self.config.metrics.port}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        started.append(("web", self.web.stop))
+        started.append(("aws clients", self.clients.close))
         await self.clients.start(self.regions)
         # The clients' service models are ~100k long-lived objects: a full collection walking
         # them paused the event loop ~50 ms, stretching whichever round trip was in flight
@@ -152,9 +210,12 @@ class Service:
         for region in self.regions:
             self.metrics.region_up.labels(region).set(1)
         for runner in self.runners:
+            started.append((f"canary {runner.target.table}", runner.stop))
             runner.start()
         if self.watcher is not None:
+            started.append(("stream readers", self.watcher.stop))
             await self.watcher.start()
+        started.append(("supervised components", self.supervisor.stop))
         self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         interval = self.config.canary.interval_seconds
         for runner in self.runners:
@@ -172,7 +233,7 @@ class Service:
                     next_run_time=datetime.now(UTC),  # the first canary right away
                 )
         self._scheduler.start()
-        self._ready = True
+        self._phase = "running"
         _log.info(
             "started",
             instance=self.config.instance_id,
@@ -187,30 +248,49 @@ class Service:
             self._in_flight.add(task)
         try:
             await runner.write(source)
+        except Exception as exc:  # AWS failures are handled inside; this is a bug
+            self.metrics.count_internal_error("canary_writer", exc)
+            _log.exception("canary_write_bug", table=runner.target.table, region=source)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
 
     async def stop(self) -> None:
-        self._ready = False
+        """Stop every part in reverse order; each phase runs, with its own deadline."""
+        if self._phase == "stopped":
+            return
+        self._phase = "stopping"
+        # Every phase has a deadline: a hung connection must not keep the process alive.
+        phases: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("scheduler", self._stop_scheduler),
+            *((f"canary {r.target.table}", r.stop) for r in self.runners),
+            *((("stream readers", self.watcher.stop),) if self.watcher is not None else ()),
+            ("supervised components", self.supervisor.stop),
+            ("web", self.web.stop),
+            ("aws clients", self.clients.close),
+        ]
+        await self._run_phases(phases)
+        self._phase = "stopped"
+        _log.info("stopped", instance=self.config.instance_id)
+
+    async def _stop_scheduler(self) -> None:
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+            scheduler, self._scheduler = self._scheduler, None
+            scheduler.shutdown(wait=False)
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=3)
-        # Every phase has a deadline: a hung connection must not keep the process alive.
-        phases: list[tuple[str, Coroutine[Any, Any, None]]] = [
-            *((f"canary {r.target.table}", r.stop()) for r in self.runners),
-            *((("stream readers", self.watcher.stop()),) if self.watcher is not None else ()),
-            ("web", self.web.stop()),
-            ("aws clients", self.clients.close()),
-        ]
+
+    @staticmethod
+    async def _run_phases(phases: Iterable[tuple[str, Callable[[], Awaitable[None]]]]) -> None:
+        """Run each (name, stop) pair with its own deadline; log what failed and go on."""
         for name, phase in phases:
             try:
-                await asyncio.wait_for(phase, timeout=5)
+                async with asyncio.timeout(STOP_PHASE_SECONDS):
+                    await phase()
             except TimeoutError:
-                _log.error("stop_timed_out", phase=name)
-        _log.info("stopped", instance=self.config.instance_id)
+                _log.error("stop_timed_out", phase=name, seconds=STOP_PHASE_SECONDS)
+            except Exception:  # the next phases run whatever this one raised
+                _log.exception("stop_phase_failed", phase=name)
 
     def request_stop(self) -> None:
         self._stopped.set()
@@ -241,10 +321,13 @@ class Service:
     def status(self) -> dict[str, Any]:
         region_up = {r: self.clients.region_ok.get(r, True) for r in self.regions}
         errors = self.clients.last_errors
+        health = self.health()
         return {
             "instance_id": self.config.instance_id,
             "version": __version__,
-            "ready": self._ready,
+            "ready": health.ready,
+            "health": health.to_json(),
+            "components": self.supervisor.status(),
             "home_region": self.config.home_region,
             "pairs": [row for runner in self.runners for row in runner.status(region_up)],
             "regions": {

@@ -77,6 +77,38 @@ def _region_cell(conflict: dict[str, Any], side: str) -> str:
     return f"{region} <span class='muted' title='{meaning}'>by {html.escape(str(how))}</span>"
 
 
+def _health_section(status: dict[str, Any]) -> list[str]:
+    """What keeps the monitor from doing its job (fails /readyz) and what needs an operator;
+    components that crashed, with their restarts. Nothing when all is well."""
+    health = status.get("health") or {}
+    parts = []
+    problems, warnings = health.get("problems") or [], health.get("warnings") or []
+    if problems or warnings:
+        parts.append("<h2>Health: " + ("NOT READY" if problems else "warnings") + "</h2><ul>")
+        parts.extend(f"<li style='color:#c62828'>{html.escape(str(p))}</li>" for p in problems)
+        parts.extend(f"<li style='color:#e65100'>{html.escape(str(w))}</li>" for w in warnings)
+        parts.append("</ul>")
+    troubled = [c for c in status.get("components") or [] if not c.get("up") or c.get("restarts")]
+    if troubled:
+        parts.append(
+            "<h2>Components</h2><table><tr><th>component</th><th>table</th><th>region</th>"
+            "<th>up</th><th>restarts</th><th>last crash</th></tr>"
+        )
+        for c in troubled:
+            crash = c.get("last_crash") or {}
+            cells = [
+                html.escape(str(c.get("component"))),
+                html.escape(str(c.get("table") or "")),
+                html.escape(str(c.get("region") or "")),
+                "up" if c.get("up") else "DOWN",
+                html.escape(str(c.get("restarts", 0))),
+                html.escape(f"{crash.get('type', '')}: {crash.get('message', '')}" if crash else ""),
+            ]
+            parts.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+        parts.append("</table>")
+    return parts
+
+
 def render_status_page(status: dict[str, Any]) -> str:
     """A page a person reads at a glance: the lag matrix per table, regions, errors, conflicts."""
     parts = [
@@ -86,6 +118,7 @@ def render_status_page(status: dict[str, Any]) -> str:
         "td.cell{color:#fff;text-align:center}.muted{color:#777}</style></head><body>",
         f"<h1>gtmon</h1><p class='muted'>instance {html.escape(str(status.get('instance_id')))}, "
         f"version {html.escape(str(status.get('version')))}, refreshed every 5 s</p>",
+        *_health_section(status),
     ]
     pairs = status.get("pairs", [])
     for table in sorted({p["table"] for p in pairs}):
@@ -161,7 +194,7 @@ class WebServer:
         port: int,
         registry: CollectorRegistry,
         status: Callable[[], dict[str, Any]],
-        ready: Callable[[], bool],
+        ready: Callable[[], bool | tuple[bool, str]],
         web_config: WebConfig | None = None,
     ) -> None:
         self.host = host
@@ -230,8 +263,10 @@ class WebServer:
         if path == "/healthz":
             return 200, "text/plain", b"ok\n"
         if path == "/readyz":
-            ready = self._ready()
-            return (200 if ready else 503), "text/plain", b"ready\n" if ready else b"starting\n"
+            answer = self._ready()  # True/False, or (ready, why not in a few words)
+            ready, text = answer if isinstance(answer, tuple) else (answer, "")
+            text = text or ("ready" if ready else "starting")
+            return (200 if ready else 503), "text/plain", f"{text}\n".encode()
         if path == "/api/status":
             return 200, "application/json", json.dumps(self._status(), indent=2).encode()
         if path == "/":

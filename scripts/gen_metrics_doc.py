@@ -69,6 +69,19 @@ ACROSS_REPLICAS: dict[str, str] = {
     "gtmon_stream_shards": "`max by (table, region, state)`",
     "gtmon_detector_tracked_keys": "per replica",
     "gtmon_build_info": "`count by (version)`: replicas running each version",
+    "gtmon_component_up": "per replica (keep `instance`): a component belongs to one process",
+    "gtmon_component_restarts_total": "per replica; `sum` for the whole deployment",
+    "gtmon_stream_watermark_age_seconds": (
+        "per replica (keep `instance`): a reader belongs to one process"
+    ),
+    "gtmon_internal_errors_total": "per replica; `sum` for the whole deployment",
+    "gtmon_stream_gaps_total": (
+        "per replica: each replica's readers lose records on their own; `max by (table, region)` "
+        "for whether any did"
+    ),
+    "gtmon_detector_degraded_total": (
+        "`max by (table, reason)`: both replicas judge the same streams"
+    ),
 }
 
 LABELS: dict[str, str] = {
@@ -92,6 +105,14 @@ LABELS: dict[str, str] = {
     "event": "stream event name: `INSERT`, `MODIFY` or `REMOVE`",
     "state": "`open` or `closed`",
     "version": "gtmon version",
+    "reason": "why it happened; the values are listed in the metric's help text",
+    "component": (
+        "a supervised part of the daemon: `stream_reader` (with `table` and `region`), "
+        "`conflict_detector`, `checkpoints`; internal errors also name where they were seen: "
+        "`aws` (a call that failed other than by AWS), `stream_sink`, `stream_record`, "
+        "`canary_writer`"
+    ),
+    "type": "exception class (`UnexpectedAnswer`, `AttributeError`, `ResponseParserError`, ...)",
 }
 
 

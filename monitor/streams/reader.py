@@ -8,7 +8,7 @@ global tables (at most 2 readers per shard; 1 recommended). A child shard is
 started only once its parent has been read to its end (`lineage`), so an
 item's writes are delivered in apply order across shard rollovers.
 
-Failures never end the reader; each one is handled where it happens:
+AWS failures never end the reader; each one is handled where it happens:
 
     ExpiredIteratorException    new iterator AFTER_SEQUENCE_NUMBER the last record read
     TrimmedDataAccessException  records were lost: logged (stream_records_lost), counted,
@@ -18,6 +18,17 @@ Failures never end the reader; each one is handled where it happens:
     NotFound, AccessDenied,     reported in `status()` and the log, retried slowly
     stream not enabled
     ValidationException         (invalid iterator or sequence number) new iterator
+
+A bug, or an answer of the wrong shape (`UnexpectedAnswer`: a GetRecords
+without ``Records``, a GetShardIterator without ``ShardIterator``, which taken
+at face value would end a shard that is still open), ends `run()` with that
+exception, whichever shard task met it: the reader runs under a supervisor
+(`monitor.supervisor`) that logs and counts it and calls `run()` again. The
+reader keeps its shards' positions in memory across such restarts, so it
+resumes after the last record it delivered: nothing is lost or delivered twice.
+Records the sink cannot take are counted as internal errors
+(``component="stream_sink"``) and skipped; records lost to trimming are counted
+in ``gtmon_stream_gaps_total``.
 
 Records go to a synchronous sink as `StreamRecord`s with the bounds the
 conflict detector needs: when, on the daemon's wall clock, the record became
@@ -91,6 +102,7 @@ from monitor.aws import (
     RegionUnavailable,
     Throttled,
     TrimmedData,
+    UnexpectedAnswer,
 )
 from monitor.clock import Clock
 from monitor.config import StreamSettings
@@ -261,6 +273,15 @@ class _Shard:
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # set when a burst starts
 
 
+def _member(answer: Any, name: str, kind: type, region: str, operation: str) -> Any:
+    """`answer[name]`, checked to be a `kind`; UnexpectedAnswer when it is not."""
+    value = answer.get(name) if isinstance(answer, Mapping) else None
+    if not isinstance(value, kind):
+        got = "missing" if value is None else f"a {type(value).__name__}"
+        raise UnexpectedAnswer(region, operation, f"{name} is {got}, not a {kind.__name__}")
+    return value
+
+
 def _created_seconds(value: Any) -> float | None:
     if isinstance(value, datetime):
         return value.timestamp()
@@ -314,6 +335,10 @@ class StreamReader:
         self._burst = Burst()
         self.state = "starting"
         self.last_error: dict[str, Any] | None = None
+        # Wall time the current run of failed calls began; None once a call succeeds.
+        self.failing_since: float | None = None
+        self.started_at = clock.wall()
+        self._crash: BaseException | None = None  # a shard task's bug, re-raised by run()
         self.records_total = 0
         self.records_lost_events = 0
         self.sink_errors = 0
@@ -321,8 +346,13 @@ class StreamReader:
     # ---- public ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Find the stream, follow its shards, and read them until cancelled."""
+        """Find the stream, follow its shards, and read them until cancelled.
+
+        Raises only for a bug or an answer of the wrong shape (here or in a shard
+        task); called again after that, it carries on from where it was.
+        """
         backoff = self._backoff()
+        self._crash = None
         try:
             while True:
                 wait = self.settings.describe_interval
@@ -333,8 +363,7 @@ class StreamReader:
                     await self._refresh_shards()
                     backoff.reset()
                     self._start_ready_shards()
-                    if self.state != "reading":
-                        self.state = "reading"
+                    self._succeeded()
                 except (Throttled, RegionUnavailable) as exc:
                     self._report(exc, "backing off")
                     wait = backoff.next_delay()
@@ -348,6 +377,9 @@ class StreamReader:
                     wait = self.settings.retry_slow_seconds
                 await wait_event(self._discover, wait)
                 self._discover.clear()
+                if self._crash is not None:
+                    crash, self._crash = self._crash, None
+                    raise crash
         finally:
             await self._stop_shards()
 
@@ -370,6 +402,11 @@ class StreamReader:
     def one_way_floor(self) -> float:
         """The current one-way floor ``f`` of the arrival bounds, in seconds."""
         return self._round_trips.one_way()
+
+    def watermark_age(self, now: float) -> float:
+        """`now` minus the watermark, or minus the reader's start while it has none."""
+        mark = self.watermark()
+        return max(0.0, now - (mark if mark is not None else self.started_at))
 
     def watermark(self) -> float | None:
         """Wall time up to which every record of this region's stream has been read."""
@@ -418,6 +455,7 @@ class StreamReader:
             "records_lost_events": self.records_lost_events,
             "sink_errors": self.sink_errors,
             "watermark": self.watermark(),
+            "failing_since": self.failing_since,
             "last_error": self.last_error,
         }
 
@@ -435,14 +473,15 @@ class StreamReader:
         table = await self.clients.call(
             self.region, "dynamodb", "describe_table", TableName=self.table
         )
-        arn = table.get("Table", {}).get("LatestStreamArn")
-        spec = table.get("Table", {}).get("StreamSpecification") or {}
+        description = _member(table, "Table", dict, self.region, "describe_table")
+        arn = description.get("LatestStreamArn")
+        spec = description.get("StreamSpecification") or {}
         if arn and spec.get("StreamEnabled", True):
             return str(arn)
         listing = await self.clients.call(
             self.region, "dynamodbstreams", "list_streams", TableName=self.table
         )
-        streams = listing.get("Streams") or []
+        streams = _member({"Streams": [], **listing}, "Streams", list, self.region, "list_streams")
         if streams:
             return str(streams[-1]["StreamArn"])
         raise StreamNotEnabled(
@@ -462,7 +501,9 @@ class StreamReader:
         result = await self.clients.call(
             self.region, "dynamodbstreams", "describe_stream", **kwargs
         )
-        return dict(result.get("StreamDescription") or {})
+        description = _member(result, "StreamDescription", dict, self.region, "describe_stream")
+        _member({"Shards": [], **description}, "Shards", list, self.region, "describe_stream")
+        return dict(description)
 
     async def _refresh_shards(self) -> None:
         sent = self.clock.wall()
@@ -518,6 +559,15 @@ class StreamReader:
                 self._read_shard(shard),
                 name=f"gtmon-stream-{self.table}-{self.region}-{shard.shard_id}",
             )
+            shard.task.add_done_callback(self._shard_done)
+
+    def _shard_done(self, task: asyncio.Task[None]) -> None:
+        """A shard task that raised: `run()` re-raises it, so the supervisor sees it."""
+        if task.cancelled() or task.exception() is None:
+            return
+        if self._crash is None:
+            self._crash = task.exception()
+        self._discover.set()
 
     async def _stop_shards(self) -> None:
         tasks = [s.task for s in self._shards.values() if s.task is not None and not s.task.done()]
@@ -525,6 +575,12 @@ class StreamReader:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        # Ready to be run again: unfinished shards restart from their last record, and
+        # whatever arrived meanwhile has no known earliest arrival.
+        for shard in self._shards.values():
+            if shard.task is not None and not shard.finished:
+                shard.task = None
+            shard.caught_up = False
 
     def _set_shard_metrics(self) -> None:
         if self.metrics is None:
@@ -533,13 +589,23 @@ class StreamReader:
         self.metrics.stream_shards.labels(self.table, self.region, "open").set(status["open"])
         self.metrics.stream_shards.labels(self.table, self.region, "closed").set(status["closed"])
 
+    def _succeeded(self) -> None:
+        """A call of this reader was answered: it is reading, whatever failed before."""
+        self.state = "reading"
+        self.failing_since = None
+
     def _report(self, exc: AwsCallError, action: str) -> None:
         self.state = "error"
+        now = self.clock.wall()
+        if self.failing_since is None:
+            self.failing_since = now
         self.last_error = {
             "code": exc.code,
             "operation": exc.operation,
             "message": exc.message,
-            "at": self.clock.wall(),
+            "at": now,
+            # Waiting does not cure it: an operator must create, enable or grant something.
+            "persistent": isinstance(exc, NotFound | AccessDenied | StreamNotEnabled),
         }
         self._log.warning(
             "stream_error", code=exc.code, operation=exc.operation, error=exc.message, action=action
@@ -563,8 +629,9 @@ class StreamReader:
                 result = await self.clients.call(
                     self.region, "dynamodbstreams", "get_shard_iterator", **kwargs
                 )
-                iterator = result.get("ShardIterator")
-                return str(iterator) if iterator else None
+                # Never "no iterator, so the shard is done": a shard is gone only when AWS
+                # says so (ResourceNotFoundException, below).
+                return _member(result, "ShardIterator", str, self.region, "get_shard_iterator")
             except TrimmedData as exc:
                 # The checkpointed position is past retention: what lay between is lost.
                 self._lost(shard, exc)
@@ -600,6 +667,8 @@ class StreamReader:
     def _lost(self, shard: _Shard, exc: AwsCallError) -> None:
         shard.trimmed += 1
         self.records_lost_events += 1
+        if self.metrics is not None:
+            self.metrics.stream_gaps.labels(self.table, self.region).inc()
         self._log.error(
             "stream_records_lost", shard_id=shard.shard_id, after_sequence=shard.last_seq,
             code=exc.code, error=exc.message,
@@ -645,11 +714,8 @@ class StreamReader:
             except AwsCallError as exc:  # ValidationException: a bad iterator
                 self._report(exc, "getting a new iterator")
                 iterator, delay = None, backoff.next_delay()
-            except Exception as exc:  # a bug must not end the daemon: log, back off, go on
-                self._log.exception("stream_reader_bug", shard_id=shard.shard_id)
-                self.last_error = {"code": type(exc).__name__, "operation": "read_shard",
-                                   "message": str(exc), "at": self.clock.wall()}
-                delay = backoff.next_delay()
+            # Anything else (a bug, an answer of the wrong shape) ends this task and, through
+            # `_shard_done`, the reader: its supervisor logs, counts and restarts it.
             if not polled:
                 # Whatever failed, the next records' earliest arrival is unknown.
                 shard.caught_up = False
@@ -696,17 +762,25 @@ class StreamReader:
             self.region, "dynamodbstreams", "get_records", ShardIterator=iterator, Limit=limit
         )
         received, received_mono = self.clock.wall(), self.clock.monotonic()
+        records = _member(result, "Records", list, self.region, "get_records")
+        for record in records:  # checked before any is delivered: a bad page delivers nothing
+            data = record.get("dynamodb") if isinstance(record, dict) else None
+            seq = data.get("SequenceNumber") if isinstance(data, dict) else None
+            if not isinstance(seq, str) or not seq:
+                raise UnexpectedAnswer(self.region, "get_records",
+                                       "a record without dynamodb.SequenceNumber")
+        next_iterator = result.get("NextShardIterator")
+        if next_iterator is not None and not isinstance(next_iterator, str):
+            raise UnexpectedAnswer(self.region, "get_records",
+                                   f"NextShardIterator is a {type(next_iterator).__name__}")
         self._round_trips.add(received_mono - sent_mono)
         observed = (sent + received) / 2
-        if self.state == "error":
-            self.state = "reading"
-        records = result.get("Records") or []
+        self._succeeded()
         fresh = shard.caught_up and shard.caught_up_at is not None
         arrived_after, arrived_by = arrival_bounds(
             sent, received, shard.caught_up_at if fresh else None, self._round_trips.one_way()
         )
         self._deliver(shard, records, observed, arrived_after, arrived_by)
-        next_iterator = result.get("NextShardIterator")
         full_page = len(records) >= limit
         if next_iterator is None:
             self._finish(shard)
@@ -731,8 +805,8 @@ class StreamReader:
         floor = max(floors) if floors else None
         last_in_poll: str | None = None
         for record in records:
-            data = record.get("dynamodb") or {}
-            seq = str(data.get("SequenceNumber", ""))
+            data = record["dynamodb"]
+            seq = str(data["SequenceNumber"])
             number = int(seq) if seq.isdigit() else None
             if floor is not None and number is not None and number <= floor:
                 continue  # already delivered (a restart at TRIM_HORIZON): never twice
@@ -749,6 +823,8 @@ class StreamReader:
                 self.sink(item)
             except Exception as exc:  # the detector's problem must not stop reading
                 self.sink_errors += 1
+                if self.metrics is not None:
+                    self.metrics.count_internal_error("stream_sink", exc)
                 self._log.exception("stream_sink_failed", shard_id=shard.shard_id, sequence=seq)
                 self.last_error = {"code": type(exc).__name__, "operation": "sink",
                                    "message": str(exc), "at": self.clock.wall()}

@@ -27,6 +27,15 @@ all its regions' readers poll at the floor meanwhile, so the other regions'
 arrival bounds for the same write are sharp too. Restart behaviour
 (settled checkpoints plus reported-verdict fingerprints) is explained in
 `monitor.streams.checkpoints`.
+
+Every reader, the detector loop and the checkpoint loop run under a
+`Supervisor` (the service's, or the watcher's own): a crash is logged with its
+traceback, counted, and the component restarted; the detector and the readers'
+positions live on across restarts. What the readers and the detector know but
+would otherwise only log reaches Prometheus too: watermark ages
+(``gtmon_stream_watermark_age_seconds``) and the detector's degraded judgements
+(``gtmon_detector_degraded_total``) at scrape time, records the detector cannot
+use in ``gtmon_internal_errors_total{component="stream_record"}``.
 """
 
 from __future__ import annotations
@@ -53,7 +62,7 @@ from monitor.conflicts import (
     from_stream_record,
     image_to_dynamodb_json,
 )
-from monitor.metrics import Metrics
+from monitor.metrics import DetectorReading, Metrics, StreamReading
 from monitor.streams.checkpoints import (
     CheckpointState,
     CheckpointStore,
@@ -68,6 +77,7 @@ from monitor.streams.reader import (
     StreamRecord,
     describe_stream_bucket,
 )
+from monitor.supervisor import Supervised, Supervisor
 
 __all__ = ["ConflictWatcher", "verdict_fingerprint"]
 
@@ -75,6 +85,16 @@ __all__ = ["ConflictWatcher", "verdict_fingerprint"]
 CANARY_MARK = "gtmon_seq"
 
 _log = structlog.get_logger("gtmon.conflicts")
+
+# Detector.stats keys that mean "judged on weaker evidence" -> gtmon_detector_degraded_total reason.
+DEGRADED_REASONS = {
+    "items_forced": "forced",
+    "prefixes_forced": "prefix_forced",
+    "items_truncated": "truncated",
+    "items_inconsistent": "inconsistent",
+    "timing_contradicted": "timing_contradicted",
+    "canary_contradicted": "canary_contradicted",
+}
 
 
 def _jsonable(value: Any) -> Any:
@@ -128,6 +148,7 @@ class ConflictWatcher:
         checkpoint_interval: float = 5.0,
         recent_limit: int = 100,
         rng: random.Random | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.config = config
         self.clients = clients
@@ -158,11 +179,13 @@ class ConflictWatcher:
         self.reported: ReportedConflicts = ReportedConflicts()
         self.conflicts_reported = 0
         self.observe_errors = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = supervisor or Supervisor(metrics, clock)
+        self._components: list[Supervised] = []
         self._buckets: dict[str, TokenBucket] = {}
         self._checkpoint_error: str | None = None
         self._checkpoint_saved_at: float | None = None
         self._running = False
+        metrics.add_stream_state(self.stream_readings, self.detector_readings)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -197,11 +220,11 @@ class ConflictWatcher:
                 )
                 self.readers[(name, region)] = reader
         self._running = True
+        spawn = self.supervisor.spawn
         for (name, region), reader in self.readers.items():
-            task = asyncio.create_task(reader.run(), name=f"gtmon-reader-{name}-{region}")
-            self._tasks.append(task)
-        self._tasks.append(asyncio.create_task(self._detector_loop(), name="gtmon-detector"))
-        self._tasks.append(asyncio.create_task(self._checkpoint_loop(), name="gtmon-checkpoints"))
+            self._components.append(spawn("stream_reader", reader.run, table=name, region=region))
+        self._components.append(spawn("conflict_detector", self._detector_loop))
+        self._components.append(spawn("checkpoints", self._checkpoint_loop))
         _log.info(
             "conflict_watcher_started", tables=sorted(self.tables), store=self.store.describe()
         )
@@ -216,11 +239,13 @@ class ConflictWatcher:
         if not self._running:
             return
         self._running = False
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        self._tick()  # publish what already settled
+        await asyncio.gather(*(c.stop() for c in self._components), return_exceptions=True)
+        self._components.clear()
+        try:
+            self._tick()  # publish what already settled
+        except Exception as exc:  # the checkpoints are saved whatever the detector does
+            self.metrics.count_internal_error("conflict_detector", exc)
+            _log.exception("detector_failed_at_stop")
         await self.save_checkpoints()
         _log.info("conflict_watcher_stopped")
 
@@ -248,6 +273,7 @@ class ConflictWatcher:
             )
         except (KeyError, ValueError, ImageError) as exc:
             self.observe_errors += 1
+            self.metrics.count_internal_error("stream_record", exc)
             _log.warning("stream_record_unusable", table=item.table, region=item.region,
                          sequence=item.sequence_number, error=str(exc))
             return
@@ -280,11 +306,9 @@ class ConflictWatcher:
     # ---- verdicts out -------------------------------------------------------------------------
 
     async def _detector_loop(self) -> None:
+        # A detector bug ends this loop only (the readers go on); its supervisor restarts it.
         while True:
-            try:
-                self._tick()
-            except Exception:  # a detector bug must not stop the readers
-                _log.exception("detector_failed")
+            self._tick()
             await asyncio.sleep(self.detector_interval)
 
     def _tick(self) -> None:
@@ -382,6 +406,24 @@ class ConflictWatcher:
             await self.save_checkpoints()
 
     # ---- status -------------------------------------------------------------------------------
+
+    def stream_readings(self) -> list[StreamReading]:
+        """Scrape-time watermark age of every reader."""
+        now = self.clock.wall()
+        return [
+            StreamReading(table, region, reader.watermark_age(now))
+            for (table, region), reader in self.readers.items()
+        ]
+
+    def detector_readings(self) -> list[DetectorReading]:
+        """Scrape-time degradation counts of every table's detector."""
+        readings = []
+        for table, detector in self.detectors.items():
+            stats = detector.stats
+            readings.append(DetectorReading(
+                table, {reason: stats.get(key, 0) for key, reason in DEGRADED_REASONS.items()}
+            ))
+        return readings
 
     def status(self) -> dict[str, Any]:
         """Per table and region: shards, lag, last error, records; recent conflicts newest first."""

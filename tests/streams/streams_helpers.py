@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -38,6 +38,24 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+async def read_through(
+    readers: StreamReader | Iterable[StreamReader], emu: Any = None, timeout: float = 15.0
+) -> None:
+    """Wait until each reader has read everything its stream held when this was called.
+
+    With `emu`, replication in flight lands first. Then every reader's watermark must
+    pass a wall time taken now: every shard has since been polled to its end, so a record
+    that has not been delivered by then was never in the stream. This is how the tests
+    assert that something did *not* arrive, instead of sleeping and hoping.
+    """
+    if emu is not None:
+        assert await asyncio.to_thread(emu.emulator.settle, timeout), "replication did not settle"
+    group = [readers] if isinstance(readers, StreamReader) else list(readers)
+    now = time.time()
+    await wait_for(lambda: all((r.watermark() or 0.0) > now for r in group), timeout,
+                   "every reader to read past now")
 
 
 def create_table(ddb: Any, name: str, stream: bool = True) -> None:

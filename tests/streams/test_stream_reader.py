@@ -22,6 +22,7 @@ from streams_helpers import (
     create_table,
     make_global,
     put,
+    read_through,
     reader,
     running,
     wait_for,
@@ -70,7 +71,10 @@ async def test_shard_rollover_reads_every_record_once_parent_before_child(
         second = [f"b{i:03d}" for i in range(30)]
         await write(tables["us-east-1"], second, pause=0.03)
         await wait_for(lambda: len(sink.records) >= 50, what="all 50 records")
-        await asyncio.sleep(0.3)  # nothing more may arrive
+        # Shards that roll over faster than a paged listing completes hold the watermark back;
+        # once they stop, whatever else there was has been delivered when it passes now.
+        stream_settings(shard_rollover_seconds=3600.0)
+        await read_through(r)
         # One open shard once the listing after the last parent's end is in.
         await wait_for(lambda: sample("gtmon_stream_shards", table="Orders", region="us-east-1",
                                       state="open") == 1, what="the open-shard gauge")
@@ -91,18 +95,18 @@ async def test_shard_rollover_reads_every_record_once_parent_before_child(
 
 
 async def test_modify_and_remove_records_are_counted_by_event(
-    client: Any, aws: AwsClients, metrics: Metrics, sample: Any
+    emu: EmulatorServer, client: Any, aws: AwsClients, metrics: Metrics, sample: Any
 ) -> None:
     tables = make_global(client)
     sink = Collector()
-    async with running(reader(aws, sink, region="eu-west-1", metrics=metrics)):
+    async with running(reader(aws, sink, region="eu-west-1", metrics=metrics)) as r:
         ddb = tables["us-east-1"]
         put(ddb, "Orders", "o1", Status="New")
         put(ddb, "Orders", "o1", Status="Paid")
         put(ddb, "Orders", "o1", Status="Paid")  # no change: no record
         await asyncio.to_thread(ddb.delete_item, TableName="Orders", Key={"OrderID": {"S": "o1"}})
         await wait_for(lambda: len(sink.records) >= 3, what="3 replicated records")
-        await asyncio.sleep(0.3)
+        await read_through(r, emu)  # replicated and read: a fourth record would be here
     assert [r.record["eventName"] for r in sink.records] == ["INSERT", "MODIFY", "REMOVE"]
     assert all(r.record["awsRegion"] == "eu-west-1" for r in sink.records)
     for event in ("INSERT", "MODIFY", "REMOVE"):
@@ -137,7 +141,7 @@ async def test_trimmed_records_are_counted_and_reading_restarts_at_trim_horizon(
 ) -> None:
     tables = make_global(client)
     sink = Collector()
-    async with running(reader(aws, sink)) as r:
+    async with running(reader(aws, sink, metrics=aws.metrics)) as r:
         await write(tables["us-east-1"], ["before"])
         await wait_for(lambda: sink.keys() == ["before"], what="the first record")
         # The reader cannot reach us-east-1 while records age past retention there.
@@ -149,28 +153,37 @@ async def test_trimmed_records_are_counted_and_reading_restarts_at_trim_horizon(
         await write(tables["eu-west-1"], ["after"])
         await wait_for(lambda: sink.keys()[-1:] == ["after"], what="the record after the trim")
         assert r.records_lost_events >= 1
+        assert sample("gtmon_stream_gaps_total", table="Orders", region="us-east-1") == (
+            r.records_lost_events)
     assert sink.keys() == ["before", "after"]
     assert sample("gtmon_aws_request_errors_total", region="us-east-1", operation="get_records",
                   code="TrimmedDataAccessException") >= 1
 
 
 async def test_throttling_backs_off_and_still_reads_everything(
-    client: Any, aws: AwsClients, sample: Any, control: ControlClient
+    emu: EmulatorServer, client: Any, aws: AwsClients, sample: Any, control: ControlClient
 ) -> None:
     tables = make_global(client)
     sink = Collector()
     keys = [f"t{i:02d}" for i in range(25)]
+
+    def throttled() -> float:
+        return sample("gtmon_aws_request_errors_total", region="ap-southeast-1",
+                      operation="get_records", code="ThrottlingException")
+
     async with running(reader(aws, sink, region="ap-southeast-1")) as r:
+        await wait_for(lambda: r.watermark() is not None, what="the reader to be reading")
         # Every call refused for a while (botocore's own retry cannot hide it), then half.
         control.fault("throttle", region="ap-southeast-1", fraction=1.0)
         await write(tables["us-east-1"], keys[:10], pause=0.02)
-        await wait_for(lambda: r.status()["state"] == "error", what="throttling to be reported")
-        await asyncio.sleep(0.5)
+        assert await asyncio.to_thread(emu.emulator.settle, 10)
+        refused = throttled()
+        await wait_for(lambda: throttled() >= refused + 3, what="three polls refused after the writes")
         assert sink.records == []
         control.fault("throttle", region="ap-southeast-1", fraction=0.5)
         await write(tables["us-east-1"], keys[10:], pause=0.02)
         await wait_for(lambda: len(sink.records) >= len(keys), what="all records, throttled")
-        await asyncio.sleep(0.3)
+        await read_through(r, emu)
     assert sample("gtmon_aws_request_errors_total", region="ap-southeast-1",
                   operation="get_records", code="ThrottlingException") >= 1
     assert_exactly_once_in_order(sink, keys)
@@ -178,7 +191,8 @@ async def test_throttling_backs_off_and_still_reads_everything(
 
 @pytest.mark.parametrize("mode", ["error", "blackhole"])
 async def test_region_outage_is_reported_then_the_reader_catches_up(
-    mode: str, client: Any, aws: AwsClients, sample: Any, control: ControlClient
+    mode: str, emu: EmulatorServer, client: Any, aws: AwsClients, sample: Any,
+    control: ControlClient,
 ) -> None:
     tables = make_global(client)
     sink = Collector()
@@ -191,7 +205,16 @@ async def test_region_outage_is_reported_then_the_reader_catches_up(
         # Written elsewhere, replicated into us-east-1's stream meanwhile.
         await write(tables["eu-west-1"], [f"x{i}" for i in range(10)])
         await wait_for(lambda: r.status()["state"] == "error", what="the outage to be reported")
-        await asyncio.sleep(1.5)
+        assert await asyncio.to_thread(emu.emulator.settle, 10)  # x0..x9 sit in its stream
+        failed = sum(sample("gtmon_aws_request_errors_total", region="us-east-1",
+                            operation="get_records", code=code)
+                     for code in ("InternalServerError", "ReadTimeout"))
+        await wait_for(
+            lambda: sum(sample("gtmon_aws_request_errors_total", region="us-east-1",
+                               operation="get_records", code=code)
+                        for code in ("InternalServerError", "ReadTimeout")) >= failed + 2,
+            what="two more polls to fail", timeout=20,
+        )
         assert len(sink.records) == 2
         status = r.status()
         assert status["last_error"]["code"] in ("InternalServerError", "ReadTimeout")
@@ -200,7 +223,7 @@ async def test_region_outage_is_reported_then_the_reader_catches_up(
         control.fault("restore", region="us-east-1")
         await wait_for(lambda: len(sink.records) >= 12, what="catch-up after the outage")
         await wait_for(lambda: (r.watermark() or 0) > (mark or 0), what="the watermark to move on")
-        await asyncio.sleep(0.3)
+        await read_through(r, emu)
         assert r.status()["state"] == "reading"
     assert_exactly_once_in_order(sink, ["o0", "o1"] + [f"x{i}" for i in range(10)])
 
@@ -263,9 +286,9 @@ async def test_restart_from_checkpoint_reads_only_what_is_new(
     resumed = {s: p for (_, _, s), p in loaded.positions.items()}
     assert any(p.finished for p in resumed.values()), "closed, fully read shards are remembered"
     second_sink = Collector()
-    async with running(reader(aws, second_sink, positions=resumed)):
+    async with running(reader(aws, second_sink, positions=resumed)) as again:
         await wait_for(lambda: len(second_sink.records) >= 8, what="the records written meanwhile")
-        await asyncio.sleep(0.5)
+        await read_through(again)
     assert_exactly_once_in_order(second_sink, second)
     assert not any(r.replayed for r in second_sink.records)
 
@@ -346,12 +369,15 @@ async def test_reader_survives_a_failing_sink(client: Any, aws: AwsClients) -> N
         if len(seen) == 2:
             raise RuntimeError("detector bug")
 
-    r = reader(aws, sink)  # type: ignore[arg-type]
+    r = reader(aws, sink, metrics=aws.metrics)  # type: ignore[arg-type]
     async with running(r):
         await write(tables["us-east-1"], ["f0", "f1", "f2"])
         await wait_for(lambda: len(seen) == 3, what="all records despite the failure")
     assert r.sink_errors == 1
     assert r.status()["last_error"]["code"] == "RuntimeError"
+    assert aws.metrics is not None
+    assert aws.metrics.registry.get_sample_value(
+        "gtmon_internal_errors_total", {"component": "stream_sink", "type": "RuntimeError"}) == 1
 
 
 def test_clock_is_injected() -> None:
