@@ -439,6 +439,80 @@ def aws_and_canary_panels() -> list[dash.Panel]:
     return [errors, latency, canary, replicas]
 
 
+def health_panels() -> list[timeseries.Panel]:
+    """gtmon's own parts: supervised components, stuck readers, internal errors, lost evidence."""
+    up = _timeseries(
+        "Components up",
+        "1 while a supervised component (stream reader per table and region, conflict detector, "
+        "checkpoints) runs, 0 while it waits to be restarted after a crash, per replica. "
+        "GtmonComponentDown warns after 5 minutes at 0; /readyz fails meanwhile.",
+        "short",
+        _query(
+            "min by (instance, component, table, region) (gtmon_component_up)",
+            "{{component}} {{table}} {{region}} ({{instance}})",
+        ),
+        width=12,
+    ).thresholds(_thresholds((None, "red"), (1, "green")))
+    restarts = _timeseries(
+        "Component restarts (15m)",
+        "Restarts after a crash in the last 15 minutes, per replica and component; each crash "
+        "is logged with its traceback. GtmonComponentRestarting warns above 3.",
+        "short",
+        _query(
+            "sum by (instance, component, table, region) (\n"
+            "  increase(gtmon_component_restarts_total[15m])\n"
+            ")",
+            "{{component}} {{table}} {{region}} ({{instance}})",
+        ),
+        width=12,
+    ).thresholds(_thresholds((None, "green"), (1, "yellow"), (4, "red")))
+    watermark = _timeseries(
+        "Stream watermark age",
+        "How old each reader's watermark is (everything in the stream up to it has been read), "
+        "per replica: below the polling ceiling when healthy, rising while a reader is stuck "
+        "(alive or not). GtmonStreamWatermarkStale warns above 5 minutes when the region answers.",
+        "s",
+        _query(
+            f"gtmon_stream_watermark_age_seconds{{{TABLE_REGION_SEL}}}",
+            "{{table}} {{region}} ({{instance}})",
+        ),
+        width=12,
+    ).thresholds(_thresholds((None, "green"), (60, "yellow"), (300, "red")))
+    internal = _timeseries(
+        "Internal errors per second",
+        "Bugs and answers of the wrong shape, by replica, where they were seen and exception "
+        "type. Never a region outage: gtmon_region_up ignores them.",
+        "ops",
+        _query(
+            "sum by (instance, component, type) (rate(gtmon_internal_errors_total[5m]))",
+            "{{component}} {{type}} ({{instance}})",
+        ),
+        width=12,
+    )
+    evidence = _timeseries(
+        "Conflict evidence lost or weakened (1h)",
+        "Stream gaps (records trimmed before they were read: conflicts in them are never seen) "
+        "and items the detector judged on weaker evidence (forced before every region was read, "
+        "search truncated, timing or canary contradicted), per table, max across replicas.",
+        "short",
+        _query(
+            "max by (table, region) (\n"
+            f"  increase(gtmon_stream_gaps_total{{{TABLE_REGION_SEL}}}[1h])\n"
+            ")",
+            "gaps {{table}} {{region}}",
+        ),
+        _query(
+            "max by (table, reason) (\n"
+            f"  increase(gtmon_detector_degraded_total{{{TABLE_SEL}}}[1h])\n"
+            ")",
+            "{{reason}} {{table}}",
+            ref="B",
+        ),
+        width=24,
+    )
+    return [up, restarts, watermark, internal, evidence]
+
+
 def _variable(name: str, label: str, query: str) -> dash.QueryVariable:
     return (
         dash.QueryVariable(name)
@@ -509,6 +583,7 @@ def build() -> dict[str, object]:
         ("Last-writer-wins conflicts", conflict_panels()),
         ("Stream readers", stream_panels()),
         ("AWS calls and canaries", aws_and_canary_panels()),
+        ("gtmon itself", health_panels()),
     ]
     next_id = 1
     for title, panels in layout:
