@@ -118,10 +118,11 @@ async def test_a_missing_canary_table_is_reported_with_its_aws_code_and_nothing_
                     operation="write",
                     result="error",
                 )
-                or 0 >= 2
-            ),
+                or 0
+            )
+            >= 2,
             10,
-            "write errors",
+            "two write errors",
         )
         assert "ResourceNotFoundException" in service.status()["regions"]["us-east-1"]["last_error"]
         assert (
@@ -134,6 +135,8 @@ async def test_a_missing_canary_table_is_reported_with_its_aws_code_and_nothing_
             )
             >= 1
         )
+        # A missing table is no outage: the region answered.
+        assert sample(service, "gtmon_region_up", region="us-east-1") == 1
 
 
 async def test_rejected_credentials_are_reported_as_access_errors_while_other_regions_work(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import structlog
 from prometheus_client import CollectorRegistry
-from streams_helpers import REGIONS, make_global, put, wait_for
+from streams_helpers import REGIONS, make_global, put, read_through, wait_for
 
 from monitor.aws import AwsClients
 from monitor.clock import SystemClock
@@ -88,6 +88,12 @@ class Run:
         await wait_for(lambda: self.watcher.status()["tables"]["Orders"]["tracked_keys"] == 0,
                        what="the detector to judge every item")
 
+    async def quiet(self, emu: EmulatorServer) -> None:
+        """Every record written so far read in every region and judged: whatever has not been
+        reported by now never will be (instead of sleeping and hoping)."""
+        await read_through(self.watcher.readers.values(), emu)
+        await self.settled()
+
 
 async def seed_conflict(
     emu: EmulatorServer, tables: dict[str, Any], key: str, versioned: bool = False
@@ -130,8 +136,7 @@ async def test_seed_conflict_is_reported_once_with_winner_and_loser(
         async with Run(cfg) as run:
             await seed_conflict(emu, tables, "o-1001", versioned)
             await wait_for(lambda: run.total() >= 1, what="the conflict to be counted")
-            await run.settled()
-            await asyncio.sleep(1.5)  # a second report would have arrived by now
+            await run.quiet(emu)  # a second report would have arrived by now
             status = run.watcher.status()
             assert run.conflicts("eu-west-1", "us-east-1") == 1
             assert run.total() == 1
@@ -165,8 +170,7 @@ async def test_sequential_writes_through_normal_lag_report_nothing(
                 assert emu.emulator.settle(10)  # normal lag: each write seen before the next
 
         await asyncio.to_thread(writes)
-        await run.settled()
-        await asyncio.sleep(0.5)
+        await run.quiet(emu)
         assert run.total() == 0
         assert run.watcher.status()["recent_conflicts"] == []
         assert run.watcher.status()["tables"]["Orders"]["regions"]["us-east-1"]["records"] == 12
@@ -201,8 +205,7 @@ async def test_restart_does_not_report_a_conflict_again(
         # A new conflict after the restart is still reported.
         await seed_conflict(emu, tables, "o-1002", versioned=True)
         await wait_for(lambda: second.total() >= 1, what="the new conflict")
-        await second.settled()
-        await asyncio.sleep(0.5)
+        await second.quiet(emu)
         assert second.conflicts("eu-west-1", "us-east-1") == 1
 
 
