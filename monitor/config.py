@@ -8,10 +8,12 @@ what is allowed instead of surfacing later as a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -36,9 +38,22 @@ __all__ = [
     "TableConfig",
     "load_config",
     "parse_config",
+    "read_yaml",
+    "validation_problems",
 ]
 
 _REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+# DynamoDB's naming rules: table names 3-255 characters of a-z, A-Z, 0-9, '_', '-', '.';
+# attribute names 1-255 bytes (key attributes; the limit gtmon keeps for all it names).
+_TABLE_RE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_HOST_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+# A number DynamoDB stores keeps at most 38 significant digits; canary TTLs are epoch
+# seconds, and a heartbeat older than a year is of no use to anyone.
+MAX_TTL_SECONDS = 366 * 86400
+# Durations: nothing in gtmon waits longer than a day.
+DAY = 86400
+# A configuration file is small; /dev/zero or a log file by mistake is not.
+MAX_FILE_BYTES = 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -47,7 +62,8 @@ class ConfigError(Exception):
 
 class _Model(BaseModel):
     # Unknown keys are errors: a misspelt option silently ignored is worse than a refusal.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Durations are finite: `.inf` or `1e400` would pass `gt=0` and then wait forever.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_region(value: str) -> str:
@@ -59,29 +75,102 @@ def _check_region(value: str) -> str:
 Region = Annotated[str, AfterValidator(_check_region)]
 
 
+_TABLE_RULE = "DynamoDB's naming rules: 3 to 255 characters, only letters, digits, '_', '-' and '.'."
+
+
+def _check_table_name(value: str) -> str:
+    if not _TABLE_RE.match(value):
+        raise ValueError("not a DynamoDB table name: " + _TABLE_RULE.split(": ", 1)[1].rstrip("."))
+    return value
+
+
+def _check_attribute_name(value: str) -> str:
+    if not value or len(value.encode("utf-8")) > 255:
+        raise ValueError("a DynamoDB attribute name takes 1 to 255 bytes (UTF-8)")
+    if any(ord(c) < 32 for c in value):
+        raise ValueError("holds control characters")
+    return value
+
+
+def _check_path(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("a file path cannot hold a NUL character")
+    return value
+
+
+TableName = Annotated[str, AfterValidator(_check_table_name)]
+AttributeName = Annotated[str, AfterValidator(_check_attribute_name)]
+FilePath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_check_path)]
+
+
+def _check_host(host: str) -> str:
+    """An IP address or a DNS name (what a socket can bind or connect to)."""
+    candidate = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(candidate)
+        return host
+    except ValueError:
+        pass
+    name = candidate.removesuffix(".")
+    if not name or len(name) > 253 or not all(_HOST_LABEL_RE.match(p) for p in name.split(".")):
+        raise ValueError(f"{host!r} is neither an IP address nor a host name")
+    return host
+
+
+def _check_endpoint_url(value: str) -> str:
+    """What botocore will accept as an endpoint, checked here instead of at the first call."""
+    if value != value.strip() or any(ord(c) < 33 or ord(c) == 127 for c in value):
+        raise ValueError("holds spaces or control characters")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("the URL names no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials do not belong in the URL (they would show in logs)")
+    if parts.query or parts.fragment:
+        raise ValueError("an endpoint takes no query or fragment")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError("the port must be a number from 1 to 65535")
+    _check_host(parts.hostname)
+    return value
+
+
 class AwsSettings(_Model):
     """How gtmon talks to AWS: finite timeouts on every call, bounded retries."""
 
-    endpoint_url: str | None = Field(
+    endpoint_url: Annotated[str, AfterValidator(_check_endpoint_url)] | None = Field(
         default=None,
+        max_length=2048,
         description="Override the AWS endpoint (the emulator, e.g. http://127.0.0.1:8000).",
     )
     connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     read_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     max_attempts: int = Field(default=3, ge=1, le=10)
-    profile: str | None = None
+    profile: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
 
 
 class CanarySettings(_Model):
     """The heartbeat writer and prober (the lag measurement)."""
 
     enabled: bool = True
-    table: str = Field(default="gtmon-canary", min_length=3, max_length=255)
+    table: TableName = Field(
+        default="gtmon-canary",
+        description=(
+            "Dedicated canary table (a global table in every region; `gtmon init` creates it). "
+            + _TABLE_RULE
+        ),
+    )
     interval_seconds: float = Field(default=5.0, ge=0.2, le=3600)
-    ttl_seconds: int = Field(default=86400, ge=60)
+    ttl_seconds: int = Field(default=86400, ge=60, le=MAX_TTL_SECONDS)
     timeout_seconds: float = Field(
         default=120.0,
         gt=0,
+        le=DAY,
         description="Stop polling a canary that has not arrived after this long.",
     )
     max_reads_per_canary: int = Field(default=20, ge=2, le=1000)
@@ -93,12 +182,14 @@ class CanarySettings(_Model):
         pattern=r"^[A-Za-z0-9_.:-]+$",
         description="Per-region mode: the name all daemons of one deployment share in canary keys.",
     )
-    warning_seconds: float = Field(default=5.0, gt=0, description="Lag that turns a pair WARNING.")
+    warning_seconds: float = Field(
+        default=5.0, gt=0, le=DAY, description="Lag that turns a pair WARNING."
+    )
     critical_seconds: float = Field(
-        default=30.0, gt=0, description="Lag that turns a pair CRITICAL."
+        default=30.0, gt=0, le=DAY, description="Lag that turns a pair CRITICAL."
     )
     stall_seconds: float = Field(
-        default=30.0, gt=0, description="Age of the oldest unseen canary that means STALLED."
+        default=30.0, gt=0, le=DAY, description="Age of the oldest unseen canary that means STALLED."
     )
 
     @model_validator(mode="after")
@@ -112,10 +203,10 @@ class ConflictSettings(_Model):
     """Per-table last-writer-wins detection settings."""
 
     enabled: bool = True
-    version_attribute: str | None = Field(
+    version_attribute: AttributeName | None = Field(
         default=None, description="Counter attribute the writers increment (exact mode)."
     )
-    writer_attribute: str | None = Field(
+    writer_attribute: AttributeName | None = Field(
         default=None, description="Attribute holding the writing region or writer id."
     )
 
@@ -123,7 +214,7 @@ class ConflictSettings(_Model):
 class TableConfig(_Model):
     """A monitored global table."""
 
-    name: str = Field(min_length=3, max_length=255)
+    name: TableName = Field(description="Table name. " + _TABLE_RULE)
     regions: list[Region] | None = Field(
         default=None, description="Replica regions to watch; default: all configured regions."
     )
@@ -142,6 +233,14 @@ class TableConfig(_Model):
         if value is not None:
             if not value:
                 raise ValueError("needs at least the partition key attribute")
+            if len(value) > 2:
+                raise ValueError("a DynamoDB key has a partition key and at most a sort key")
+            for name, template in value.items():
+                _check_attribute_name(name)
+                # DynamoDB: partition key values up to 2048 bytes, sort keys 1024; the
+                # substituted instance id and region add at most ~80.
+                if len(template.encode("utf-8")) > 900:
+                    raise ValueError(f"the template of {name!r} is longer than 900 bytes")
             if not any("{source}" in v for v in value.values()):
                 raise ValueError(
                     "one key value must contain {source} so each region's canary differs"
@@ -170,7 +269,7 @@ class StreamSettings(_Model):
     )
     poll_interval_min_seconds: float = Field(default=0.2, ge=0.05, le=60)
     poll_interval_max_seconds: float = Field(default=2.0, ge=0.05, le=300)
-    checkpoint_path: str = Field(default="gtmon-checkpoints.json", min_length=1)
+    checkpoint_path: FilePath = "gtmon-checkpoints.json"
     settle_seconds: float = Field(default=10.0, ge=0, le=3600)
     log_item_images: bool = False
     burst_seconds: float = Field(
@@ -195,11 +294,33 @@ class StreamSettings(_Model):
 class MetricsSettings(_Model):
     """Where /metrics, /api/status and the status page are served."""
 
-    host: str = "0.0.0.0"
+    host: Annotated[str, AfterValidator(_check_host)] = "0.0.0.0"
     port: int = Field(default=9108, ge=0, le=65535)
-    web_config_file: str | None = Field(
+    web_config_file: FilePath | None = Field(
         default=None,
-        description="TLS and basic auth, in the Prometheus exporter web config format.",
+        description=(
+            "TLS and basic auth, in the Prometheus exporter web config format; checked with the "
+            "certificates and keys it names by `gtmon config validate` and before `gtmon run` "
+            "starts. A relative path is taken from the working directory."
+        ),
+    )
+    max_connections: int = Field(
+        default=64,
+        ge=1,
+        le=10000,
+        description=(
+            "Open connections the endpoints accept at once (TLS handshakes included); further "
+            "ones are closed at once and counted in gtmon_web_connections_refused_total."
+        ),
+    )
+    max_connections_per_client: int = Field(
+        default=16,
+        ge=1,
+        le=10000,
+        description=(
+            "Open connections one client address (an IPv6 /64) may hold, so that one client "
+            "cannot take every connection from Prometheus."
+        ),
     )
 
 
@@ -293,12 +414,12 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return path or "(top level)"
 
 
-def _describe(error: Any) -> str:
+def _describe(error: Any, example: str = "config/example.yaml") -> str:
     message = str(error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     if error["type"] == "extra_forbidden":
-        return "unknown field (check the spelling; see config/example.yaml)"
+        return f"unknown field (check the spelling; see {example})"
     if error["type"] == "missing":
         return "required field is missing"
     ctx = error.get("ctx") or {}
@@ -310,6 +431,14 @@ def _describe(error: Any) -> str:
     return message
 
 
+def validation_problems(exc: ValidationError, example: str = "config/example.yaml") -> list[str]:
+    """One `field.path: what is wrong` line per problem pydantic found; `example` is the
+    file an unknown field's message points to."""
+    return [
+        f"{_location(tuple(error['loc']))}: {_describe(error, example)}" for error in exc.errors()
+    ]
+
+
 def parse_config(data: Any, source: str = "<config>") -> Config:
     """Validate already-loaded YAML data; errors name `source`, each field and what is allowed."""
     if not isinstance(data, dict):
@@ -319,24 +448,50 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{source}: {len(exc.errors())} problem(s) in the configuration:"]
-        for error in exc.errors():
-            lines.append(f"  {_location(tuple(error['loc']))}: {_describe(error)}")
+        problems = validation_problems(exc)
+        lines = [f"{source}: {len(problems)} problem(s) in the configuration:"]
+        lines.extend(f"  {problem}" for problem in problems)
         raise ConfigError("\n".join(lines)) from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def read_yaml(path: Path, what: str = "the file") -> Any:
+    """A YAML file's data; any way it cannot be read is one ConfigError line naming the file.
+
+    A binary or non-UTF-8 file, a NUL byte, a directory or broken YAML all end here, never
+    as a traceback.
+    """
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: {what} is larger than {MAX_FILE_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: {what} is not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x}); "
+            "is it a binary file?"
+        ) from None
+    if "\0" in text:
+        raise ConfigError(f"{path}: {what} holds a NUL byte at {text.index(chr(0))}; is it a binary file?")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {_one_line(problem)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
 
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    return parse_config(data, str(path))
+    return parse_config(read_yaml(path), str(path))

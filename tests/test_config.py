@@ -31,6 +31,10 @@ def test_shipped_configs_validate(name):
         ("regions: [us-east-1\n", "not valid YAML at line"),
         ("- just\n- a list\n", "must hold a mapping"),
         ("regions: [us-east-1]\ntables: [{name: Orders, canary_key: {pk: fixed}}]\n", "{source}"),
+        ("regions: [us-east-1]\naws: {endpoint_url: 'not a url'}\n", "aws.endpoint_url"),
+        ("regions: [us-east-1]\ntables: [{name: 'Orders/../x; DROP'}]\n", "DynamoDB table name"),
+        ("regions: [us-east-1]\ncanary: {ttl_seconds: 100000000000000000000000000000000000000}\n", "ttl"),
+        ("regions: [us-east-1]\ncanary: {stall_seconds: .inf}\n", "finite number"),
     ],
 )
 def test_a_bad_config_names_the_file_the_field_and_what_is_allowed(tmp_path, text, expected):
@@ -55,6 +59,15 @@ def test_config_validate_prints_the_problem_without_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "canary.interval_seconds" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_binary_file_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\xff\xfe")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "binary" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_a_missing_file_is_reported_plainly(tmp_path):
