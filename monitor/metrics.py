@@ -124,6 +124,20 @@ METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
     ),
     "gtmon_detector_tracked_keys": ("gauge", ("table",), "Items held by the conflict detector."),
     "gtmon_build_info": ("gauge", ("version",), "Always 1; the version label says which build."),
+    "gtmon_web_connections_refused_total": (
+        "counter",
+        ("reason",),
+        "Connections to the HTTP endpoints closed without an answer, by reason: max_connections "
+        "and max_connections_per_client (metrics.max_connections*), tls_handshake_timeout (no "
+        "complete TLS handshake within 10 s), tls_handshake_failed.",
+    ),
+    "gtmon_web_auth_failures_total": (
+        "counter",
+        ("reason",),
+        "Requests refused by basic auth, by reason: missing, malformed, invalid (wrong user or "
+        "password), rate_limited (too many failures from one client: 429), busy (password "
+        "checks queued: 429).",
+    ),
     "gtmon_component_up": (
         "gauge",
         ("component", "table", "region"),
@@ -309,6 +323,8 @@ class Metrics:
         self.detector_tracked_keys = gauge("gtmon_detector_tracked_keys")
         self.build_info = gauge("gtmon_build_info")
         self.build_info.labels(version=version).set(1)
+        self.web_connections_refused = counter("gtmon_web_connections_refused_total")
+        self.web_auth_failures = counter("gtmon_web_auth_failures_total")
         self.component_up = gauge("gtmon_component_up")
         self.component_restarts = counter("gtmon_component_restarts_total")
         self.internal_errors = counter("gtmon_internal_errors_total")

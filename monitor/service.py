@@ -129,6 +129,9 @@ class Service:
             self.status,
             self.ready,
             web_config,
+            metrics=self.metrics,
+            max_connections=config.metrics.max_connections,
+            max_connections_per_client=config.metrics.max_connections_per_client,
         )
         self._scheduler: AsyncIOScheduler | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()

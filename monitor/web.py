@@ -1,33 +1,37 @@
 """HTTP endpoints: /metrics, /healthz, /readyz, /api/status and the status page.
 
-A small asyncio server in the daemon's own event loop: scrape-time collectors
-and the status page read the monitor's state without threads or locks, TLS
-comes from the standard library, and every request has a deadline.
+The routes and what each answers live here; the HTTP/1.1 and TLS serving, with
+its connection budgets and deadlines, in `monitor.httpserver`; the password
+checks, off the event loop and limited per client, in `monitor.webauth`.
+
+`/healthz` and `/readyz` answer without credentials, also when basic auth is on:
+they tell a probe "up" or "not ready (why)" and nothing else, and the probes of
+Kubernetes, Docker and systemd carry no passwords. Everything else (`/metrics`,
+`/api/status`, the status page, and 404s) needs them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from monitor.httpserver import HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT, HttpServer, Request, Response
+from monitor.webauth import AuthLimits, BasicAuth
 from monitor.webconfig import WebConfig
 
-__all__ = ["KNOWN_BY", "WebServer", "format_key", "render_status_page"]
+if TYPE_CHECKING:
+    from monitor.metrics import Metrics
+
+__all__ = ["KNOWN_BY", "OPEN_PATHS", "WebServer", "format_key", "render_status_page"]
 
 _log = structlog.get_logger("gtmon.web")
-_REASONS = {
-    200: "OK",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    503: "Service Unavailable",
-}
+# Answered without credentials: probes must work with basic auth on.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _COLOURS = {
     "OK": "#2e7d32",
     "UNKNOWN": "#757575",
@@ -186,7 +190,7 @@ def render_status_page(status: dict[str, Any]) -> str:
 
 
 class WebServer:
-    """Serves the endpoints on host:port, optionally with TLS and basic auth."""
+    """Serves the endpoints on host:port, optionally with TLS and basic auth (web config)."""
 
     def __init__(
         self,
@@ -196,79 +200,117 @@ class WebServer:
         status: Callable[[], dict[str, Any]],
         ready: Callable[[], bool | tuple[bool, str]],
         web_config: WebConfig | None = None,
+        *,
+        metrics: Metrics | None = None,
+        max_connections: int = 64,
+        max_connections_per_client: int = 16,
+        auth_limits: AuthLimits | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
-        self.host = host
-        self.port = port
         self._registry = registry
         self._status = status
         self._ready = ready
+        self._metrics = metrics
         self._web_config = web_config or WebConfig()
-        self._server: asyncio.Server | None = None
+        self._auth = BasicAuth(self._web_config.users, auth_limits) if self._web_config.users else None
+        self._http = HttpServer(
+            host,
+            port,
+            self._handle,
+            ssl_context=self._web_config.ssl_context,
+            headers=self._web_config.headers,
+            max_connections=max_connections,
+            max_per_client=max_connections_per_client,
+            handshake_timeout=handshake_timeout,
+            request_timeout=request_timeout,
+            on_refused=self._count_refused,
+        )
+
+    @property
+    def host(self) -> str:
+        return self._http.host
+
+    @property
+    def port(self) -> int:
+        return self._http.port
+
+    @property
+    def open_connections(self) -> int:
+        return self._http.open_connections
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle,
-            self.host,
-            self.port,
-            ssl=self._web_config.ssl_context(),
-        )
-        sockets = list(self._server.sockets or ())
-        if sockets and self.port == 0:
-            self.port = sockets[0].getsockname()[1]
+        if self._auth is not None:
+            await self._auth.start()
+        try:
+            await self._http.start()
+        except BaseException:
+            if self._auth is not None:
+                self._auth.close()
+            raise
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        await self._http.stop()
+        if self._auth is not None:
+            self._auth.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = ([*lines[0].split(" ", 2), "", ""])[:3]
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            status, content_type, body = self._route(method, target.split("?", 1)[0], headers)
-            extra = 'WWW-Authenticate: Basic realm="gtmon"\r\n' if status == 401 else ""
-            writer.write(
-                (
-                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
-                    f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
-                ).encode()
-                + (body if method != "HEAD" else b"")
+    def _count_refused(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.web_connections_refused.labels(reason).inc()
+
+    async def _authorize(self, request: Request) -> Response | None:
+        """None when the request may proceed, else the refusal to answer with."""
+        if self._auth is None:
+            return None
+        # Two Authorization headers are ambiguous: malformed, whichever one is right.
+        header = "" if "authorization" in request.repeated else request.headers.get("authorization")
+        outcome = await self._auth.check(header, request.client)
+        if outcome.ok:
+            return None
+        if self._metrics is not None:
+            self._metrics.web_auth_failures.labels(outcome.reason).inc()
+        if outcome.log:
+            _log.warning(
+                "http_auth_refused",
+                client=request.peer,
+                reason=outcome.reason,
+                user=(outcome.user or "")[:64],
+                path=request.path[:100],
             )
-            await asyncio.wait_for(writer.drain(), timeout=10)
-        except (
-            TimeoutError,
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            ConnectionError,
-        ):
-            pass
-        except Exception:  # one bad request must never take the endpoint down
-            _log.exception("http_request_failed")
-        finally:
-            writer.close()
+        held = request.arrived + self._auth.limits.failure_delay_seconds
+        if outcome.status == 429:
+            return Response(
+                429,
+                b"too many failed attempts; retry later\n" if outcome.reason == "rate_limited"
+                else b"busy checking passwords; retry later\n",
+                headers=(("Retry-After", str(outcome.retry_after or 1)),),
+                not_before=held,
+            )
+        return Response(
+            401,
+            b"unauthorized\n",
+            headers=(("WWW-Authenticate", 'Basic realm="gtmon", charset="UTF-8"'),),
+            not_before=held,
+        )
 
-    def _route(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, bytes]:
+    async def _handle(self, request: Request) -> Response:
+        method, path = request.method, request.path
         if method not in ("GET", "HEAD"):
-            return 405, "text/plain", b"only GET\n"
-        if not self._web_config.authorized(headers.get("authorization")):
-            return 401, "text/plain", b"unauthorized\n"
-        if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
+            return Response(405, b"only GET and HEAD\n", headers=(("Allow", "GET, HEAD"),))
         if path == "/healthz":
-            return 200, "text/plain", b"ok\n"
+            return Response(200, b"ok\n")
         if path == "/readyz":
-            answer = self._ready()  # True/False, or (ready, why not in a few words)
+            answer = self._ready()  # True/False, or (ready, why not: one problem a line)
             ready, text = answer if isinstance(answer, tuple) else (answer, "")
             text = text or ("ready" if ready else "starting")
-            return (200 if ready else 503), "text/plain", f"{text}\n".encode()
+            return Response(200 if ready else 503, f"{text}\n".encode())
+        refusal = await self._authorize(request)
+        if refusal is not None:
+            return refusal
+        if path == "/metrics":
+            return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
         if path == "/api/status":
-            return 200, "application/json", json.dumps(self._status(), indent=2).encode()
+            return Response(200, json.dumps(self._status(), indent=2).encode(), "application/json")
         if path == "/":
-            return 200, "text/html; charset=utf-8", render_status_page(self._status()).encode()
-        return 404, "text/plain", b"not found; try /, /metrics, /api/status, /healthz, /readyz\n"
+            return Response(200, render_status_page(self._status()).encode(), "text/html; charset=utf-8")
+        return Response(404, b"not found; try /, /metrics, /api/status, /healthz, /readyz\n")

@@ -82,6 +82,8 @@ ACROSS_REPLICAS: dict[str, str] = {
     "gtmon_detector_degraded_total": (
         "`max by (table, reason)`: both replicas judge the same streams"
     ),
+    "gtmon_web_connections_refused_total": "per replica: each serves its own port",
+    "gtmon_web_auth_failures_total": "`sum by (reason)`: each replica refuses its own requests",
 }
 
 LABELS: dict[str, str] = {
