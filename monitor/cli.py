@@ -17,8 +17,10 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
+from pydantic import ValidationError
+
 from monitor import __version__
-from monitor.config import Config, ConfigError, load_config
+from monitor.config import AwsSettings, Config, ConfigError, load_config, validation_problems
 from monitor.logs import configure_logging
 
 __all__ = ["main"]
@@ -40,9 +42,27 @@ def _regions(value: str) -> list[str]:
     return regions
 
 
+def _describe_web_config(path: str) -> str:
+    """Load the web config with its certificates and keys (ConfigError if anything is
+    wrong) and say in a few words what it sets up."""
+    from monitor.webconfig import load_web_config
+
+    web = load_web_config(path)
+    parts = ["TLS" if web.tls else "plain HTTP"]
+    if web.client_auth_type not in ("NoClientCert", "RequestClientCert"):
+        parts.append(f"client certificates ({web.client_auth_type})")
+    parts.append(f"{len(web.users)} basic auth user(s)" if web.users else "no basic auth")
+    if web.headers:
+        parts.append(f"{len(web.headers)} header(s)")
+    return f"web config {path}: {', '.join(parts)}"
+
+
 def _cmd_config_validate(args: argparse.Namespace) -> int:
     config = load_config(args.file)
-    print(f"{args.file}: OK ({len(config.regions)} regions, {len(config.tables)} tables)")
+    summary = f"{len(config.regions)} regions, {len(config.tables)} tables"
+    if config.metrics.web_config_file:
+        summary += "; " + _describe_web_config(config.metrics.web_config_file)
+    print(f"{args.file}: OK ({summary})")
     return 0
 
 
@@ -56,7 +76,11 @@ def _load(args: argparse.Namespace) -> Config:
             )
         updates["home_region"] = args.home_region
     if getattr(args, "endpoint", None):
-        updates["aws"] = config.aws.model_copy(update={"endpoint_url": args.endpoint})
+        try:  # model_copy would skip the checks the file's endpoint_url got
+            aws = AwsSettings.model_validate({**config.aws.model_dump(), "endpoint_url": args.endpoint})
+        except ValidationError as exc:
+            raise UserError(f"--endpoint {args.endpoint!r}: {validation_problems(exc)[0]}") from None
+        updates["aws"] = aws
     return config.model_copy(update=updates) if updates else config
 
 
