@@ -17,11 +17,11 @@ each region's watermark to the detector, polls it, and publishes every verdict:
 - a bounded list of recent conflicts, newest first, for /api/status and the page.
 
 A record's arrival bounds (the reader's ``arrived_after`` and ``arrived_by``,
-the detector's ``observed_after`` and ``observed_at``) are passed only when the
-reader marks it *fresh* (the shard had been read to its end by the previous poll,
-so the record arrived within one polling interval): a record read from a backlog,
-or replayed after a restart, was not observed when it arrived, and a wrong
-time would mislead inferred mode more than no time. Every record (canary items
+the detector's ``observed_after`` and ``observed_at``) are hard constraints for
+the detector, so they must be true. The latest bound always is (the record was
+there when read); the earliest only when the reader marks the record *fresh*
+(the shard had been read to its end by the previous poll): a record read from a
+backlog, or replayed after a restart, has none. Every record (canary items
 aside) also starts or extends a *burst* on its table (``streams.burst_seconds``):
 all its regions' readers poll at the floor meanwhile, so the other regions'
 arrival bounds for the same write are sharp too. Restart behaviour
@@ -268,7 +268,9 @@ class ConflictWatcher:
                 item.table,
                 item.region,
                 item.record,
-                observed_at=item.arrived_by if item.fresh else None,
+                # The latest bound holds for every record, a backlog's too (it was there when
+                # read); the earliest only when the previous poll had read everything.
+                observed_at=item.arrived_by,
                 observed_after=item.arrived_after if item.fresh else None,
             )
         except (KeyError, ValueError, ImageError) as exc:
