@@ -27,6 +27,18 @@ from monitor.emulator.delays import DelaySpec
 from monitor.emulator.errors import AwsError
 from monitor.emulator.faults import RegionFaults, garble
 from monitor.emulator.globaltables import GLOBAL_TABLE_VERSION, GlobalTables
+from monitor.emulator.guard import (
+    MAX_AWS_BODY,
+    MAX_CONTROL_BODY,
+    MAX_JSON_DEPTH,
+    RequestRefused,
+    content_length,
+    is_json,
+    json_depth,
+    local_host,
+    local_origin,
+    number,
+)
 from monitor.emulator.streams import StreamSettings, StreamStore
 from monitor.emulator.truth import GroundTruth
 
@@ -34,6 +46,13 @@ __all__ = ["DEFAULT_REGIONS", "Emulator", "EmulatorSettings"]
 
 DEFAULT_REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
 _CREDENTIAL_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/")
+# Fault values: a link delay of an hour already means "stalled"; a client round trip of a
+# minute is past every SDK's timeout. Beyond these, time.sleep and the delivery
+# schedule overflow (1e300 ms made every request to the region answer 500).
+MAX_LINK_DELAY_MS = 3_600_000.0
+MAX_CLIENT_LATENCY_MS = 60_000.0
+# Control endpoints: method and path (a handler per POST path lives in Emulator._control).
+_CONTROL_GET = ("health", "state", "truth")
 _log = logging.getLogger("gtmon.emulator")
 
 StartResponse = Callable[..., Any]
@@ -52,16 +71,23 @@ class EmulatorSettings:
     seed: int | None = None
 
 
-def _json_response(start_response: StartResponse, status: int, payload: Any) -> list[bytes]:
+def _json_response(
+    start_response: StartResponse,
+    status: int,
+    payload: Any,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> list[bytes]:
     body = json.dumps(payload, default=str).encode()
     start_response(
         f"{status} {'OK' if status == 200 else 'Error'}",
-        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers],
     )
     return [body]
 
 
-def _aws_response(start_response: StartResponse, status: int, body: bytes) -> list[bytes]:
+def _aws_response(
+    start_response: StartResponse, status: int, body: bytes, close: bool = False
+) -> list[bytes]:
     start_response(
         f"{status} {'OK' if status == 200 else 'Error'}",
         [
@@ -69,6 +95,8 @@ def _aws_response(start_response: StartResponse, status: int, body: bytes) -> li
             ("Content-Length", str(len(body))),
             ("x-amzn-RequestId", f"gtmon-{time.monotonic_ns()}"),
             ("x-amz-crc32", str(zlib.crc32(body) & 0xFFFFFFFF)),
+            # A body left unread (a refused Content-Length) must not be read as the next request.
+            *((("Connection", "close"),) if close else ()),
         ],
     )
     return [body]
@@ -145,6 +173,7 @@ class Emulator:
             self.streams.reset()
             self.truth.clear()
             self.faults.clear()
+            self._restore_latency()
             for (source, target), link in self.tables.links():
                 link.delay = self.settings.link_delays.get((source, target), self.settings.default_delay)
             return {"reset": True}
@@ -186,10 +215,22 @@ class Emulator:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
+        origin = environ.get("HTTP_ORIGIN")
         if path.startswith("/gtmon/"):
             return self._control_api(path[len("/gtmon/") :], environ, start_response)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
+        try:
+            if origin is not None and not local_origin(origin):
+                # A web page in the user's browser; the SDKs never send an Origin.
+                raise AwsError("AccessDeniedException", f"requests from origin {origin[:100]!r} are refused")
+            try:
+                length = content_length(environ, MAX_AWS_BODY)
+            except RequestRefused as refused:
+                raise AwsError("SerializationException", refused.message, refused.status) from None
+            body = environ["wsgi.input"].read(length) if length else b""
+            if json_depth(body) > MAX_JSON_DEPTH:
+                raise AwsError("ValidationException", "Nesting Levels have exceeded supported limits")
+        except AwsError as error:
+            return _aws_response(start_response, error.status, error.body(), close=True)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         match = _CREDENTIAL_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
         region = match.group(1) if match else None
@@ -215,6 +256,9 @@ class Emulator:
             time.sleep(latency / 2)
         except AwsError as error:
             status, payload = error.status, error.body()
+        except RecursionError:  # the depth check above should have stopped it; never a 500
+            nested = AwsError("ValidationException", "Nesting Levels have exceeded supported limits")
+            status, payload = nested.status, nested.body()
         return _aws_response(start_response, status, payload)
 
     def _apply_faults(self, region: str) -> None:
@@ -329,31 +373,67 @@ class Emulator:
     # ---- control API ----------------------------------------------------------------------
 
     def _control_api(self, path: str, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        """The control API: GET health, state, truth; POST fault/* and reset, JSON only, from
+        this machine only (see monitor.emulator.guard)."""
         method = environ.get("REQUEST_METHOD", "GET")
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is not None and not local_origin(origin):
+            return _json_response(
+                start_response, 403, {"error": f"requests from origin {origin[:100]!r} are refused"}
+            )
+        if not local_host(environ.get("HTTP_HOST")):
+            return _json_response(
+                start_response,
+                403,
+                {"error": "the control API answers to an IP address or localhost, not a DNS name"},
+            )
+        allowed = "GET" if path in _CONTROL_GET else "POST" if path in self._control else None
+        if allowed is None:
+            return _json_response(start_response, 404, {"error": f"no control endpoint /gtmon/{path}"})
+        if method != allowed:
+            return _json_response(
+                start_response,
+                405,
+                {"error": f"/gtmon/{path} takes {allowed}, not {method}"},
+                (("Allow", allowed), ("Connection", "close")),
+            )
         try:
-            if method == "GET" and path == "health":
+            if path == "health":
                 return _json_response(start_response, 200, {"ok": True})
-            if method == "GET" and path == "state":
+            if path == "state":
                 return _json_response(start_response, 200, self.state())
-            if method == "GET" and path == "truth":
+            if path == "truth":
                 query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
                 return _json_response(start_response, 200, self.truth_json(query.get("table")))
-            handler = self._control.get(path)
-            if handler is None or method != "POST":
-                return _json_response(
-                    start_response, 404, {"error": f"no control endpoint {method} /gtmon/{path}"}
-                )
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            raw = environ["wsgi.input"].read(length) if length else b"{}"
-            request = json.loads(raw or b"{}")
-            if not isinstance(request, dict):
-                raise ValueError("the body must be a JSON object")
+            request = self._control_body(environ)
+        except RequestRefused as refused:
+            return _json_response(
+                start_response, refused.status, {"error": refused.message}, (("Connection", "close"),)
+            )
+        try:
             with self._wake:
-                result = handler(request)
+                result = self._control[path](request)
                 self._wake.notify_all()
             return _json_response(start_response, 200, result if result is not None else {"ok": True})
         except (ValueError, KeyError, TypeError) as exc:
-            return _json_response(start_response, 400, {"error": str(exc)})
+            message = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            return _json_response(start_response, 400, {"error": message})
+
+    @staticmethod
+    def _control_body(environ: dict[str, Any]) -> dict[str, Any]:
+        length = content_length(environ, MAX_CONTROL_BODY)
+        if length and not is_json(environ.get("CONTENT_TYPE")):
+            raise RequestRefused(415, "the control API takes application/json bodies only")
+        raw = environ["wsgi.input"].read(length) if length else b"{}"
+        if json_depth(raw, 8) > 8:
+            raise RequestRefused(400, "the body nests deeper than a control request can")
+        try:
+            request = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise RequestRefused(400, f"the body is not JSON: {exc}") from None
+        if not isinstance(request, dict):
+            raise RequestRefused(400, "the body must be a JSON object")
+        return request
 
     def state(self) -> dict[str, Any]:
         with self.lock:
@@ -387,8 +467,17 @@ class Emulator:
         targets = [self._region(body["to"])] if body.get("to") else self.settings.regions
         return [(a, b) for a in sources for b in targets if a != b]
 
+    @staticmethod
+    def _delay_spec(body: Mapping[str, Any], maximum: float) -> DelaySpec:
+        ms = number(body, "ms", None, 0.0, maximum)
+        jitter = number(body, "jitter_ms", 0.0, 0.0, maximum)
+        kind = body.get("kind")
+        if kind is not None and kind not in ("fixed", "uniform", "lognormal"):
+            raise ValueError(f"kind must be fixed, uniform or lognormal, not {kind!r}")
+        return DelaySpec.of(ms, jitter, kind)
+
     def _fault_delay(self, body: dict[str, Any]) -> dict[str, Any]:
-        spec = DelaySpec.of(float(body["ms"]), float(body.get("jitter_ms", 0)), body.get("kind"))
+        spec = self._delay_spec(body, MAX_LINK_DELAY_MS)
         pairs = self._pairs(body)
         for source, target in pairs:
             self.tables.set_delay(source, target, spec)
@@ -413,7 +502,7 @@ class Emulator:
 
     def _fault_throttle(self, body: dict[str, Any]) -> dict[str, Any]:
         region = self._region(body.get("region"))
-        fraction = float(body.get("fraction", 1.0))
+        fraction = number(body, "fraction", 1.0, 0.0, 1.0, what="throttle fraction")
         self.faults.set_throttle(region, fraction)
         return {"region": region, "throttle_fraction": fraction}
 
@@ -425,12 +514,18 @@ class Emulator:
 
     def _fault_latency(self, body: dict[str, Any]) -> dict[str, Any]:
         region = self._region(body.get("region"))
-        spec = DelaySpec.of(float(body["ms"]), float(body.get("jitter_ms", 0)), body.get("kind"))
+        spec = self._delay_spec(body, MAX_CLIENT_LATENCY_MS)
         self.faults.set_latency(region, spec if spec.ms or spec.jitter_ms else None)
         return {"region": region, "latency": spec.to_json()}
 
+    def _restore_latency(self) -> None:
+        """Client round trips back to the settings (the sandbox's distances, or none)."""
+        for region in self.settings.regions:
+            self.faults.set_latency(region, self.settings.client_latency.get(region))
+
     def _fault_clear(self, body: dict[str, Any]) -> dict[str, Any]:
         self.faults.clear()
+        self._restore_latency()
         for source, target in self._pairs({}):
             self.tables.set_paused(source, target, False)
             self.tables.set_delay(

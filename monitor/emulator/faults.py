@@ -136,7 +136,7 @@ class RegionFaults:
         return fault.latency.sample(self._rng)
 
     def clear(self) -> None:
-        """Drop outages and throttling; client latency is a distance, not a fault, and stays."""
+        """Drop outages and throttling (the emulator puts client latency back to its settings)."""
         for fault in self._regions.values():
             fault.outage = None
             fault.throttle_fraction = 0.0
