@@ -481,10 +481,13 @@ def health_panels() -> list[timeseries.Panel]:
     internal = _timeseries(
         "Internal errors per second",
         "Bugs and answers of the wrong shape, by replica, where they were seen and exception "
-        "type. Never a region outage: gtmon_region_up ignores them.",
+        "type (0 for a replica that has had none). Never a region outage: gtmon_region_up "
+        "ignores them.",
         "ops",
+        # A series exists only once an error of its kind happened: 0 per replica until then.
         _query(
-            "sum by (instance, component, type) (rate(gtmon_internal_errors_total[5m]))",
+            "sum by (instance, component, type) (rate(gtmon_internal_errors_total[5m]))\n"
+            "or on (instance) (0 * group by (instance) (gtmon_build_info))",
             "{{component}} {{type}} ({{instance}})",
         ),
         width=12,

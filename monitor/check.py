@@ -68,17 +68,19 @@ async def run_check(
         target, settings, f"{config.instance_id}-check", clients, metrics, SystemClock()
     )
     loop = asyncio.get_running_loop()
+    unanswered: set[str] = set()
     # The deadline covers the writes too: a region that never answers a write must not
     # keep the check past --timeout (the AWS client's own timeouts and retries could).
     deadline = loop.time() + timeout
     await clients.start(list(target.regions))
     try:
         runner.start()
-        writes = [asyncio.create_task(runner.write(region)) for region in target.regions]
-        _, late = await asyncio.wait(writes, timeout=max(0.0, deadline - loop.time()))
+        writes = {region: asyncio.create_task(runner.write(region)) for region in target.regions}
+        _, late = await asyncio.wait(writes.values(), timeout=max(0.0, deadline - loop.time()))
         for write in late:
             write.cancel()
-        await asyncio.gather(*writes, return_exceptions=True)
+        await asyncio.gather(*writes.values(), return_exceptions=True)
+        unanswered = {region for region, write in writes.items() if write in late}
         while loop.time() < deadline:
             if all(not p.pending for p in runner.probes.values()):
                 break
@@ -99,11 +101,19 @@ async def run_check(
     written = {p.source for p in runner.probes.values() if p.pending or p.last is not None}
     for probe in runner.probes.values():
         lag = probe.last.lag if probe.last else None
-        if probe.source not in written:
+        if probe.source in unanswered:
+            code = UNKNOWN
+            detail = f"canary write in {probe.source} not answered within {timeout:g} s"
+        elif probe.source not in written:
             code = UNKNOWN
             detail = f"canary not written: {probe.last_error or 'error'}"
         else:
-            code = _verdict(runner.pair_state(probe, region_up), lag, warning, critical)
+            state = runner.pair_state(probe, region_up)
+            if probe.pending and probe.last is None and state != PairState.DOWN:
+                # Written at the start and still unseen at the deadline: not seen within
+                # --timeout, which is CRITICAL whatever its age is by the stall rule.
+                state = PairState.STALLED
+            code = _verdict(state, lag, warning, critical)
             detail = (
                 f"{lag:.3f} s ± {probe.last.error:.3f}"
                 if probe.last

@@ -342,6 +342,9 @@ class StreamReader:
         self.records_total = 0
         self.records_lost_events = 0
         self.sink_errors = 0
+        if metrics is not None:
+            # Present from the start at 0, so increase() sees the first gap.
+            metrics.stream_gaps.labels(table, region)
 
     # ---- public ---------------------------------------------------------------------------
 

@@ -84,6 +84,8 @@ async def test_garbage_on_one_regions_streams_shows_as_a_restarted_component_and
         await asyncio.to_thread(lambda: [put(tables["us-east-1"], "Orders", f"a{i}") for i in range(5)])
         await wait_for(lambda: eu.records_total == 5, what="the first records in eu-west-1")
         assert await scrape(http, "gtmon_component_restarts_total", **reader_labels) == 0
+        # Counters present at 0 from the start, so increase() sees the first one.
+        assert await scrape(http, "gtmon_stream_gaps_total", table="Orders", region="eu-west-1") == 0
 
         control.fault("garbage", region="eu-west-1", fraction=0.5)
         await asyncio.to_thread(lambda: [put(tables["us-east-1"], "Orders", f"b{i}") for i in range(5)])
