@@ -886,10 +886,11 @@ def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
         combos = [ORDINARY_QUICK] if quick else [
             (d, a) for d in ORDINARY_DELAYS_MS for a in ACTIVITIES]
         for delay_ms, activity in combos:
+            ceiling = args.poll_ceiling
             runs.append(RunSpec(
-                name=f"d{delay_ms}ms_p{POLL_FLOOR_S:g}-{POLL_CEILING_S:g}s_{activity}",
+                name=f"d{delay_ms}ms_p{POLL_FLOOR_S:g}-{ceiling:g}s_{activity}",
                 delay_ms=delay_ms, jitter_ms=round(delay_ms * ORDINARY_JITTER, 3),
-                poll_min_s=POLL_FLOOR_S, poll_max_s=POLL_CEILING_S, activity=activity,
+                poll_min_s=POLL_FLOOR_S, poll_max_s=ceiling, activity=activity,
                 modes=list(GRID_MODES["ordinary"]), items=items, rounds=rounds, spread=SPREAD_S,
                 canary=not args.no_canary, gap_s=args.round_gap,
                 default_gap=args.round_gap is None))
@@ -1069,6 +1070,9 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=0, metavar="N",
                         help="lower this process's priority (and its children's) by N")
     parser.add_argument("--seed", type=int, default=20240605)
+    parser.add_argument("--poll-ceiling", type=float, default=POLL_CEILING_S, metavar="SECONDS",
+                        help="ordinary grid: the readers' idle ceiling "
+                        "(poll_interval_max_seconds; default %(default)s)")
     parser.add_argument("--round-gap", type=float, metavar="SECONDS",
                         help="seconds between update rounds (default: see round_gap(); "
                         "shorter gaps measure items that are written again before they settle)")
