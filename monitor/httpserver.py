@@ -6,8 +6,10 @@ connection to a budget, because the port listens on production networks and the
 canary measures time on the same loop:
 
 - **connections**: at most `max_connections` open at once and `max_per_client` from
-  one client address (an IPv6 /64); more are closed as soon as they are accepted,
-  and counted (`on_refused`);
+  one client address (an IPv6 /64); more are counted (`on_refused`) and closed
+  a second later, unread (at most `max_connections` of them wait so: beyond, they
+  are closed at once), so that a client retrying at once costs one accept a
+  second, not hundreds;
 - **TLS costs nothing until the client speaks**: the socket is accepted plain and
   the TLS layer (asyncio gives each TLS connection a 256 KiB buffer) is built only
   when the first bytes of a ClientHello arrive; a handshake not complete within
@@ -52,6 +54,8 @@ HEAD_LIMIT = 32 * 1024
 # otherwise turn our close into a reset that can destroy the answer in flight).
 LINGER_SECONDS = 1.0
 TLS_SHUTDOWN_TIMEOUT = 2.0
+# A connection over a cap is closed this long after it was accepted (unread).
+REFUSED_HOLD_SECONDS = 1.0
 REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -159,6 +163,7 @@ class HttpServer:
         self._listeners: list[socket.socket] = []
         self._acceptors: list[asyncio.Task[None]] = []
         self._connections: dict[asyncio.Task[None], socket.socket] = {}
+        self._refused_sockets: dict[socket.socket, asyncio.TimerHandle] = {}
         self._counts = _Counts()
 
     @property
@@ -205,6 +210,10 @@ class HttpServer:
             await asyncio.wait(tasks, timeout=5)
         for sock in self._connections.values():
             sock.close()  # a task cancelled before it ran never closed its socket
+        for sock, timer in self._refused_sockets.items():
+            timer.cancel()
+            sock.close()
+        self._refused_sockets.clear()
         for sock in self._listeners:
             sock.close()
         self._acceptors.clear()
@@ -224,17 +233,28 @@ class HttpServer:
                 await asyncio.sleep(0.5)
                 continue
             self._admit(conn, str(address[0]))
+            await asyncio.sleep(0)  # a burst of connections must not hold the loop
+
+    def _refuse(self, conn: socket.socket, reason: str) -> None:
+        self._refused(reason)
+        if len(self._refused_sockets) >= self.max_connections:
+            conn.close()
+            return
+        loop = asyncio.get_running_loop()
+        self._refused_sockets[conn] = loop.call_later(REFUSED_HOLD_SECONDS, self._close_refused, conn)
+
+    def _close_refused(self, conn: socket.socket) -> None:
+        self._refused_sockets.pop(conn, None)
+        conn.close()
 
     def _admit(self, conn: socket.socket, peer: str) -> None:
         client = client_key(peer)
         counts = self._counts
         if counts.open >= self.max_connections:
-            conn.close()
-            self._refused("max_connections")
+            self._refuse(conn, "max_connections")
             return
         if counts.per_client.get(client, 0) >= self.max_per_client:
-            conn.close()
-            self._refused("max_connections_per_client")
+            self._refuse(conn, "max_connections_per_client")
             return
         counts.open += 1
         counts.per_client[client] = counts.per_client.get(client, 0) + 1

@@ -4,12 +4,15 @@ bcrypt is slow on purpose (~0.25 s at cost 12). Checked on the event loop, every
 wrong password stopped the canary's clock for that long: a few bad requests a
 second kept the loop busy and the reported lag grew tenfold. So:
 
-- a password is checked on a thread of its own (`AuthLimits.max_checks`), never
-  on the loop; at most `max_waiting` more checks queue behind it, and beyond that
-  a request is answered 429 at once (`busy`) instead of piling up;
+- a password is checked on a thread of its own (`AuthLimits.max_checks`) at the
+  lowest CPU priority, never on the loop; at most `max_waiting` more checks queue
+  behind it, and beyond that a request is answered 429 at once (`busy`) instead
+  of piling up;
 - each client address (an IPv6 /64) may fail `failures_burst` times, then once per
   `failures_refill_seconds`; further attempts are answered 429 with Retry-After
-  and cost no bcrypt at all (`rate_limited`);
+  and cost no bcrypt at all (`rate_limited`); all clients together may fail
+  `total_failures_burst` times, then once per `total_failures_refill_seconds`
+  (beyond that: 429 `busy`), so many addresses buy no more CPU than one;
 - a successful check is remembered for `cache_seconds` (by a digest of user,
   password and hash, never the password), so Prometheus scraping every few
   seconds costs one bcrypt per cache period, and keeps working while a stranger
@@ -31,10 +34,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import ipaddress
 import math
+import os
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -56,8 +62,14 @@ MAX_TOKEN = 4096
 class AuthLimits:
     max_checks: int = 1
     max_waiting: int = 4
-    failures_burst: int = 10
-    failures_refill_seconds: float = 6.0
+    # Per client address: 5 failed attempts, then one every 10 s.
+    failures_burst: int = 5
+    failures_refill_seconds: float = 10.0
+    # All clients together: 10 failed checks, then one every 2 s: bcrypt's CPU stays under
+    # ~15% of a core (cost 12) however many addresses an attacker has, which matters most in
+    # a container limited to half a core.
+    total_failures_burst: int = 10
+    total_failures_refill_seconds: float = 2.0
     failure_delay_seconds: float = 1.0
     cache_seconds: float = 300.0
     cache_size: int = 256
@@ -82,6 +94,8 @@ class AuthOutcome:
 def client_key(host: str) -> str:
     """The address a failure limit applies to: the IPv4 address, or the IPv6 /64 (one
     host owns a whole /64 and could rotate through it)."""
+    if ":" not in host:
+        return host  # IPv4 as the socket gave it (the common case, and the refused one: cheap)
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -174,6 +188,13 @@ class FailureLimiter:
         bucket.tokens = min(float(self.burst), bucket.tokens + 1.0)
 
 
+def _lower_priority() -> None:
+    """The checking thread yields the CPU to everything else, the event loop first (Linux
+    gives each thread its own nice value; elsewhere this does nothing)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 def _verify(password: bytes, hashed: bytes) -> bool:
     try:
         return bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed)
@@ -196,6 +217,9 @@ class BasicAuth:
         self._limiter = FailureLimiter(
             self.limits.failures_burst, self.limits.failures_refill_seconds, self.limits.tracked_clients
         )
+        self._total = FailureLimiter(
+            self.limits.total_failures_burst, self.limits.total_failures_refill_seconds, 1
+        )
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._executor: ThreadPoolExecutor | None = None
         self._dummy: bytes | None = None
@@ -204,7 +228,9 @@ class BasicAuth:
 
     async def start(self) -> None:
         """Start the checking thread and make the dummy hash (one bcrypt, off the loop)."""
-        self._executor = ThreadPoolExecutor(self.limits.max_checks, thread_name_prefix="gtmon-bcrypt")
+        self._executor = ThreadPoolExecutor(
+            self.limits.max_checks, thread_name_prefix="gtmon-bcrypt", initializer=_lower_priority
+        )
         cost = max((int(h[4:6]) for h in self.users.values()), default=4)
         salt = bcrypt.gensalt(rounds=cost)
         loop = asyncio.get_running_loop()
@@ -270,14 +296,16 @@ class BasicAuth:
         refused = self._refuse(client, now)
         if refused is not None:
             return AuthOutcome(refused.status, refused.reason, refused.retry_after, user, refused.log)
-        if self._pending >= self.limits.max_checks + self.limits.max_waiting:
+        total_wait = self._total.retry_after("*", now)
+        if total_wait > 0 or self._pending >= self.limits.max_checks + self.limits.max_waiting:
             log = now - self._busy_logged > 10  # one line per 10 s of a flood
             if log:
                 self._busy_logged = now
-            return AuthOutcome(429, "busy", 1, user, log=log)
+            return AuthOutcome(429, "busy", max(1, math.ceil(total_wait)), user, log=log)
         if self._executor is None or self._dummy is None:
             raise RuntimeError("BasicAuth.start() was not awaited")
         self._limiter.take(client, now)
+        self._total.take("*", now)
         self._pending += 1
         try:
             loop = asyncio.get_running_loop()
@@ -289,6 +317,7 @@ class BasicAuth:
         now = self._clock()
         if matched and hashed is not None:
             self._limiter.refund(client, now)
+            self._total.refund("*", now)
             self._remember(key, now)
             return AuthOutcome(200, "ok", user=user, log=False)
         return AuthOutcome(401, "invalid", user=user)

@@ -24,7 +24,7 @@ from monitor.webauth import AuthLimits, FailureLimiter, client_key, parse_basic
 from monitor.webconfig import load_web_config
 from tests.security.conftest import PASSWORD, ServeFactory, WebConfigWriter
 
-FAST = AuthLimits(failure_delay_seconds=0.0)
+FAST = AuthLimits(failure_delay_seconds=0.0, failures_burst=50, total_failures_burst=50)
 
 
 def basic(user: str | bytes, password: str | bytes) -> str:
@@ -239,6 +239,30 @@ async def test_failures_are_limited_per_client_with_retry_after(
         assert (await client.get(url, auth=("prometheus", PASSWORD))).status_code == 200
     assert served.auth_failures("invalid") == 3
     assert served.auth_failures("rate_limited") == 3
+
+
+async def test_many_addresses_buy_no_more_bcrypt_than_the_total_budget(
+    serve: ServeFactory, write_web_config: WebConfigWriter, hash4: str
+) -> None:
+    limits = AuthLimits(
+        failure_delay_seconds=0.0,
+        failures_burst=10,
+        total_failures_burst=3,
+        total_failures_refill_seconds=60,
+    )
+    served = await serve(write_web_config(users={"prometheus": hash4}), limits=limits)
+    codes = []
+    for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"):
+        transport = httpx.AsyncHTTPTransport(local_address=source)
+        async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+            answer = await client.get(f"{served.url}/metrics", auth=("prometheus", "wrong"))
+            codes.append(answer.status_code)
+    assert codes == [401, 401, 401, 429, 429]
+    assert served.auth_failures("busy") == 2
+    # The right password, already verified, still passes; a new one waits for the budget.
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.get(f"{served.url}/metrics", auth=("prometheus", PASSWORD))
+        assert answer.status_code == 429 and int(answer.headers["Retry-After"]) >= 1
 
 
 async def test_checks_beyond_the_queue_are_answered_busy(
