@@ -87,6 +87,13 @@ METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("table", "region", "operation", "result"),
         "Canary writes and reads, by result (ok or error).",
     ),
+    "gtmon_canary_lost_total": (
+        "counter",
+        PAIR,
+        "Canaries given up on: not seen at the target within canary.timeout_seconds, so their "
+        "lag is never measured; gtmon_replication_oldest_pending_seconds counts from the oldest "
+        "of them until a read shows it.",
+    ),
     "gtmon_region_up": (
         "gauge",
         ("region",),
@@ -313,6 +320,7 @@ class Metrics:
         self.replication_lag_last = gauge("gtmon_replication_lag_last_seconds")
         self.replication_lag_error = gauge("gtmon_replication_lag_error_seconds")
         self.canary_operations = counter("gtmon_canary_operations_total")
+        self.canary_lost = counter("gtmon_canary_lost_total")
         self.region_up = gauge("gtmon_region_up")
         self.aws_request_duration = histogram("gtmon_aws_request_duration_seconds", AWS_BUCKETS)
         self.aws_request_errors = counter("gtmon_aws_request_errors_total")

@@ -6,6 +6,13 @@ other region one prober task polls that item with strongly consistent reads,
 following a read plan built from recent lag, until the sequence is visible.
 Keys hold the instance id and the source region (never something that
 replicates), so two monitors never disturb each other.
+
+State stays bounded through a stall of any length: a canary keeps only the
+reads its bracket can use (BRACKET_READS misses and hits), a canary older than
+`timeout_seconds` is given up (counted in gtmon_canary_lost_total) and leaves
+behind only a run of sequences that still counts in the oldest-pending gauge,
+and canaries that settle together when the stall ends do so in batches, so
+the event loop is never held for long.
 """
 
 from __future__ import annotations
@@ -39,7 +46,13 @@ from monitor.waiting import wait_event
 __all__ = ["CanaryRunner", "CanaryTarget", "Measurement", "PairProbe", "settled"]
 
 _log = structlog.get_logger("gtmon.canary")
-MAX_PENDING = 1000
+MAX_PENDING = 1000  # canaries polled per pair whatever timeout_seconds says
+# Misses and hits kept per canary: the latest-sent misses and the earliest-answered hits
+# (see _Pending.record). More than the reads ever out at once around an arrival.
+BRACKET_READS = 16
+# Canaries resolved per pass; the rest after other callbacks had their turn. After a long
+# stall one answer settles every canary written during it.
+SETTLE_BATCH = 50
 # Pipelined reads: a dense plan across a 220 ms round trip needs many reads out at once.
 MAX_IN_FLIGHT = 16
 LATE_POLL_FRACTION = 0.1  # past its plan, a canary is polled every tenth of its age
@@ -76,6 +89,12 @@ class Measurement:
     reads: int
 
 
+def _keep(reads: list[Interval], read: Interval, worst: Callable[[Interval], float]) -> None:
+    reads.append(read)
+    if len(reads) > BRACKET_READS:
+        reads.remove(max(reads, key=worst))
+
+
 @dataclass
 class _Pending:
     seq: int
@@ -84,10 +103,26 @@ class _Pending:
     plan: list[float]
     next_index: int = 0
     reads: int = 0
-    misses: list[Interval] = field(default_factory=list)
-    hits: list[Interval] = field(default_factory=list)
+    misses: list[Interval] = field(default_factory=list)  # at most BRACKET_READS
+    hits: list[Interval] = field(default_factory=list)  # at most BRACKET_READS
     plan_base: float = 0.0  # the expected answer of the write; plan offsets count from it
     acked: bool = False
+
+    def record(self, read: Interval, hit: bool) -> None:
+        """Keep the read if a bracket could pick it, within BRACKET_READS of each kind.
+
+        lag.pick_bracket takes the hit whose look is bounded earliest (its answer minus the
+        floor) and the latest-looking miss (its send plus the floor) that does not
+        contradict that hit. With one floor for all reads those order like the answers and
+        the sends, so the earliest-answered hits and the latest-sent misses hold the
+        bracket; an older miss is picked only when more than BRACKET_READS later ones all
+        contradict the hit, and at most MAX_IN_FLIGHT reads are ever out around an arrival.
+        Without the bound, a stall appended every read to every waiting canary.
+        """
+        if hit:
+            _keep(self.hits, read, lambda r: r.received)
+        else:
+            _keep(self.misses, read, lambda r: -r.sent)
 
     def next_read_at(self, timeout: float) -> float | None:
         """Monotonic time of the next planned read; None once the plan or the timeout is spent."""
@@ -98,6 +133,37 @@ class _Pending:
     def advance(self, now: float) -> None:
         while self.next_index < len(self.plan) and self.plan_base + self.plan[self.next_index] <= now:
             self.next_index += 1
+
+
+@dataclass(frozen=True)
+class _Unseen:
+    """Canaries given up on and not yet seen at the target, as one run of sequences.
+
+    Only their ends are kept, so a stall of any length costs the same. A read that shows a
+    sequence inside the run means every canary up to it arrived (or was overwritten by a
+    newer one that did); the oldest still unseen was committed after that one, whose commit
+    is interpolated between the ends (sequences follow the wall clock), so the gauge errs
+    high by at most one interval while a backlog drains.
+    """
+
+    first_seq: int
+    first_commit: float
+    last_seq: int
+    last_commit: float
+
+    def add(self, seq: int, commit: float) -> _Unseen:
+        return _Unseen(
+            self.first_seq, self.first_commit, max(seq, self.last_seq), max(commit, self.last_commit)
+        )
+
+    def seen(self, seq: int) -> _Unseen | None:
+        if seq >= self.last_seq:
+            return None
+        if seq < self.first_seq:
+            return self
+        fraction = (seq - self.first_seq) / (self.last_seq - self.first_seq)
+        commit = self.first_commit + fraction * (self.last_commit - self.first_commit)
+        return _Unseen(seq + 1, commit, self.last_seq, self.last_commit)
 
 
 @dataclass
@@ -112,7 +178,8 @@ class PairProbe:
     last: LagEstimate | None = None
     last_measured_wall: float | None = None
     newest_seen_commit: float | None = None  # monotonic commit time of the newest canary seen
-    dropped_oldest_commit: float | None = None
+    unseen: _Unseen | None = None  # canaries given up on, not yet seen
+    lost: int = 0  # canaries given up on (gtmon_canary_lost_total)
     measurements: int = 0
     reads: int = 0
     last_error: str | None = None
@@ -123,12 +190,13 @@ class PairProbe:
     read_round_trip: float | None = None  # smoothed, for the read planner's lead
     read_floor: RoundTripFloor = field(default_factory=RoundTripFloor)
     last_read_sent: float = 0.0
+    settle_later: asyncio.Handle | None = None  # the next batch of settling, when one waits
     # Per-region mode: the canary the source's daemon should have written next (monotonic).
     expected_next_commit: float | None = None
 
     def oldest_pending_commit(self) -> float | None:
-        if self.dropped_oldest_commit is not None:
-            return self.dropped_oldest_commit
+        if self.unseen is not None:
+            return self.unseen.first_commit
         for pending in self.pending.values():
             return pending.write.midpoint
         return self.expected_next_commit
@@ -207,6 +275,10 @@ class CanaryRunner:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        for probe in self.probes.values():
+            if probe.settle_later is not None:
+                probe.settle_later.cancel()
+                probe.settle_later = None
         reads = [t for probe in self.probes.values() for t in probe.in_flight]
         for task in reads:
             task.cancel()
@@ -253,10 +325,7 @@ class CanaryRunner:
                 else None,
             )
             probe.pending[seq] = _Pending(seq, provisional, written_at, plan, plan_base=provisional.received)
-            while len(probe.pending) > MAX_PENDING:
-                _, dropped = probe.pending.popitem(last=False)
-                if probe.dropped_oldest_commit is None:
-                    probe.dropped_oldest_commit = dropped.write.midpoint
+            self._expire(probe, sent)
             probe.wake.set()
         try:
             await self._clients.call(source, "dynamodb", "put_item", TableName=self.target.table, Item=item)
@@ -292,6 +361,41 @@ class CanaryRunner:
 
     # ---- probing --------------------------------------------------------------------------
 
+    def _expire(self, probe: PairProbe, now: float) -> None:
+        """Give up on canaries older than timeout_seconds (or beyond MAX_PENDING).
+
+        They leave the plan and the pending set: their lag will never be measured, and they
+        are counted in gtmon_canary_lost_total. Until a read shows them they stay in
+        `probe.unseen`, so the oldest-pending gauge keeps counting from the oldest of them
+        for the whole stall. The newest canary is never given up: it keeps the late polls
+        going (one read per interval) that see the stall end even when the source region
+        no longer takes writes (and `gtmon check` waits on it).
+        """
+        lost = 0
+        while len(probe.pending) > 1:
+            seq, oldest = next(iter(probe.pending.items()))
+            commit = oldest.write.midpoint
+            if len(probe.pending) <= MAX_PENDING and now - commit <= self.settings.timeout_seconds:
+                break
+            del probe.pending[seq]
+            if probe.unseen is None:
+                probe.unseen = _Unseen(seq, commit, seq, commit)
+                _log.warning(
+                    "canary_given_up",
+                    table=probe.table,
+                    source=probe.source,
+                    target=probe.target,
+                    seq=seq,
+                    age=round(now - commit, 3),
+                    timeout=self.settings.timeout_seconds,
+                )
+            else:
+                probe.unseen = probe.unseen.add(seq, commit)
+            lost += 1
+        if lost:
+            probe.lost += lost
+            self._metrics.canary_lost.labels(probe.table, probe.source, probe.target).inc(lost)
+
     def _next_due(self, probe: PairProbe) -> float | None:
         dues = []
         spent_since: float | None = None  # the write of the oldest canary past its plan
@@ -312,6 +416,10 @@ class CanaryRunner:
                 max(self.settings.min_poll_interval_seconds, LATE_POLL_FRACTION * (last - spent_since)),
             )
             dues.append(last + gap)
+        if probe.unseen is not None:
+            # Canaries given up on while none is pending (the newest write failed): one read
+            # per interval still sees them arrive and ends the stall on the gauge.
+            dues.append(probe.last_read_sent + max(1.0, self.settings.interval_seconds))
         return min(dues, default=None)
 
     async def _probe_loop(self, probe: PairProbe) -> None:
@@ -322,6 +430,7 @@ class CanaryRunner:
         tighter than 100 ms. Each answer bounds when its read looked (see lag.py).
         """
         while True:
+            self._expire(probe, self._clock.monotonic())
             due = self._next_due(probe)
             now = self._clock.monotonic()
             if probe.backoff_until > now:
@@ -403,19 +512,24 @@ class CanaryRunner:
     def _absorb(self, probe: PairProbe, read: Interval, item: dict[str, Any]) -> None:
         """Fold one answer into every pending canary, resolving those it settles."""
         seen = int(item["gtmon_seq"]["N"]) if "gtmon_seq" in item else None
+        if seen is not None and probe.unseen is not None:
+            probe.unseen = probe.unseen.seen(seen)
         for pending in probe.pending.values():
             if read.sent < pending.write.sent:
                 continue  # sent before this canary was written: says nothing about it
             pending.reads += 1
-            if seen is not None and seen >= pending.seq:
-                pending.hits.append(read)
-            else:
-                pending.misses.append(read)
+            pending.record(read, seen is not None and seen >= pending.seq)
+        self._settle(probe)
+
+    def _settle_batch(self, probe: PairProbe) -> None:
+        probe.settle_later = None
         self._settle(probe)
 
     def _settle(self, probe: PairProbe) -> None:
-        """Resolve every acknowledged canary whose arrival the answers so far pin down."""
+        """Resolve every acknowledged canary whose arrival the answers so far pin down,
+        SETTLE_BATCH at a time (the next batch is queued behind the loop's other work)."""
         read_floor = probe.read_floor.one_way()
+        resolved = 0
         for seq in list(probe.pending):
             pending = probe.pending[seq]
             if not pending.hits or not pending.acked:
@@ -423,6 +537,11 @@ class CanaryRunner:
             miss, hit = pick_bracket(pending.misses, pending.hits, read_floor)
             if not settled(probe, latest_look(hit, read_floor), read_floor):
                 continue
+            if resolved >= SETTLE_BATCH:
+                if probe.settle_later is None:
+                    probe.settle_later = asyncio.get_running_loop().call_soon(self._settle_batch, probe)
+                return
+            resolved += 1
             del probe.pending[seq]
             estimate = estimate_lag(
                 pending.write, miss, hit, self._write_floor[probe.source].one_way(), read_floor
@@ -442,8 +561,6 @@ class CanaryRunner:
                 ),
                 pending.write.midpoint,
             )
-        if not probe.pending:
-            probe.dropped_oldest_commit = None
 
     def _publish(self, probe: PairProbe, measurement: Measurement, commit: float) -> None:
         """Record one arrival: history, metrics, observers, log."""
@@ -513,6 +630,7 @@ class CanaryRunner:
                     "oldest_pending_seconds": reading.oldest_pending_seconds,
                     "heartbeat_age_seconds": reading.heartbeat_age_seconds,
                     "pending": len(probe.pending),
+                    "canaries_lost": probe.lost,
                     "measurements": probe.measurements,
                     "reads_per_canary": round(probe.reads / probe.measurements, 2)
                     if probe.measurements
