@@ -10,6 +10,9 @@ child process whose links take a fixed 100 ms. In the same run:
   passwords from another address (127.0.0.2) as fast as the daemon answers, each on
   its own connection;
 
+in `--blocks` alternating blocks (3 of 10 s each), so that a busy shared machine
+disturbs both alike;
+
 and compares the canary's stated error bound (p50/p99 of
 `gtmon_replication_lag_error_seconds` of every new measurement, seen as a pair's lag
 histogram count going up between two scrapes) and the authorized scrape's latency. Before
@@ -218,46 +221,51 @@ def canary_readings(text: str) -> dict[tuple[str, str], tuple[float, float, floa
     return {k: (count[k], last.get(k, 0.0), bound.get(k, 0.0)) for k in count}
 
 
-def observe(daemon: Daemon, seconds: float, every: float = 0.2) -> dict[str, Any]:
+def observe(daemon: Daemon, seconds: float, into: dict[str, Any], every: float = 0.2) -> None:
     """The authorized scraper for `seconds`: GET /metrics every `every` s, its latency, and
     every new canary measurement (a pair's lag histogram count went up: its last lag and
-    error bound are the new measurement's)."""
+    error bound are the new measurement's), added to the samples in `into`."""
     cpu0 = proc_cpu_seconds(daemon.pid)
-    scrapes: list[float] = []
-    failures = 0
-    bounds: list[float] = []
-    lags: list[float] = []
     seen: dict[tuple[str, str], float] = {}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         started = time.monotonic()
         try:
             text = daemon.get("/metrics").decode()
-            scrapes.append(time.monotonic() - started)
+            into["scrapes"].append(time.monotonic() - started)
         except OSError:
-            failures += 1
+            into["failures"] += 1
             time.sleep(every)
             continue
         for key, (count, lag, bound) in canary_readings(text).items():
             if key in seen and count > seen[key]:
-                bounds.append(bound)
-                lags.append(lag)
+                into["bounds"].append(bound)
+                into["lags"].append(lag)
             seen[key] = count
         time.sleep(max(0.0, every - (time.monotonic() - started)))
+    into["seconds"] += seconds
+    into["cpu"] += proc_cpu_seconds(daemon.pid) - cpu0
 
+
+def new_samples() -> dict[str, Any]:
+    return {"scrapes": [], "bounds": [], "lags": [], "failures": 0, "seconds": 0.0, "cpu": 0.0}
+
+
+def summary(samples: dict[str, Any]) -> dict[str, Any]:
     def ms(value: float | None) -> float | None:
         return None if value is None else round(value * 1000, 1)
 
+    bounds, lags, scrapes = samples["bounds"], samples["lags"], samples["scrapes"]
     return {
-        "seconds": seconds,
-        "daemon_cpu_fraction": round((proc_cpu_seconds(daemon.pid) - cpu0) / seconds, 3),
+        "seconds": round(samples["seconds"], 1),
+        "daemon_cpu_fraction": round(samples["cpu"] / samples["seconds"], 3),
         "measurements": len(bounds),
         "error_bound_p50_ms": ms(percentile(bounds, 50)),
         "error_bound_p99_ms": ms(percentile(bounds, 99)),
         "lag_p50_ms": ms(percentile(lags, 50)),
         "lag_p99_ms": ms(percentile(lags, 99)),
         "scrapes": len(scrapes),
-        "scrape_failures": failures,
+        "scrape_failures": samples["failures"],
         "scrape_p50_ms": ms(percentile(scrapes, 50)),
         "scrape_p90_ms": ms(percentile(scrapes, 90)),
         "scrape_p99_ms": ms(percentile(scrapes, 99)),
@@ -346,7 +354,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="6 s phases instead of 30 s")
-    parser.add_argument("--seconds", type=float, help="length of the quiet and the flood phase")
+    parser.add_argument("--seconds", type=float, help="length of the quiet and of the flood phase")
+    parser.add_argument("--blocks", type=int, help="quiet and flood alternate in this many blocks each "
+                                                    "(so that a busy machine hits both alike)")
     parser.add_argument("--clients", type=int, default=20, help="flooding clients (default 20)")
     parser.add_argument("--half-open", type=int, default=500, help="half-open connections (default 500)")
     parser.add_argument("--interval", type=float, default=0.5, help="canary interval (s)")
@@ -368,6 +378,7 @@ def main() -> None:
     if args.nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # the children inherit it
     seconds = args.seconds or (6.0 if args.quick else 30.0)
+    args.blocks = args.blocks or (1 if args.quick else 3)
     half_open_count = min(args.half_open, 100) if args.quick else args.half_open
     started = time.monotonic()
     results: dict[str, Any] = {}
@@ -380,19 +391,27 @@ def main() -> None:
         try:
             daemon.wait_ready()
             log(f"daemon pid {daemon.pid} on {daemon.base}; quiet for {seconds:.0f} s")
-            results["quiet"] = observe(daemon, seconds)
-            log(f"flood: {args.clients} clients with wrong passwords for {seconds:.0f} s")
+            quiet, flood = new_samples(), new_samples()
+            outcomes: Counter[str] = Counter()
             before = daemon.refused()
-            worker = subprocess.Popen(
-                [PYTHON, __file__, "--flood-worker", daemon.base, str(daemon.ca), str(seconds),
-                 str(args.clients)],
-                stdout=subprocess.PIPE, text=True,
-            )
-            time.sleep(0.5)  # the clients are connecting
-            results["flood"] = observe(daemon, seconds - 0.5)
-            out, _ = worker.communicate(timeout=seconds + 60)
-            outcomes = json.loads(out.strip().splitlines()[-1])
-            results["flood"]["attacker_requests"] = outcomes
+            block = seconds / args.blocks
+            for number in range(args.blocks):
+                log(f"block {number + 1}/{args.blocks}: quiet {block:.0f} s, then {args.clients} "
+                    f"clients with wrong passwords {block:.0f} s")
+                observe(daemon, block, quiet)
+                worker = subprocess.Popen(
+                    [PYTHON, __file__, "--flood-worker", daemon.base, str(daemon.ca), str(block),
+                     str(args.clients)],
+                    stdout=subprocess.PIPE, text=True,
+                )
+                time.sleep(0.5)  # the clients are connecting
+                observe(daemon, block - 0.5, flood)
+                out, _ = worker.communicate(timeout=block + 60)
+                outcomes.update(json.loads(out.strip().splitlines()[-1]))
+                time.sleep(1.0)  # the flood's last connections are closed
+            results["quiet"] = summary(quiet)
+            results["flood"] = summary(flood)
+            results["flood"]["attacker_requests"] = dict(outcomes)
             results["flood"]["attacker_requests_per_s"] = round(sum(outcomes.values()) / seconds, 1)
             results["flood"]["refused_by_daemon"] = {
                 k: v - before.get(k, 0.0) for k, v in daemon.refused().items() if v - before.get(k, 0.0)
@@ -430,7 +449,8 @@ def main() -> None:
         "half_open_rss": worst_half_open <= TARGET_HALF_OPEN_MB,
     }
     params = {
-        "quick": args.quick, "phase_seconds": seconds, "clients": args.clients, "nice": args.nice,
+        "quick": args.quick, "phase_seconds": seconds, "blocks": args.blocks, "clients": args.clients,
+        "nice": args.nice,
         "attacker": f"{ATTACKER}, nice 19 (another host on a real network)",
         "half_open_connections": half_open_count, "half_open_source_addresses": 50,
         "canary_interval_s": args.interval, "regions": REGIONS, "link_delay": "fixed 100 ms",
