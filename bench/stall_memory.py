@@ -14,24 +14,28 @@ regions, six pairs, one canary per second per region, the sandbox's read budget.
 Cases: the default canary.timeout_seconds (120 s: older canaries are given up and
 counted in gtmon_canary_lost_total) and a timeout longer than the pause (3600 s: then
 MAX_PENDING = 1000 bounds the canaries still polled; the worst case for memory and
-for the settling when the pause ends).
+for the settling when the pause ends). --quick: a 2-minute pause, timeouts 60 s and 3600 s.
 
-Measured for each case:
-- memory: tracemalloc, started when the pause begins; every allocation still held
-  when it ends (the simulated table's held writes included, tens of KB), the peak
-  during the pause, and the top allocation sites;
-- blocking: every callback the loop runs is timed (asyncio.events.Handle._run): the
-  longest during the pause, the longest in the 30 s after the resume (when every
-  canary written during the pause settles), and the longest single
-  CanaryRunner._settle call, with the most canaries one call resolved;
+Each case runs twice with the same seed. The first pass measures:
+- memory: RSS growth over the pause, and the size of everything reachable from the
+  runner's per-pair state (`probes`) before and at the end of the pause;
+- blocking: every callback the loop runs is timed (asyncio.events.Handle._run), in
+  wall time and in this thread's CPU time (which leaves out other processes' share of
+  a busy machine): the longest during the pause, in the 30 s after the resume (when
+  every canary written during the pause settles) and later; the longest single
+  CanaryRunner._settle call and the most canaries one call resolved; the longest
+  garbage collection per phase (the bench's own gc.collect() calls apart);
 - the oldest-pending gauge of the paused pair, read as a scrape would every 10
   virtual seconds: it must rise through the whole pause;
-- recovery: canaries written after the resume until the paused pair's error bound is
-  back within 1.5x its pre-fault median (the first from which every run of five
-  consecutive canaries has its median there).
+- recovery: the 1-based position of the first canary written after the resume that
+  starts a run of five whose median error bound is within 1.5x the pre-fault median
+  (as bench/fault_recovery.py and tests/canary/test_fault_recovery.py count).
+The second pass runs under tracemalloc (which slows it ~3x, so it times nothing):
+every allocation made during the pause and still held at its end (the simulated
+table's held writes included, tens of KB), the peak, and the top allocation sites.
 
-Timing figures are CPU time on this machine (virtual time only spaces the events);
-memory and counts do not depend on the machine. Running this file with PYTHONPATH
+Timing figures depend on this machine (virtual time only spaces the events); memory
+and counts do not. Running this file with PYTHONPATH
 pointing at an older checkout measures that code instead (used for the "before"
 figures in the notes).
 
@@ -267,15 +271,11 @@ class SimulatedTable:
 # ---- one case ---------------------------------------------------------------------------------
 
 def recovery_canaries(errors_after: list[float], before_median: float) -> int | None:
-    """1-based position of the first canary after the resume from which every run of
-    RECOVERY_RUN consecutive canaries has a median error bound within the factor."""
+    """1-based position of the first canary after the resume that starts a run of
+    RECOVERY_RUN whose median error bound is within the factor of the pre-fault median."""
     limit = RECOVERY_FACTOR * before_median
-    ok = [statistics.median(errors_after[i:i + RECOVERY_RUN]) <= limit
-          for i in range(len(errors_after) - RECOVERY_RUN + 1)]
-    for start in range(len(ok)):
-        if all(ok[start:]):
-            return start + 1
-    return None
+    return next((i + 1 for i in range(len(errors_after) - RECOVERY_RUN + 1)
+                 if statistics.median(errors_after[i:i + RECOVERY_RUN]) <= limit), None)
 
 
 _OPAQUE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
@@ -361,7 +361,7 @@ async def run_case(timeout: float, args: argparse.Namespace, timer: CallbackTime
     timer.bench_task = asyncio.current_task()
     runner.start()
     writers = [asyncio.create_task(writer(r)) for r in REGIONS]
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"timeout_seconds": timeout}
     try:
         await asyncio.sleep(args.warmup)
         paused_at = loop.time()
@@ -463,17 +463,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="a 3-minute pause (seconds to run)")
+    parser.add_argument("--quick", action="store_true", help="a 2-minute pause (seconds to run)")
     parser.add_argument("--stall-minutes", type=float)
-    parser.add_argument("--timeouts", type=float, nargs="+", default=[120.0, 3600.0],
-                        help="canary.timeout_seconds, one case each")
+    parser.add_argument("--timeouts", type=float, nargs="+", default=None,
+                        help="canary.timeout_seconds, one case each (default 120 and 3600; quick: 60 "
+                             "and 3600)")
     parser.add_argument("--no-tracemalloc", dest="tracemalloc", action="store_false",
                         help="skip the second pass of each case (tracemalloc; slow on old code)")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
-    args.stall_minutes = args.stall_minutes or (3.0 if args.quick else 30.0)
-    args.warmup = 60.0
-    args.recovery_canaries = 20
+    args.stall_minutes = args.stall_minutes or (2.0 if args.quick else 30.0)
+    args.timeouts = args.timeouts or ([60.0, 3600.0] if args.quick else [120.0, 3600.0])
+    args.warmup = 40.0 if args.quick else 60.0
+    args.recovery_canaries = 15 if args.quick else 20
     # The daemon logs every measurement at info; rendering them is part of settling.
     devnull = open(os.devnull, "w")  # noqa: SIM115
     configure_logging("json", "info", stream=devnull)
@@ -505,7 +507,8 @@ def main() -> None:
         "distances": "gtmon sandbox defaults (simulated)", "time": "virtual (VirtualTimeLoop)",
         "warmup_s": args.warmup, "max_pending": MAX_PENDING, "tracemalloc_pass": args.tracemalloc,
         "memory": "RSS growth and probe state (timing pass), tracemalloc held (second pass)",
-        "recovery": f"median of {RECOVERY_RUN} consecutive bounds <= {RECOVERY_FACTOR}x pre-fault median",
+        "recovery": f"first canary starting a run of {RECOVERY_RUN} with median bound <= "
+                    f"{RECOVERY_FACTOR}x the pre-fault median",
         "monitor": os.path.dirname(os.path.abspath(monitor.__file__)), "seed": args.seed,
     }
     targets = {"memory_mb_30min_pause": MEMORY_TARGET_MB, "settle_blocking_ms": BLOCKING_TARGET_MS,

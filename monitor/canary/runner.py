@@ -87,6 +87,10 @@ class Measurement:
     first_hit: Interval
     estimate: LagEstimate
     reads: int
+    # First seen by the same read as a newer canary: it arrived in a backlog the link
+    # released at once (the end of a pause or an outage), so its lag says when the link
+    # came back rather than how long it takes, and it does not shape the read plan.
+    crowded: bool = False
 
 
 def _keep(reads: list[Interval], read: Interval, worst: Callable[[Interval], float]) -> None:
@@ -107,6 +111,7 @@ class _Pending:
     hits: list[Interval] = field(default_factory=list)  # at most BRACKET_READS
     plan_base: float = 0.0  # the expected answer of the write; plan offsets count from it
     acked: bool = False
+    crowded: bool = False
 
     def record(self, read: Interval, hit: bool) -> None:
         """Keep the read if a bracket could pick it, within BRACKET_READS of each kind.
@@ -483,8 +488,11 @@ class CanaryRunner:
             self._count(probe.target, "read", "error")
             probe.last_error = f"read in {probe.target}: {error.code}"
             if sent >= probe.backoff_until:
-                # Pipelined reads fail together; one burst of failures backs off once.
-                probe.backoff = min(30.0, max(0.5, probe.backoff * 2))
+                # Pipelined reads fail together; one burst of failures backs off once. At most
+                # one read per interval (and per second): a longer wait would leave the
+                # canaries written after the region came back unread, with bounds as wide as
+                # the wait.
+                probe.backoff = min(max(1.0, self.settings.interval_seconds), max(0.5, probe.backoff * 2))
                 probe.backoff_until = self._clock.monotonic() + probe.backoff
             _log.warning(
                 "canary_read_failed",
@@ -514,11 +522,21 @@ class CanaryRunner:
         seen = int(item["gtmon_seq"]["N"]) if "gtmon_seq" in item else None
         if seen is not None and probe.unseen is not None:
             probe.unseen = probe.unseen.seen(seen)
+        first_seen: list[_Pending] = []
         for pending in probe.pending.values():
             if read.sent < pending.write.sent:
                 continue  # sent before this canary was written: says nothing about it
             pending.reads += 1
-            pending.record(read, seen is not None and seen >= pending.seq)
+            hit = seen is not None and seen >= pending.seq
+            if hit and not pending.hits:
+                first_seen.append(pending)
+            pending.record(read, hit)
+        # One read that is the first to see several canaries saw a backlog released at once
+        # (a pause or an outage ended, or reads failed for a while): their lags say when that
+        # happened, not how long the link takes. Only the newest may shape the read plan, or
+        # the plans after a stall spread over the stall's lags for the next 64 canaries.
+        for pending in first_seen[:-1]:
+            pending.crowded = True
         self._settle(probe)
 
     def _settle_batch(self, probe: PairProbe) -> None:
@@ -558,6 +576,7 @@ class CanaryRunner:
                     hit,
                     estimate,
                     pending.reads,
+                    pending.crowded,
                 ),
                 pending.write.midpoint,
             )
@@ -565,9 +584,10 @@ class CanaryRunner:
     def _publish(self, probe: PairProbe, measurement: Measurement, commit: float) -> None:
         """Record one arrival: history, metrics, observers, log."""
         estimate = measurement.estimate
-        # The whole interval: a canary bracketed badly (no read missed it after the write, say)
-        # makes the next plan reach over everything it may have been.
-        probe.history.add(estimate.low, estimate.high)
+        if not measurement.crowded:
+            # The whole interval: a canary bracketed badly (no read missed it after the write,
+            # say) makes the next plan reach over everything it may have been.
+            probe.history.add(estimate.low, estimate.high)
         probe.last = estimate
         probe.last_measured_wall = self._clock.wall()
         probe.measurements += 1
@@ -610,6 +630,8 @@ class CanaryRunner:
         )
 
     def status(self, region_up: dict[str, bool]) -> list[dict[str, Any]]:
+        """Rows for /api/status. p50/p99 come from the read planner's history: canaries
+        released together at the end of a stall are not in it (the lag histogram has them)."""
         now = self._clock.monotonic()
         rows = []
         for probe in self.probes.values():

@@ -102,3 +102,33 @@ def test_footprint_quick():
     five = results["five_tables"]["calls_by_kind"]["canary_write_ok"]
     one = results["dedicated"]["calls_by_kind"]["canary_write_ok"]
     assert five > 2 * one
+
+
+@pytest.mark.timeout(150)
+def test_stall_memory_quick():
+    report = run_quick("stall_memory")
+    cases = report["results"]["cases"]
+    assert set(cases) == {"timeout=60s", "timeout=3600s"}
+    for case in cases.values():
+        # Simulated in virtual time: these do not depend on the machine.
+        assert case["misses_per_canary_peak"] <= 16
+        assert case["pending_peak"] <= case["timeout_seconds"] + 1
+        assert case["oldest_pending_gauge"]["rose_every_sample"]
+        assert case["oldest_pending_gauge"]["after_recovery_s"] < 5
+        assert case["most_canaries_one_settle_call"] <= 50
+        assert case["tracemalloc"]["tracemalloc_held_mb"] <= 10
+        assert case["probe_state_mb"]["end_of_pause"] <= 10
+        assert case["recovery_canaries"] is not None and case["recovery_canaries"] <= 10
+        # Settling after the pause, in CPU time (a busy machine's preemption left out).
+        assert case["longest_callback_cpu_ms"]["after"] < 50
+    assert cases["timeout=60s"]["lost_canaries"] > 0  # a 2-minute pause in quick mode
+
+
+@pytest.mark.timeout(150)
+def test_fault_recovery_quick():
+    report = run_quick("fault_recovery")
+    pause = report["results"]["faults"]["pause"]
+    pair = pause["pairs"]["us-east-1->eu-west-1"]
+    assert pair["before_n"] > 0 and pair["before_error_median_ms"] is not None
+    assert len(pair["after_error_ms"]) >= 5
+    assert pair["during_crowded"] > 0  # the pause's canaries arrived together

@@ -237,3 +237,25 @@ async def test_settling_a_thousand_canaries_after_a_stall_yields_to_the_loop_bet
     # The bound itself (50 ms) with room for a loaded machine; bench/stall_memory.py measures it.
     assert max(t for t, _ in calls) < 0.05, calls
     assert oldest_pending(metrics) == 0.0
+
+
+async def test_canaries_released_together_after_a_stall_leave_the_read_plan_as_it_was():
+    runner, clock, _ = make_runner(timeout=120)
+    probe = probe_of(runner)
+    # A steady link: each canary arrives 0.5 s after its write, bracketed within 25 ms.
+    for _ in range(40):
+        await runner.write(SOURCE)
+        seq = next(reversed(probe.pending))
+        for offset, seen in ((0.475, None), (0.525, seq)):
+            runner._absorb(probe, Interval(clock.now + offset, clock.now + offset), answer(seen))
+        clock.now += 1.0
+    window = probe.history.window(0.06)
+    written = await stall(runner, clock, 30)
+    clock.now += 0.5
+    runner._absorb(probe, Interval(clock.now, clock.now), answer(written[-1]))
+    measured = probe.measurements
+    assert measured == 40 + 30
+    assert len(probe.history.samples) == 41  # one of the 30: the newest
+    after = probe.history.window(0.06)
+    assert after is not None and window is not None
+    assert (after.core_low, after.core_high) == (window.core_low, window.core_high)
