@@ -11,9 +11,9 @@ run x mode, named ``RUN/MODE``, e.g. ``d500ms_p0.2-2s_busy/none``):
 
 ``ordinary`` (default; issue 11: conflicts on ordinary tables, no paused links)
     link delay D in 200 ms, 500 ms, 1 s, 2 s, 5 s (every directed link uniform in
-    [0.95 D, 1.05 D], in order per link) x stream poll floor 0.2 s with a 2 s idle ceiling
-    (``poll_interval_min_seconds`` 0.2, ``poll_interval_max_seconds`` 2, so idle readers
-    really back off) x table activity x attributes:
+    [0.95 D, 1.05 D], in order per link) x stream poll floor 0.2 s with the default 1 s idle
+    ceiling (``poll_interval_min_seconds`` 0.2, ``poll_interval_max_seconds`` 1, so idle
+    readers really back off; ``--poll-ceiling`` to change it) x table activity x attributes:
 
     - activity ``idle``: only the conflict workload writes the tables; ``busy``: a
       background writer also writes other items of every table (3 writes/s per table, each
@@ -162,7 +162,7 @@ P_CONFLICT, P_THREE_WAY = 0.45, 0.3
 # ordinary grid (issue 11)
 ORDINARY_DELAYS_MS = [200, 500, 1000, 2000, 5000]
 ORDINARY_JITTER = 0.1  # each link uniform in [0.95 D, 1.05 D]
-POLL_FLOOR_S, POLL_CEILING_S = 0.2, 2.0
+POLL_FLOOR_S, POLL_CEILING_S = 0.2, 1.0
 ACTIVITIES = ["idle", "busy"]
 SPREAD_S = (0.05, 0.3)  # conflicting writers each 50-300 ms after the previous one
 BUSY_WRITES_PER_S = 3.0  # per table, spread over the regions

@@ -268,7 +268,17 @@ class StreamSettings(_Model):
         ),
     )
     poll_interval_min_seconds: float = Field(default=0.2, ge=0.05, le=60)
-    poll_interval_max_seconds: float = Field(default=2.0, ge=0.05, le=300)
+    poll_interval_max_seconds: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=300,
+        description=(
+            "An idle reader's polling interval. The first write after a quiet spell is "
+            "timed only this precisely in the region that took it, which decides whether a "
+            "conflict on an idle table can be attributed (docs/conflicts.md: at 2 s, recall "
+            "on idle tables with 0.5 s links fell to 0.58). Cost: see `gtmon cost`."
+        ),
+    )
     checkpoint_path: FilePath = "gtmon-checkpoints.json"
     settle_seconds: float = Field(default=10.0, ge=0, le=3600)
     log_item_images: bool = False

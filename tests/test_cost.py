@@ -67,8 +67,8 @@ def test_the_command_prices_idle_bursts_and_busy(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     # example.yaml: 3 regions, one table, floor 0.2 s, ceiling 2 s, bursts of 5 s.
     assert "3 stream shard reader(s) (1 table(s), 1 shard(s) per replica)" in out
-    assert "stream reads                     3.95 M requests   $    0.29" in out  # idle
-    assert "idle, every shard at the 2 s ceiling: 3.95 M requests, $0.29 per month" in out
+    assert "stream reads                     7.89 M requests   $    1.08" in out  # idle
+    assert "idle, every shard at the 1 s ceiling: 7.89 M requests, $1.08 per month" in out
     assert "one write burst on Orders: at most 3 regions x 1 shard(s) x 5 s / 0.2 s = 75 " in out
     assert "polls at the 0.2 s floor all the time): 39.45 M requests, $7.39 per month" in out
     assert "$0.02/100k stream reads after 2.5 M free" in out

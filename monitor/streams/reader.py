@@ -145,7 +145,7 @@ class ReaderSettings:
     """How a reader paces itself. `from_config` maps the operator's settings."""
 
     poll_interval_min: float = 0.2
-    poll_interval_max: float = 2.0
+    poll_interval_max: float = 1.0
     describe_interval: float = 10.0
     retry_slow_seconds: float = 30.0
     backoff_base: float = 0.2
