@@ -12,7 +12,7 @@ carried by only half the writes. What must hold, against the emulator's ground t
 
 The emulator runs in a child process (as the sandbox and the benchmarks run it), so the
 daemon's observation times are not disturbed by the emulator's threads. The daemon runs
-as deployed: default stream polling (0.2 s floor, 2 s idle ceiling; the table is idle
+as deployed: default stream polling (0.2 s floor, 1 s idle ceiling; the table is idle
 long enough before the conflicts for the readers to be at the ceiling) and the canary on
 (every second, so a detector that bounds origins by canary lags has them); only
 ``settle_seconds`` is short (2 s, still above the slowest link) to keep each test well
@@ -51,8 +51,8 @@ WRITER = "UpdatedIn"
 CANARY_TABLE = "gtmon-canary"
 SETTLE_S = 2.0
 ITEMS = 10
-# Idle readers back off from the 0.2 s floor by 1.5x per empty poll: at the 2 s ceiling
-# after about 6 s.
+# Idle readers back off from the 0.2 s floor by 1.5x per empty poll: at the 1 s ceiling
+# after about 3 s (and the burst after the set-up writes lasts 5 s).
 IDLE_S = 7.0
 _names = itertools.count(1)
 _seq = itertools.count(1)
