@@ -84,6 +84,60 @@ def _load(args: argparse.Namespace) -> Config:
     return config.model_copy(update=updates) if updates else config
 
 
+def _probe_target(args: argparse.Namespace) -> str:
+    """The URL `gtmon health` checks: --url, or the config's own metrics address (a wildcard
+    address is checked on loopback), https when its web config serves TLS."""
+    path = "/readyz" if args.ready else "/healthz"
+    if args.url:
+        return str(args.url).rstrip("/") + path
+    config = load_config(args.config)
+    tls = False
+    if config.metrics.web_config_file:
+        from monitor.webconfig import load_web_config
+
+        tls = load_web_config(config.metrics.web_config_file).tls
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.metrics.host, config.metrics.host)
+    if ":" in host:
+        host = f"[{host}]"
+    if config.metrics.port == 0:
+        raise UserError(f"{args.config}: metrics.port is 0 (a random port): give --url")
+    return f"{'https' if tls else 'http'}://{host}:{config.metrics.port}{path}"
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    url = "(no URL)"
+    try:
+        url = _probe_target(args)
+        context = None
+        if url.startswith("https:"):
+            # The daemon next door, on loopback: its certificate is checked only with --cafile
+            # (it rarely names 127.0.0.1).
+            context = ssl.create_default_context(cafile=args.cafile)
+            if not args.cafile:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if args.cert:
+                context.load_cert_chain(args.cert, args.key)
+        with urllib.request.urlopen(url, timeout=args.timeout, context=context) as response:
+            text = response.read(200).decode("utf-8", "replace").strip()
+            print(f"gtmon health: OK {url} ({response.status} {text})")
+            return 0
+    except urllib.error.HTTPError as exc:
+        text = exc.read(200).decode("utf-8", "replace").strip().replace("\n", "; ")
+        print(f"gtmon health: FAIL {url}: {exc.code} {text}", file=sys.stderr)
+    except (ConfigError, UserError) as exc:
+        print(f"gtmon health: FAIL {' '.join(str(exc).split())}", file=sys.stderr)
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        print(f"gtmon health: FAIL {url}: {reason}", file=sys.stderr)
+    # 1 is "unhealthy" for Docker's HEALTHCHECK (2 is reserved there).
+    return 1
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from monitor.aws import AwsSetupError
     from monitor.service import Service, StartError
@@ -595,6 +649,30 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--ms", type=float, required=True, help="round trip in milliseconds")
     latency.add_argument("--jitter-ms", type=float, default=0.0)
     action("clear", "remove every outage, throttle, garbage, pause and delay change")
+
+    health = commands.add_parser(
+        "health",
+        help="check a running daemon's /healthz (exit 0 healthy, 1 not); for container probes",
+        description=(
+            "Ask a running gtmon whether it is up (/healthz, or /readyz with --ready), as Docker's "
+            "HEALTHCHECK or a Kubernetes exec probe would. With --config the address, port and "
+            "http or https come from the config and its web config; /healthz and /readyz need "
+            "no credentials. Exit 0 when it answers 200, 1 otherwise, with one line saying why."
+        ),
+    )
+    target = health.add_mutually_exclusive_group(required=True)
+    target.add_argument("--config", help="the daemon's YAML config (metrics.host, port, web config)")
+    target.add_argument("--url", help="base URL instead, e.g. http://127.0.0.1:9108")
+    health.add_argument("--ready", action="store_true", help="check /readyz instead of /healthz")
+    health.add_argument(
+        "--timeout", type=float, default=4.0, help="seconds to wait (default %(default)s)"
+    )
+    health.add_argument("--cafile", help="verify the server certificate with this CA")
+    health.add_argument(
+        "--cert", help="client certificate, when the web config requires one (with --key)"
+    )
+    health.add_argument("--key", help="the client certificate's key")
+    health.set_defaults(func=_cmd_health)
 
     config = commands.add_parser("config", help="work with configuration files")
     config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)

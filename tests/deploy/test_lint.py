@@ -55,8 +55,10 @@ def test_dockerfile_contents() -> None:
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in {"0", "root"}, "must run as non-root"
     assert "pip install --no-cache-dir ." in text
-    healthcheck = text[text.index("HEALTHCHECK") :].split("\n\n")[0]
-    assert "python" in healthcheck and "127.0.0.1:9108/healthz" in healthcheck
+    healthcheck = text[text.index("HEALTHCHECK --") :].split("\n\n")[0]
+    # The probe that works with the documented web config (TLS, basic auth): see
+    # tests/security/test_probes.py, which runs this very command against a daemon.
+    assert 'CMD ["gtmon", "health", "--config", "/etc/gtmon/config.yaml"]' in healthcheck
     assert 'ENTRYPOINT ["gtmon"]' in lines
     assert 'CMD ["run", "--config", "/etc/gtmon/config.yaml"]' in lines
     assert "EXPOSE 9108" in lines
@@ -160,6 +162,53 @@ def test_servicemonitor_structure() -> None:
             assert re.fullmatch(r"\d+(ms|s|m|h)", endpoint[key]), endpoint[key]
     # Without jobLabel the job label is the Service name: alerts match job="gtmon".
     assert "jobLabel" not in monitor["spec"] and service["metadata"]["name"] == "gtmon"
+
+
+def _json_patch(doc: Any, operations: list[dict[str, Any]]) -> Any:
+    """The `add` and `replace` operations of RFC 6902, as kustomize applies them."""
+    for operation in operations:
+        assert operation["op"] in ("add", "replace"), operation
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in operation["path"][1:].split("/")]
+        target = doc
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        if isinstance(target, list):
+            if last == "-":
+                target.append(operation["value"])
+            else:
+                target.insert(int(last), operation["value"])
+        else:
+            assert operation["op"] == "add" or last in target, operation
+            target[last] = operation["value"]
+    return doc
+
+
+def test_web_config_component_patches_valid_manifests(tmp_path: Path) -> None:
+    component = K8S / "web-config"
+    kustomization = yaml.safe_load((component / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Component"
+    docs = _k8s_docs()
+    patched = {}
+    for entry in kustomization["patches"]:
+        kind = entry["target"]["kind"]
+        assert docs[kind]["metadata"]["name"] == entry["target"]["name"]
+        doc = {k: v for k, v in docs[kind].items() if k != "__file__"}
+        patched[kind] = _json_patch(doc, yaml.safe_load((component / entry["path"]).read_text()))
+    deployment = patched["Deployment"]
+    path = tmp_path / "deployment.yaml"
+    path.write_text(yaml.safe_dump(deployment))
+    assert_ok(run_tool("kubernetes-validate", "--strict", path))
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/etc/gtmon-web"]["name"]]["secret"]["secretName"] == "gtmon-web-config"
+    endpoint = patched["ServiceMonitor"]["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https" and {"tlsConfig", "basicAuth"} <= set(endpoint)
+    # The overlay's config names the web config where the Secret is mounted.
+    assert "web_config_file: /etc/gtmon-web/web-config.yml" in (component / "kustomization.yaml").read_text()
 
 
 def test_kustomization_lists_every_manifest() -> None:
@@ -408,7 +457,15 @@ def test_command_lines_match_the_cli() -> None:
     dockerfile_cmd = json.loads(
         re.search(r"^CMD (\[.+\])$", (DEPLOY / "Dockerfile").read_text(), re.M).group(1)  # type: ignore[union-attr]
     )
-    for args in (sandbox, deployment, exec_start, dockerfile_cmd):
+    healthchecks = [
+        json.loads(
+            re.search(r"^\s+CMD (\[.+\])$", (DEPLOY / "Dockerfile").read_text(), re.M).group(1)  # type: ignore[union-attr]
+        ),
+        compose["services"]["gtmon"]["healthcheck"]["test"][1:],
+    ]
+    for command in healthchecks:
+        assert command[:2] == ["gtmon", "health"], command
+    for args in (sandbox, deployment, exec_start, dockerfile_cmd, *(c[1:] for c in healthchecks)):
         text = _help(args[0])
         for flag in _flags(args):
             assert flag in text, f"gtmon {args[0]} has no {flag} (used in {args})"
