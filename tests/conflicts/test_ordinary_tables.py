@@ -35,6 +35,7 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
+from bench._common import create_global_table as create_bench_table
 from monitor.config import Config, parse_config
 from monitor.emulator.control import ControlClient
 from monitor.emulator.delays import DelaySpec
@@ -82,25 +83,7 @@ def client(url: str, region: str) -> Any:
 
 def create_global_table(url: str, name: str, timeout: float = 20.0) -> None:
     """`name` keyed by pk (S), streams on, replicas in every region, all ACTIVE."""
-    home = client(url, REGIONS[0])
-    home.create_table(
-        TableName=name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
-    home.update_table(
-        TableName=name, ReplicaUpdates=[{"Create": {"RegionName": r}} for r in REGIONS[1:]]
-    )
-    deadline = time.monotonic() + timeout
-    while True:
-        table = home.describe_table(TableName=name)["Table"]
-        if table["TableStatus"] == "ACTIVE" and all(
-            r.get("ReplicaStatus") == "ACTIVE" for r in table.get("Replicas", [])
-        ):
-            return
-        assert time.monotonic() < deadline, f"{name} not ACTIVE after {timeout:.0f} s"
-        time.sleep(0.1)
+    create_bench_table(url, name, REGIONS, timeout=timeout)
 
 
 def daemon_config(url: str, table: str, tmp_path: Path, writer_attribute: bool) -> Config:
