@@ -18,7 +18,9 @@ the event loop is never held for long.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
+import operator
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -93,10 +95,8 @@ class Measurement:
     crowded: bool = False
 
 
-def _keep(reads: list[Interval], read: Interval, worst: Callable[[Interval], float]) -> None:
-    reads.append(read)
-    if len(reads) > BRACKET_READS:
-        reads.remove(max(reads, key=worst))
+_SENT = operator.attrgetter("sent")
+_RECEIVED = operator.attrgetter("received")
 
 
 @dataclass
@@ -124,10 +124,13 @@ class _Pending:
         contradict the hit, and at most MAX_IN_FLIGHT reads are ever out around an arrival.
         Without the bound, a stall appended every read to every waiting canary.
         """
-        if hit:
-            _keep(self.hits, read, lambda r: r.received)
-        else:
-            _keep(self.misses, read, lambda r: -r.sent)
+        if hit:  # kept sorted by answer, earliest first
+            if len(self.hits) < BRACKET_READS or read.received < self.hits[-1].received:
+                bisect.insort(self.hits, read, key=_RECEIVED)
+                del self.hits[BRACKET_READS:]
+        elif len(self.misses) < BRACKET_READS or read.sent > self.misses[0].sent:
+            bisect.insort(self.misses, read, key=_SENT)  # sorted by send, latest last
+            del self.misses[:-BRACKET_READS]
 
     def next_read_at(self, timeout: float) -> float | None:
         """Monotonic time of the next planned read; None once the plan or the timeout is spent."""
