@@ -212,6 +212,7 @@ def main() -> None:
         "recovery": f"first canary starting a run of {RUN} with median bound <= {FACTOR}x "
                     "the pre-fault median",
         "nice": args.nice, "monitor": os.path.dirname(os.path.abspath(monitor.__file__)),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     targets = {"recovery_canaries": TARGET_CANARIES, "factor_of_pre_fault_median": FACTOR}
     emit("fault_recovery", params, results, targets, met)
