@@ -15,6 +15,7 @@ import asyncio
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -194,6 +195,18 @@ def truth_by_seq(writes: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict
 # ---- a process's own footprint (Linux /proc, no psutil) -----------------------------------
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def stop_process(process: subprocess.Popen[Any]) -> int | None:
+    """SIGTERM, 15 s to exit, then SIGKILL; the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    return process.returncode
 
 
 def proc_cpu_seconds(pid: int) -> float:

@@ -63,6 +63,7 @@ from _common import (
     percentile,
     proc_cpu_seconds,
     proc_rss_bytes,
+    stop_process,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -189,15 +190,9 @@ class Daemon:
         return found
 
     def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        returncode = stop_process(self.process)
         self.stderr.close()
-        return self.process.returncode
+        return returncode
 
 
 # ---- measuring ----------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from _common import (
     proc_cpu_seconds,
     proc_rss_bytes,
     sandbox_emulator_spec,
+    stop_process,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -144,15 +145,9 @@ class Daemon:
         return time.monotonic(), proc_cpu_seconds(self.pid), self.counters()
 
     def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        returncode = stop_process(self.process)
         self.stderr.close()
-        return self.process.returncode
+        return returncode
 
 
 def report(daemon: Daemon, start: tuple[float, float, dict[str, float]],
