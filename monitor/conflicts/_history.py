@@ -11,9 +11,10 @@ ancestor of the version that survives.
 
 The streams do not say which region originated a write. So the analysis
 enumerates *worlds* (an origin for every write, among the regions whose stream
-holds it), keeps those the replication model allows, and reports only what all
-remaining worlds agree on (``exact``), what observation times pick among them
-(``inferred``) or that they disagree (``ambiguous``). Two cheap facts make this
+holds it), keeps those the replication model and the arrival times allow, and
+reports only what all remaining worlds agree on: ``exact`` when no timing was
+needed, ``inferred`` when arrival times ruled worlds out, ``ambiguous`` where the
+worlds disagree on a region. Two cheap facts make this
 tractable:
 
 * **cuts**: a version present in every region's chain splits the history. All
