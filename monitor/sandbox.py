@@ -30,8 +30,8 @@ from monitor.emulator.process import EmulatorProcess
 from monitor.emulator.traffic import ORDERS_TABLE, DemoTraffic, create_orders_table
 from monitor.logs import configure_logging
 from monitor.service import Service
+from monitor.statuspage import format_key
 from monitor.waiting import wait_event
-from monitor.web import format_key
 
 __all__ = [
     "SANDBOX_CLIENT_LATENCY",

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from monitor.web import KNOWN_BY, WebServer, render_status_page
+from monitor.statuspage import KNOWN_BY, render_status_page
+from monitor.web import WebServer
 from monitor.webconfig import load_web_config
 
 STATUS = {

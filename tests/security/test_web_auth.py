@@ -40,7 +40,8 @@ def raw_get(port: int, path: str, headers: bytes = b"", timeout: float = 5.0) ->
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
-    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+    # aiohttp answers a head it cannot parse (a header over 8 KiB) as HTTP/1.0.
+    status = int(data.split(b" ", 2)[1]) if data.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) else 0
     return status, data
 
 
@@ -175,8 +176,8 @@ async def test_malformed_credentials_are_a_401_and_one_warning_never_a_traceback
     served = await serve(write_web_config(users={"prometheus": hash4}), limits=FAST)
     with capture_logs() as logs:
         status, data = await asyncio.to_thread(raw_get, served.port, "/metrics", header)
-    assert status in (401, 431), (name, data[:200])
-    assert b"WWW-Authenticate: Basic" in data or status == 431
+    assert status in (400, 401), (name, data[:200])  # 400: a header over aiohttp's 8 KiB
+    assert b"WWW-Authenticate: Basic" in data or (name == "huge token" and status == 400)
     errors = [entry for entry in logs if entry["log_level"] in ("error", "critical", "exception")]
     assert not errors, errors
     refusals = [entry for entry in logs if entry["event"] == "http_auth_refused"]
