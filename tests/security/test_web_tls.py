@@ -306,3 +306,54 @@ async def test_malformed_requests_get_an_answer_not_a_traceback(
     # aiohttp answers what it cannot parse as HTTP/1.0.
     assert data.startswith((f"HTTP/1.1 {status} ".encode(), f"HTTP/1.0 {status} ".encode())), data[:100]
     assert [entry for entry in logs if entry["log_level"] in ("error", "critical")] == []
+
+
+async def test_a_client_sending_a_byte_a_second_is_cut_off_without_stalling_the_loop(
+    serve: ServeFactory,
+) -> None:
+    # The canary measures lag on this event loop: a dribbling client must cost it nothing.
+    served = await serve(request_timeout=2.0)
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def dribble() -> tuple[float, int]:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+            started = time.monotonic()
+            sent = 0
+            try:
+                for byte in request:
+                    sock.sendall(bytes([byte]))
+                    sent += 1
+                    time.sleep(1.0)
+            except OSError:  # the server cut us off mid-request
+                pass
+            assert sock.recv(1) == b""  # never answered
+            return time.monotonic() - started, sent
+
+    worst, last = 0.0, time.monotonic()
+    client = asyncio.create_task(asyncio.to_thread(dribble))
+    while not client.done():
+        await asyncio.sleep(0.01)
+        now = time.monotonic()
+        worst, last = max(worst, now - last - 0.01), now
+    took, sent = await client
+    assert 1.5 < took < 5 and sent < len(request)
+    assert served.server.open_connections == 0
+    assert worst < 0.25, f"the event loop stalled {worst:.3f} s"
+
+
+async def test_stop_lets_an_answer_in_flight_finish_and_then_refuses(
+    serve: ServeFactory, write_web_config: WebConfigWriter, hash4: str
+) -> None:
+    served = await serve(write_web_config(users={"prometheus": hash4}))  # refusals held 1 s
+    port = served.port
+
+    def wrong_password() -> int:
+        url = f"http://127.0.0.1:{port}/metrics"
+        return httpx.get(url, auth=("prometheus", "wrong"), timeout=5).status_code
+
+    answer = asyncio.create_task(asyncio.to_thread(wrong_password))
+    await asyncio.sleep(0.3)  # the 401 is being held
+    await served.server.stop()
+    assert await answer == 401
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
