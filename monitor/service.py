@@ -311,11 +311,13 @@ class Service:
 
     def _conflicts_status(self) -> dict[str, Any]:
         if self.watcher is None:
-            return {"enabled": False, "total": 0, "recent": []}
+            return {"enabled": False, "total": 0, "uncertain": 0, "recent": []}
         watched = self.watcher.status()
         return {
             "enabled": True,
-            "total": watched["conflicts_reported"],
+            # What gtmon_lww_conflicts_total counted: certain verdicts only.
+            "total": watched["conflicts_counted"],
+            "uncertain": watched["conflicts_reported"] - watched["conflicts_counted"],
             "recent": watched["recent_conflicts"],
             "streams": watched["tables"],
             "checkpoint": watched["checkpoint"],
@@ -326,6 +328,8 @@ class Service:
         errors = self.clients.last_errors
         health = self.health()
         return {
+            # When this was taken: the page's "data as of".
+            "as_of": datetime.fromtimestamp(self.clock.wall(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "instance_id": self.config.instance_id,
             "version": __version__,
             "ready": health.ready,

@@ -68,7 +68,7 @@ async def test_endpoints_serve_metrics_health_readiness_status_and_page():
             assert (await client.get("/readyz")).status_code == 200
             assert (await client.get("/api/status")).json()["pairs"][0]["state"] == "STALLED"
             page = (await client.get("/")).text
-            assert "STALLED" in page and "pending 12.00 s" in page
+            assert "STALLED" in page and "no canary for 12 s" in page
             assert "InternalServerError" in page and "order-1" in page
             assert (await client.get("/nope")).status_code == 404
             assert (await client.post("/metrics")).status_code == 405

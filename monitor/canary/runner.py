@@ -40,6 +40,7 @@ from monitor.canary.lag import (
 )
 from monitor.canary.polling import LagHistory, plan_reads
 from monitor.canary.status import PairFacts, PairState, Thresholds, evaluate
+from monitor.canary.trend import LagTrend
 from monitor.clock import Clock
 from monitor.config import CanarySettings
 from monitor.metrics import Metrics, PairReading
@@ -47,6 +48,8 @@ from monitor.waiting import wait_event
 
 __all__ = ["CanaryRunner", "CanaryTarget", "Measurement", "PairProbe", "settled"]
 
+# Slices of the 15-minute window in /api/status's lag_history (10 s each).
+SPARK_BUCKETS = 90
 _log = structlog.get_logger("gtmon.canary")
 MAX_PENDING = 1000  # canaries polled per pair whatever timeout_seconds says
 # Misses and hits kept per canary: the latest-sent misses and the earliest-answered hits
@@ -183,6 +186,7 @@ class PairProbe:
     target: str
     pending: OrderedDict[int, _Pending] = field(default_factory=OrderedDict)
     history: LagHistory = field(default_factory=LagHistory)
+    trend: LagTrend = field(default_factory=LagTrend)  # the last 15 minutes, for people
     last: LagEstimate | None = None
     last_measured_wall: float | None = None
     newest_seen_commit: float | None = None  # monotonic commit time of the newest canary seen
@@ -593,6 +597,7 @@ class CanaryRunner:
             probe.history.add(estimate.low, estimate.high)
         probe.last = estimate
         probe.last_measured_wall = self._clock.wall()
+        probe.trend.add(probe.last_measured_wall, estimate.lag, estimate.error)
         probe.measurements += 1
         probe.last_error = None
         if probe.newest_seen_commit is None or commit > probe.newest_seen_commit:
@@ -633,13 +638,16 @@ class CanaryRunner:
         )
 
     def status(self, region_up: dict[str, bool]) -> list[dict[str, Any]]:
-        """Rows for /api/status. p50/p99 come from the read planner's history: canaries
-        released together at the end of a stall are not in it (the lag histogram has them)."""
+        """Rows for /api/status. p50/p99 are over every lag measured in the last 15 minutes
+        (`trend_window_seconds`), the canaries released at the end of a stall included;
+        `lag_history` is that window in SPARK_BUCKETS slices, each its worst lag (null: no
+        canary arrived then), for the status page's sparkline."""
         now = self._clock.monotonic()
+        wall = self._clock.wall()
         rows = []
         for probe in self.probes.values():
             reading = probe.reading(now)
-            samples = probe.history.lags()
+            spread = probe.trend.percentiles(wall)
             rows.append(
                 {
                     "table": probe.table,
@@ -648,9 +656,16 @@ class CanaryRunner:
                     "state": self.pair_state(probe, region_up).name,
                     "last_lag_seconds": probe.last.lag if probe.last else None,
                     "last_error_bound_seconds": probe.last.error if probe.last else None,
-                    "p50_seconds": samples[len(samples) // 2] if samples else None,
-                    "p99_seconds": samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-                    if samples
+                    "p50_seconds": spread[0] if spread else None,
+                    "p99_seconds": spread[1] if spread else None,
+                    "trend_window_seconds": probe.trend.window_seconds,
+                    "trend_measurements": len(probe.trend.points),
+                    "lag_history": [
+                        None if bucket is None else [round(bucket[0], 1), round(bucket[1], 4)]
+                        for bucket in probe.trend.buckets(wall, SPARK_BUCKETS)
+                    ],
+                    "last_lag_age_seconds": round(wall - probe.last_measured_wall, 1)
+                    if probe.last_measured_wall
                     else None,
                     "oldest_pending_seconds": reading.oldest_pending_seconds,
                     "heartbeat_age_seconds": reading.heartbeat_age_seconds,

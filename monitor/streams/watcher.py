@@ -178,6 +178,9 @@ class ConflictWatcher:
         self.recent: deque[dict[str, Any]] = deque(maxlen=recent_limit)
         self.reported: ReportedConflicts = ReportedConflicts()
         self.conflicts_reported = 0
+        # Of those, the ones gtmon_lww_conflicts_total counted (certain verdicts) and the
+        # uncertain rest, which the status page lists apart and never counts.
+        self.conflicts_counted = 0
         self.observe_errors = 0
         self.supervisor = supervisor or Supervisor(metrics, clock)
         self._components: list[Supervised] = []
@@ -338,6 +341,7 @@ class ConflictWatcher:
         loser = verdict.loser_region or UNKNOWN
         if verdict.certain:
             self.metrics.lww_conflicts.labels(verdict.table, winner, loser).inc()
+            self.conflicts_counted += 1
         self.conflicts_reported += 1
         entry: dict[str, Any] = {
             "table": verdict.table,
@@ -446,6 +450,7 @@ class ConflictWatcher:
             "running": self._running,
             "tables": tables,
             "conflicts_reported": self.conflicts_reported,
+            "conflicts_counted": self.conflicts_counted,
             "conflicts_suppressed_after_restart": self.reported.suppressed,
             "recent_conflicts": list(self.recent),
             # What the detector may assume of each link (from the canary), and how often
