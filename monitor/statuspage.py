@@ -137,8 +137,8 @@ def sparkline_svg(
         )
     for run in runs:
         if len(run) == 1:
-            x, y = run[0].split(",")
-            parts.append(f"<circle cx='{x}' cy='{y}' r='1.5' fill='#1565c0'/>")
+            cx, cy = run[0].split(",")
+            parts.append(f"<circle cx='{cx}' cy='{cy}' r='1.5' fill='#1565c0'/>")
         else:
             parts.append(
                 f"<polyline points='{' '.join(run)}' fill='none' stroke='#1565c0' stroke-width='1.5'/>"
