@@ -2,7 +2,9 @@
 # Install the system packages that gtmon's deployment tests need:
 # promtool and prometheus (Debian package "prometheus"), amtool
 # (Debian package "prometheus-alertmanager") and systemd-analyze (Debian
-# package "systemd", to verify deploy/systemd/gtmon.service).
+# package "systemd", to verify deploy/systemd/gtmon.service) and headless
+# Chromium (Debian package "chromium", for the status page's screenshots in
+# tests/test_status_page.py).
 #
 # Idempotent: does nothing when the tools are already on PATH. Needs root
 # (or sudo) only when something is missing. Called by .ci/run.
@@ -21,9 +23,12 @@ fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     missing+=(systemd)
 fi
+if ! command -v chromium >/dev/null 2>&1; then
+    missing+=(chromium)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "ci-system-deps: promtool, prometheus, amtool and systemd-analyze already installed"
+    echo "ci-system-deps: promtool, prometheus, amtool, systemd-analyze and chromium already installed"
     exit 0
 fi
 
@@ -43,7 +48,7 @@ echo "ci-system-deps: installing ${missing[*]}"
 # not started in containers without systemd, and are not needed.
 "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
-for tool in promtool prometheus amtool systemd-analyze; do
+for tool in promtool prometheus amtool systemd-analyze chromium; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "ci-system-deps: $tool still missing after install" >&2
         exit 1
