@@ -217,9 +217,11 @@ def _pair_cell(pair: dict[str, Any]) -> str:
         if pending >= 1:
             lines.append(f"<span class='small'>pending {_e(_fmt(pending))}</span>")
     window = float(pair.get("trend_window_seconds") or 900.0)
+    span = pair.get("trend_span_seconds")
+    over = f"last {_age(span)}" if span is not None and span < window - 30 else f"{window / 60:.0f} min"
     lines.append(
         f"<span class='small muted'>p50 {_e(_fmt(pair.get('p50_seconds')))} · "
-        f"p99 {_e(_fmt(pair.get('p99_seconds')))} ({window / 60:.0f} min)</span>"
+        f"p99 {_e(_fmt(pair.get('p99_seconds')))} ({_e(over)})</span>"
     )
     history = pair.get("lag_history")
     if history is not None:

@@ -597,7 +597,7 @@ class CanaryRunner:
             probe.history.add(estimate.low, estimate.high)
         probe.last = estimate
         probe.last_measured_wall = self._clock.wall()
-        probe.trend.add(probe.last_measured_wall, estimate.lag, estimate.error)
+        probe.trend.add(probe.last_measured_wall, estimate.lag)
         probe.measurements += 1
         probe.last_error = None
         if probe.newest_seen_commit is None or commit > probe.newest_seen_commit:
@@ -639,7 +639,8 @@ class CanaryRunner:
 
     def status(self, region_up: dict[str, bool]) -> list[dict[str, Any]]:
         """Rows for /api/status. p50/p99 are over every lag measured in the last 15 minutes
-        (`trend_window_seconds`), the canaries released at the end of a stall included;
+        (`trend_window_seconds`; `trend_span_seconds` says how far back the data really
+        reaches), the canaries released at the end of a stall included;
         `lag_history` is that window in SPARK_BUCKETS slices, each its worst lag (null: no
         canary arrived then), for the status page's sparkline."""
         now = self._clock.monotonic()
@@ -659,7 +660,8 @@ class CanaryRunner:
                     "p50_seconds": spread[0] if spread else None,
                     "p99_seconds": spread[1] if spread else None,
                     "trend_window_seconds": probe.trend.window_seconds,
-                    "trend_measurements": len(probe.trend.points),
+                    "trend_span_seconds": round(probe.trend.span(wall), 1),
+                    "trend_measurements": len(probe.trend),
                     "lag_history": [
                         None if bucket is None else [round(bucket[0], 1), round(bucket[1], 4)]
                         for bucket in probe.trend.buckets(wall, SPARK_BUCKETS)
