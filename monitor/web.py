@@ -103,28 +103,34 @@ class WebServer:
         self._web_config = web_config or WebConfig()
         self._auth = BasicAuth(self._web_config.users, auth_limits) if self._web_config.users else None
         self._runner: web.AppRunner | None = None
-        self._listener_args: dict[str, Any] = {
-            "ssl_context": self._web_config.ssl_context,
-            "max_connections": max_connections,
-            "max_per_client": max_connections_per_client,
-            "handshake_timeout": handshake_timeout,
-            "request_timeout": request_timeout,
-            "on_refused": self._count_refused,
-        }
-        self._host, self._port = host, port
-        self._listener: Listener | None = None
+        self._listener = Listener(
+            host,
+            port,
+            self._protocol,
+            ssl_context=self._web_config.ssl_context,
+            max_connections=max_connections,
+            max_per_client=max_connections_per_client,
+            handshake_timeout=handshake_timeout,
+            request_timeout=request_timeout,
+            on_refused=self._count_refused,
+        )
 
     @property
     def host(self) -> str:
-        return self._host
+        return self._listener.host
 
     @property
     def port(self) -> int:
-        return self._listener.port if self._listener is not None else self._port
+        return self._listener.port
 
     @property
     def open_connections(self) -> int:
-        return self._listener.open_connections if self._listener is not None else 0
+        return self._listener.open_connections
+
+    def _protocol(self) -> asyncio.Protocol:
+        """aiohttp's protocol for one admitted connection."""
+        assert self._runner is not None and self._runner.server is not None
+        return self._runner.server()
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard], client_max_size=BODY_LIMIT)
@@ -150,25 +156,22 @@ class WebServer:
         )
         try:
             await runner.setup()
-            assert runner.server is not None
-            self._listener = Listener(self._host, self._port, runner.server, **self._listener_args)
+            self._runner = runner
             await self._listener.start()
         except BaseException:
             await runner.cleanup()
+            self._runner = None
             if self._auth is not None:
                 self._auth.close()
             raise
-        self._runner = runner
 
     async def stop(self) -> None:
         """Stop accepting, let answers in flight finish (up to SHUTDOWN_TIMEOUT), then close."""
-        if self._listener is not None:
-            await self._listener.stop_accepting()
+        await self._listener.stop_accepting()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._listener is not None:
-            self._listener.abort_all()
+        self._listener.abort_all()
         if self._auth is not None:
             self._auth.close()
 
@@ -203,8 +206,10 @@ class WebServer:
             return web.Response(status=404, text=_NOT_FOUND)
         try:
             return await handler(request)
-        except Exception:  # a bug in one handler must never take the endpoint down
+        except Exception as exc:  # a bug in one handler must never take the endpoint down
             _log.exception("http_request_failed", path=request.path[:200])
+            if self._metrics is not None:
+                self._metrics.count_internal_error("web", exc)
             return web.Response(status=500, text="internal error\n")
 
     async def _authorize(self, request: web.Request, arrived: float) -> web.Response | None:

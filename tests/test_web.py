@@ -171,3 +171,29 @@ def test_status_page_says_how_each_side_of_a_conflict_was_known():
     plain = render_status_page(STATUS)
     assert "<td>us-east-1</td>" in plain and "<td>eu-west-1</td>" in plain
     assert "How each region was known" not in plain
+
+
+async def test_a_bug_in_a_handler_is_one_500_one_logged_traceback_and_a_counted_error():
+    from structlog.testing import capture_logs
+
+    from monitor.metrics import Metrics
+
+    reg = CollectorRegistry()
+    metrics = Metrics(reg, "test")
+
+    def broken() -> dict:
+        raise KeyError("pairs")
+
+    server = WebServer("127.0.0.1", 0, reg, broken, lambda: True, metrics=metrics)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=5) as client:
+            with capture_logs() as logs:
+                answer = await client.get("/api/status")
+            assert answer.status_code == 500 and answer.text == "internal error\n"
+            assert [e["event"] for e in logs if e["log_level"] == "error"] == ["http_request_failed"]
+            labels = {"component": "web", "type": "KeyError"}
+            assert reg.get_sample_value("gtmon_internal_errors_total", labels) == 1
+            assert (await client.get("/healthz")).status_code == 200  # the endpoint lives on
+    finally:
+        await server.stop()
