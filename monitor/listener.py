@@ -299,7 +299,11 @@ class Listener:
                     conn.close()
                     slot.release()
                     return
-        except BaseException:
+        except OSError:  # the client left before the hand-over
+            conn.close()
+            slot.release()
+            return
+        except BaseException:  # cancelled by stop_accepting
             conn.close()
             slot.release()
             raise
