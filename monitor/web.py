@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -59,6 +59,13 @@ SHUTDOWN_TIMEOUT = 5.0
 _NOT_FOUND = "not found; try /, /metrics, /api/status, /healthz, /readyz\n"
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _async(answer: Callable[[web.Request], web.StreamResponse]) -> _Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return answer(request)
+
+    return handler
 
 
 class _ServerLog(logging.Logger):
@@ -95,8 +102,11 @@ class WebServer:
         auth_limits: AuthLimits | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
+        routes: Mapping[str, Callable[[web.Request], web.StreamResponse]] | None = None,
     ) -> None:
         self._registry = registry
+        # Further GET paths, each answered by its own module (behind the same auth).
+        self._routes = dict(routes or {})
         self._status = status
         self._ready = ready
         self._metrics = metrics
@@ -139,6 +149,8 @@ class WebServer:
         app.router.add_get("/api/status", self._api_status)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        for path, answer in self._routes.items():
+            app.router.add_get(path, _async(answer))
         return app
 
     async def start(self) -> None:

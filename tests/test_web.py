@@ -197,3 +197,23 @@ async def test_a_bug_in_a_handler_is_one_500_one_logged_traceback_and_a_counted_
             assert (await client.get("/healthz")).status_code == 200  # the endpoint lives on
     finally:
         await server.stop()
+
+
+async def test_further_routes_are_served_with_their_query_behind_the_same_auth(web_config: Path):
+    from aiohttp import web
+
+    def echo(request: web.Request) -> web.Response:
+        return web.json_response({"region": request.query.get("region")})
+
+    server = WebServer("127.0.0.1", 0, registry(), lambda: STATUS, lambda: True,
+                       load_web_config(web_config), routes={"/api/extra": echo})
+    await server.start()
+    context = ssl.create_default_context(cafile=str(web_config.parent / "cert.pem"))
+    url = f"https://127.0.0.1:{server.port}/api/extra?region=eu-west-1"
+    try:
+        async with httpx.AsyncClient(verify=context, timeout=5) as client:
+            assert (await client.get(url)).status_code == 401
+            answer = await client.get(url, auth=("prometheus", "s3cret"))
+            assert answer.status_code == 200 and answer.json() == {"region": "eu-west-1"}
+    finally:
+        await server.stop()
