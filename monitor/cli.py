@@ -341,6 +341,7 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings
+    from monitor.emulator.guard import loopback_name
     from monitor.emulator.process import start_heap_freezer
 
     latency = {}
@@ -359,6 +360,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         default_delay=DelaySpec.of(args.delay_ms, args.jitter_ms),
         replica_activation_seconds=args.activation_seconds,
         client_latency=latency,
+        strict_regions=args.strict_regions,
     )
     try:
         server = EmulatorServer(Emulator(settings), args.host, args.port)
@@ -366,11 +368,20 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         raise UserError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from None
+    others = "" if args.strict_regions else " (global tables), any other region standalone,"
     print(
-        f"gtmon emulator serving DynamoDB and DynamoDB Streams for {', '.join(args.regions)} "
+        f"gtmon emulator serving DynamoDB and DynamoDB Streams for {', '.join(args.regions)}{others} "
         f"on {server.url} (control API under {server.url}/gtmon/). Ctrl-C stops it.",
         flush=True,
     )
+    if not loopback_name(args.host):
+        print(
+            f"gtmon emulator: {args.host} is not a loopback address: anyone who reaches "
+            f"{server.url} can read and write its tables, reset it (POST /moto-api/reset, "
+            "/gtmon/reset) and inject faults; it has no authentication",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM (docker stop, systemd, kill) stops it like Ctrl-C
@@ -564,7 +575,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--regions",
         type=_regions,
         default=["us-east-1", "eu-west-1", "ap-southeast-1"],
-        help="comma-separated regions to serve (default us-east-1,eu-west-1,ap-southeast-1)",
+        help="comma-separated regions with global tables between them (default "
+        "us-east-1,eu-west-1,ap-southeast-1); other regions are served standalone",
+    )
+    emulator.add_argument(
+        "--strict-regions",
+        action="store_true",
+        help="refuse requests signed for a region not in --regions (UnrecognizedClientException)",
     )
     emulator.add_argument(
         "--delay-ms",

@@ -292,6 +292,38 @@ def test_enable_streams_switches_on_new_and_old_images(backend: Any) -> None:
     assert table.stream_shard is shard
 
 
+def test_the_stream_specification_is_set_before_the_shard_is_built(backend: Any) -> None:
+    # The capture shard reads the view type from the table when moto builds it.
+    seen: list[Any] = []
+    original = moto_hooks.CaptureShard.__init__
+
+    def spy(self: Any, account_id: str, table: Table) -> None:
+        seen.append(dict(table.stream_specification or {}))
+        original(self, account_id, table)
+
+    moto_hooks.CaptureShard.__init__ = spy  # type: ignore[method-assign]
+    try:
+        table = _table(backend, streams=False)
+        table.set_stream_specification({"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"})
+    finally:
+        moto_hooks.CaptureShard.__init__ = original  # type: ignore[method-assign]
+    assert seen == [{"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"}], (
+        "Table.set_stream_specification no longer stores the specification before it builds "
+        "the stream shard: the emulator's streams would lose their view type"
+    )
+
+
+def test_reset_moto_forgets_every_tracked_item(emulator_server: EmulatorServer) -> None:
+    # moto keeps every Item it ever made for its dashboard until a reset (moto's own
+    # /moto-api/reset clears them with reset_model_data).
+    table = _table(dynamodb_backends[moto_hooks.ACCOUNT_ID][REGION])
+    table.put_item(_item("a"))
+    assert Item.instances_tracked, "moto's Item no longer tracks its instances (BaseModel)"
+    moto_hooks.reset_moto()
+    assert Item.instances_tracked == []
+    assert moto_hooks.find_table(REGION, "T") is None
+
+
 def test_item_images_keys_and_reads(backend: Any) -> None:
     table = _table(backend)
     _recording(table)
