@@ -184,6 +184,13 @@ METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "(arrival times fit no history; judged without them), canary_contradicted (a link was "
         "faster than its canary floor; judged without floors).",
     ),
+    "gtmon_stream_images_missing": (
+        "gauge",
+        ("table", "region"),
+        "1 while the replica's stream does not carry both images (its StreamViewType is not "
+        "NEW_AND_OLD_IMAGES): conflict detection needs each write's old and new image, so lost "
+        "writes in this table go unseen; 0 when it does.",
+    ),
 }
 
 
@@ -337,6 +344,7 @@ class Metrics:
         self.component_restarts = counter("gtmon_component_restarts_total")
         self.internal_errors = counter("gtmon_internal_errors_total")
         self.stream_gaps = counter("gtmon_stream_gaps_total")
+        self.stream_images_missing = gauge("gtmon_stream_images_missing")
 
     def count_internal_error(self, component: str, error: BaseException) -> bool:
         """Count `error` once in gtmon_internal_errors_total; False if it was counted before.

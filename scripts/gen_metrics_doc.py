@@ -85,6 +85,7 @@ ACROSS_REPLICAS: dict[str, str] = {
     ),
     "gtmon_web_connections_refused_total": "per replica: each serves its own port",
     "gtmon_web_auth_failures_total": "`sum by (reason)`: each replica refuses its own requests",
+    "gtmon_stream_images_missing": "`max by (table, region)`: both replicas read the same stream",
 }
 
 LABELS: dict[str, str] = {
