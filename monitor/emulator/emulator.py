@@ -415,6 +415,9 @@ class Emulator:
                 return _json_response(start_response, 400, {"Error": "Need to POST to reset Moto"})
             try:
                 length = content_length(environ, MAX_CONTROL_BODY)
+                if length and not is_json(environ.get("CONTENT_TYPE")):
+                    # moto's clients send no body; a form or text/plain one is a web page's.
+                    raise RequestRefused(415, "the control API takes application/json bodies only")
             except RequestRefused as refused:
                 return _json_response(
                     start_response, refused.status, {"error": refused.message}, (("Connection", "close"),)
@@ -431,9 +434,9 @@ class Emulator:
             start_response,
             404,
             {
-                "error": f"/moto-api/{path} is not served by the gtmon emulator: it serves "
-                "/moto-api/reset (the whole emulator), /moto-api/seed, /moto-api/data.json and the "
-                "dashboard /moto-api/; faults and ground truth are under /gtmon/"
+                "error": f"/moto-api/{path} is not served by the gtmon emulator: it serves POST "
+                "/moto-api/reset (resets the whole emulator), /moto-api/seed, /moto-api/data.json "
+                "and the dashboard /moto-api/; faults and ground truth are under /gtmon/"
             },
         )
 

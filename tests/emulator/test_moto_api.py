@@ -60,6 +60,9 @@ def test_a_web_page_cannot_reset_the_emulator(emu: EmulatorServer, client: Any) 
     # A cross-site fetch carries its Origin; a DNS-rebound page arrives with its own name as Host.
     assert requests.post(url, headers={"Origin": "https://evil.example"}, timeout=5).status_code == 403
     assert requests.post(url, headers={"Host": "evil.example:8000"}, timeout=5).status_code == 403
+    # A cross-site form needs no preflight; moto's clients send no body at all.
+    form = requests.post(url, data="x", headers={"Content-Type": "text/plain"}, timeout=5)
+    assert form.status_code == 415
     assert client("us-east-1").list_tables()["TableNames"] == ["Orders"]
     assert requests.post(url, headers={"Origin": "http://localhost:3000"}, timeout=5).status_code == 200
 
