@@ -119,9 +119,8 @@ def outcomes(junit: Path) -> dict[str, tuple[str, str]]:
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
-                message = (child.get("message") or "").strip().splitlines()[0][:300] if child.get(
-                    "message"
-                ) else ""
+                lines = (child.get("message") or "").strip().splitlines()
+                message = lines[0][:300] if lines else ""
                 break
         if test not in result or rank[outcome] > rank[result[test][0]]:
             result[test] = (outcome, message)

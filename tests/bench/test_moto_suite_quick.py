@@ -9,15 +9,52 @@ transactions and batch writes. The figures for the full run are in the README.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench() -> ModuleType:
+    """bench/moto_suite.py as a module (bench/ is no package; the script adds bench/ to sys.path)."""
+    spec = importlib.util.spec_from_file_location("gtmon_bench_moto_suite", ROOT / "bench" / "moto_suite.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_comparison_names_every_test_whose_outcome_differs(tmp_path: Path) -> None:
+    # The CI test below asserts an empty list of differences: it is only as good as this.
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        "<testsuites><testsuite>"
+        '<testcase classname="m" name="same"/>'
+        '<testcase classname="m" name="broke"><failure message="boom&#10;detail">x</failure></testcase>'
+        '<testcase classname="m" name="skip"><skipped message="server mode"/></testcase>'
+        '<testcase classname="m" name="same"><error message="teardown"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    bench = _bench()
+    moto = bench.outcomes(junit)
+    assert moto == {
+        "m::same": ("error", "teardown"),  # a teardown error after a pass counts
+        "m::broke": ("failed", "boom"),
+        "m::skip": ("skipped", "server mode"),
+    }
+    gtmon = {"m::same": ("error", ""), "m::broke": ("passed", ""), "m::new": ("passed", "")}
+    assert [(d["test"], d["moto_server"], d["gtmon_emulator"]) for d in bench.compare(moto, gtmon)] == [
+        ("m::broke", "failed", "passed"),
+        ("m::new", "absent", "passed"),
+        ("m::skip", "skipped", "absent"),
+    ]
 
 
 @pytest.mark.timeout(300)
