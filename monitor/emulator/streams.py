@@ -30,13 +30,13 @@ from typing import Any
 
 from monitor.emulator.errors import AwsError
 
-__all__ = ["VIEW_TYPES", "StreamSettings", "StreamStore"]
+__all__ = ["StreamSettings", "StreamStore"]
 
 _SEQ_BASE = 10**20  # AWS sequence numbers are 21+ digit decimal strings
 MAX_RECORDS = 1000
 MAX_BYTES = 1024 * 1024
 # View type -> (carries NewImage, carries OldImage).
-VIEW_TYPES: dict[str, tuple[bool, bool]] = {
+_VIEW_TYPES: dict[str, tuple[bool, bool]] = {
     "KEYS_ONLY": (False, False),
     "NEW_IMAGE": (True, False),
     "OLD_IMAGE": (False, True),
@@ -163,7 +163,7 @@ class StreamStore:
         self._maintain(stream, now)
         shard = stream.shards[-1]
         event = "INSERT" if old is None else "REMOVE" if new is None else "MODIFY"
-        with_new, with_old = VIEW_TYPES.get(stream.view_type, (False, False))
+        with_new, with_old = _VIEW_TYPES.get(stream.view_type, (False, False))
         new = new if with_new else None
         old = old if with_old else None
         size = len(json.dumps((keys, old, new), separators=(",", ":"), default=str))
