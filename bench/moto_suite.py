@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         {"same_outcome_every_test": True},
         {"same_outcome_every_test": selected > 0 and not differences},
     )
-    return 0
+    # Non-zero on any difference: .ci/run runs the full selection and must fail on one.
+    return 0 if selected > 0 and not differences else 1
 
 
 if __name__ == "__main__":

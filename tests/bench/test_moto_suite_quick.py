@@ -3,9 +3,10 @@
 the same outcome against it as against `moto_server`, test by test.
 
 The full selection (bench/moto_suite.py, 499 tests) took 2 min 18 s and 4 min 18 s for both
-servers in two runs on a shared 2-core machine, over CI's budget, so CI runs its fixed `--quick`
-subset: the streams tests, table creation and updates, transactions and batch writes (where
-the emulator before this test failed 11 of 62). The full run's figures are in the README.
+servers in two runs on a shared 2-core machine, too long for the test suite's budget, so
+`.ci/run` runs it after the suite and this test runs a fixed `--quick` subset: the streams
+tests, table creation and updates, transactions and batch writes (where the emulator before
+this test failed 11 of 62). The full run's figures are in the README.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def test_moto_suite_has_the_same_outcome_against_gtmon_emulator_as_against_moto_
     )
     if done.returncode == 2:  # the suite is not fetched: a gap in CI must be visible, never a skip
         pytest.fail(done.stderr.strip(), pytrace=False)
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.returncode in (0, 1), done.stderr[-4000:]  # 1: a difference, shown below
     output = done.stdout.strip()
     report = json.loads(output[output.index("\n{") + 1 :] if not output.startswith("{") else output)
     results = report["results"]
