@@ -22,7 +22,7 @@ from moto.core.model_instances import reset_model_data
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models import table as moto_table
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
-from moto.dynamodb.models.table import StreamShard, Table
+from moto.dynamodb.models.table import StreamRecord, StreamShard, Table
 
 __all__ = [
     "ACCOUNT_ID",
@@ -106,6 +106,27 @@ class CaptureShard(StreamShard):
         return self
 
 
+class _Untracked(list[Any]):
+    """A model class's `instances_tracked` that keeps nothing.
+
+    moto's BaseModel appends every instance it makes to its class's list, for the dashboard
+    of /moto-api/data.json, until a reset: every Item ever written (about 1.1 KB each: 3000
+    overwrites of one key held 3000 Items, 3.3 MB). An emulator left running for days, as the
+    sandbox is, must not grow with every write, so the per-write models keep none; tables
+    and indexes are still tracked (and listed by data.json)."""
+
+    def append(self, _instance: Any) -> None:
+        pass
+
+
+_PER_WRITE_MODELS: tuple[type, ...] = (Item, StreamRecord)
+
+
+def _untrack_per_write_models() -> None:
+    for model in _PER_WRITE_MODELS:
+        model.instances_tracked = _Untracked()  # type: ignore[attr-defined]
+
+
 def install(capture: CaptureFn, stream_opened: StreamOpenedFn) -> None:
     """Route every applied write of every stream-enabled table to `capture`."""
     global _capture, _stream_opened
@@ -116,6 +137,7 @@ def install(capture: CaptureFn, stream_opened: StreamOpenedFn) -> None:
     _capture = capture
     _stream_opened = stream_opened
     moto_table.StreamShard = CaptureShard  # type: ignore[misc]
+    _untrack_per_write_models()
 
 
 def reset_moto() -> None:
@@ -124,6 +146,7 @@ def reset_moto() -> None:
     its dashboard's /moto-api/data.json until a reset), as moto's own reset does."""
     dynamodb_backends[ACCOUNT_ID].reset()
     reset_model_data()
+    _untrack_per_write_models()  # reset_model_data gives every class a fresh, tracking list
 
 
 def create_backend_app(service: str = "dynamodb") -> Any:
