@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -33,6 +34,23 @@ ENDPOINT_ENV = "GTMON_ENDPOINT"
 
 class UserError(Exception):
     """A mistake the user can fix; printed without a traceback."""
+
+
+# What the `sandbox` extra installs that the emulator and the sandbox import; a production
+# install (`pip install gtmon`) has none of it, and these commands say what to install.
+SANDBOX_EXTRA_MODULES = ("moto", "rich")
+SANDBOX_EXTRA_INSTALL = "pip install 'gtmon[sandbox]'"
+
+
+def require_sandbox_extra(command: str) -> None:
+    """Refuse `command` in one line when the sandbox extra is missing, instead of an
+    ImportError traceback from deep inside the emulator."""
+    missing = [name for name in SANDBOX_EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(
+            f"`gtmon {command}` needs the sandbox extra ({', '.join(missing)} not installed): "
+            f"{SANDBOX_EXTRA_INSTALL}"
+        )
 
 
 def _regions(value: str) -> list[str]:
@@ -183,6 +201,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
+    require_sandbox_extra("sandbox")
     from monitor.sandbox import SandboxOptions, run_sandbox
     from monitor.service import StartError
 
@@ -193,6 +212,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         traffic=not args.no_traffic,
         ui=not args.no_ui and sys.stdout.isatty(),
         realistic_latency=not args.no_latency,
+        state_dir=args.state_dir,
     )
     try:
         return asyncio.run(run_sandbox(options))
@@ -340,6 +360,7 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
+    require_sandbox_extra("emulator")
     from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings
     from monitor.emulator.process import start_heap_freezer
 
@@ -396,6 +417,7 @@ def fault_endpoint(flag: str | None, environ: Mapping[str, str]) -> tuple[str, s
 
 
 def _cmd_fault(args: argparse.Namespace) -> int:
+    require_sandbox_extra("fault")
     from monitor.emulator.control import ControlClient, ControlError
 
     params = {
@@ -450,6 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-latency",
         action="store_true",
         help="answer every region in ~1 ms instead of the round trips seen from us-east-1",
+    )
+    sandbox.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=(
+            "where the sandbox keeps its log and stream checkpoints (default: a new temporary "
+            "directory, printed when it stops); a checkpoint left there by an earlier run is "
+            "deleted, since every sandbox starts a new emulator"
+        ),
     )
     sandbox.set_defaults(func=_cmd_sandbox)
 
