@@ -76,11 +76,17 @@ def _describe_web_config(path: str) -> str:
 
 
 def _cmd_config_validate(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    # `--config FILE` like every other command; the positional FILE of earlier releases too.
+    if args.file and args.config and args.file != args.config:
+        raise UserError(f"config validate: give the file once, not {args.file} and --config {args.config}")
+    path = args.config or args.file
+    if not path:
+        raise UserError("config validate: give the file to check: gtmon config validate --config FILE")
+    config = load_config(path)
     summary = f"{len(config.regions)} regions, {len(config.tables)} tables"
     if config.metrics.web_config_file:
         summary += "; " + _describe_web_config(config.metrics.web_config_file)
-    print(f"{args.file}: OK ({summary})")
+    print(f"{path}: OK ({summary})")
     return 0
 
 
@@ -506,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="create the canary table as a global table in every configured region",
         description="Create the dedicated canary table with replicas in every region (idempotent).",
     )
-    init.add_argument("--config", required=True)
+    init.add_argument(
+        "--config", required=True, help="YAML config file (its canary.table, regions and aws settings)"
+    )
     init.add_argument("--endpoint", help="override aws.endpoint_url (e.g. the emulator)")
     init.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for ACTIVE")
     init.set_defaults(func=_cmd_init)
@@ -546,7 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Monthly AWS cost of the configured canaries and stream readers, with the prices assumed."
         ),
     )
-    cost.add_argument("--config", required=True)
+    cost.add_argument(
+        "--config", required=True, help="YAML config file to price (canary, tables, streams settings)"
+    )
     cost.add_argument(
         "--reads-per-canary",
         type=float,
@@ -657,28 +667,32 @@ def build_parser() -> argparse.ArgumentParser:
     link_args(action("pause", "stop replication on links (writes queue up, in order)"))
     link_args(action("resume", "resume paused links (queued writes are delivered in order)"))
     outage = action("outage", "make a region's endpoint fail")
-    outage.add_argument("--region", required=True)
+    outage.add_argument("--region", required=True, help="the region whose endpoint fails")
     outage.add_argument(
         "--mode",
         choices=["error", "blackhole"],
         default="error",
         help="error: answer 500 InternalServerError; blackhole: never answer (default %(default)s)",
     )
-    action("restore", "end a region's outage").add_argument("--region", required=True)
+    action("restore", "end a region's outage").add_argument(
+        "--region", required=True, help="the region to bring back"
+    )
     throttle = action("throttle", "throttle a fraction of a region's requests")
-    throttle.add_argument("--region", required=True)
+    throttle.add_argument("--region", required=True, help="the region to throttle")
     throttle.add_argument("--fraction", type=float, default=0.5, help="0..1 (default %(default)s)")
     garbage = action(
         "garbage",
         "answer a fraction of a region's requests with 200 and a body of the wrong shape "
         "(the request itself is applied); --fraction 0 ends it",
     )
-    garbage.add_argument("--region", required=True)
+    garbage.add_argument("--region", required=True, help="the region that answers garbage")
     garbage.add_argument("--fraction", type=float, default=0.5, help="0..1 (default %(default)s)")
     latency = action("latency", "set the client round-trip latency to a region")
-    latency.add_argument("--region", required=True)
+    latency.add_argument("--region", required=True, help="the region the round trip goes to")
     latency.add_argument("--ms", type=float, required=True, help="round trip in milliseconds")
-    latency.add_argument("--jitter-ms", type=float, default=0.0)
+    latency.add_argument(
+        "--jitter-ms", type=float, default=0.0, help="jitter in milliseconds (default %(default)s)"
+    )
     action("clear", "remove every outage, throttle, garbage, pause and delay change")
 
     health = commands.add_parser(
@@ -712,7 +726,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a config file and report every problem",
         description="Check a config file; problems name the file, the field and what is allowed.",
     )
-    validate.add_argument("file")
+    validate.add_argument("--config", metavar="FILE", help="the YAML config file to check")
+    validate.add_argument(
+        "file", nargs="?", metavar="FILE", help="the same, as a positional argument (older form)"
+    )
     validate.set_defaults(func=_cmd_config_validate)
     return parser
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import structlog
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
+_log = structlog.get_logger("gtmon.sandbox")
 
 # One-way replication delay per region pair (both directions): base + lognormal jitter.
 _DISTANCES = {
@@ -359,7 +361,10 @@ async def _serve_sandbox(options: SandboxOptions, endpoint: str, log_stream: Tex
     try:
         await asyncio.to_thread(create_orders_table, endpoint, REGIONS)
         await service.clients.start(REGIONS)
-        await ensure_canary_table(service.clients, config.canary.table, REGIONS, "gtmon_expires_at", 60)
+        for action in await ensure_canary_table(
+            service.clients, config.canary.table, REGIONS, "gtmon_expires_at", 60
+        ):
+            _log.info("canary_table", action=action)
         if options.traffic:
             traffic = DemoTraffic(endpoint, REGIONS)
             traffic.start()
