@@ -138,6 +138,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the daemon install only, 3 starts")
     args = parser.parse_args()
     start_runs = 3 if args.quick else 7
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="gtmon-install-") as tmp:
         daemon = measure(None, start_runs, Path(tmp))
         sandbox = None if args.quick else measure("sandbox", start_runs, Path(tmp))
@@ -160,6 +161,8 @@ def main() -> int:
                     "quick": args.quick,
                     "help_start_runs": start_runs,
                     "python": sys.version.split()[0],
+                    # Start times and pip times grow with other work on the machine.
+                    "load_average_1m_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
                 },
                 "results": {"daemon": daemon, "sandbox": sandbox},
                 "targets": {
