@@ -269,8 +269,61 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return result.code
 
 
+def _cost_reads(args: argparse.Namespace) -> tuple[float | None, str]:
+    """The measured reads per canary to price, and where the figure came from."""
+    from monitor.cost_inputs import fetch_measured_reads
+
+    if args.reads_per_canary is not None and args.status_url:
+        raise UserError("give --reads-per-canary or --status-url, not both")
+    if args.reads_per_canary is not None:
+        if args.reads_per_canary <= 0:
+            raise UserError(f"--reads-per-canary must be positive, not {args.reads_per_canary:g}")
+        return args.reads_per_canary, "--reads-per-canary"
+    if not args.status_url:
+        return None, "none given: --status-url of a running gtmon, or --reads-per-canary N"
+    try:
+        measured = fetch_measured_reads(args.status_url, args.timeout)
+    except ValueError as exc:
+        raise UserError(f"--status-url: {exc}") from None
+    if measured is None:
+        return None, f"{args.status_url} has measured no canary yet"
+    return measured.per_canary, (
+        f"average of {measured.pairs} pair(s), {measured.canaries} canaries, at {args.status_url}"
+    )
+
+
+def _cost_shards(
+    args: argparse.Namespace, config: Config, watched: dict[str, list[str]]
+) -> tuple[dict[str, int], str]:
+    """Shard readers per watched table, and the assumption they rest on (printed)."""
+    from monitor.cost_inputs import ShardsFound, discover_shards
+
+    if args.shards is not None:
+        if args.shards < 1:
+            raise UserError(f"--shards must be at least 1, not {args.shards}")
+        return (
+            {name: len(regions) * args.shards for name, regions in watched.items()},
+            f"{args.shards} open shard(s) per replica, as given by --shards",
+        )
+    found = discover_shards(config, watched, args.timeout)
+    if isinstance(found, ShardsFound):
+        readers = {name: 0 for name in watched}
+        for (name, _), count in found.open_shards.items():
+            readers[name] += count
+        detail = ", ".join(
+            f"{name} {region} {count}" for (name, region), count in sorted(found.open_shards.items())
+        )
+        return readers, f"open shards from DescribeStream ({detail or 'no table watched'})"
+    return (
+        {name: len(regions) for name, regions in watched.items()},
+        f"1 open shard per replica, ASSUMED: DescribeStream failed ({found.reason}); "
+        "give --shards N (a busy table has many)",
+    )
+
+
 def _cmd_cost(args: argparse.Namespace) -> int:
     from monitor.cost import (
+        CostBreakdown,
         Prices,
         burst_fraction,
         burst_requests,
@@ -282,8 +335,11 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     from monitor.service import canary_targets
 
     config = load_config(args.config)
-    if args.shards_per_replica < 1 or args.bursts_per_day < 0:
-        raise UserError("--shards-per-replica must be at least 1 and --bursts-per-day not negative")
+    if args.bursts_per_day < 0:
+        raise UserError("--bursts-per-day must not be negative")
+    if args.timeout <= 0:
+        raise UserError(f"--timeout must be positive, not {args.timeout:g}")
+    measured, measured_source = _cost_reads(args)
     prices = Prices(
         write_unit_per_million=args.price_write_million,
         read_unit_per_million=args.price_read_million,
@@ -292,35 +348,55 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     )
     streams = config.streams
     regions = len(config.regions)
-    watched = [t for t in config.tables if t.conflicts.enabled] if streams.enabled else []
-    shards = args.shards_per_replica
-    table_readers = {t.name: len(config.table_regions(t)) * shards for t in watched}
+    watched = (
+        {t.name: config.table_regions(t) for t in config.tables if t.conflicts.enabled}
+        if streams.enabled
+        else {}
+    )
+    table_readers, shard_source = _cost_shards(args, config, watched)
     readers = sum(table_readers.values())
     floor, ceiling = streams.poll_interval_min_seconds, streams.poll_interval_max_seconds
     busy = burst_fraction(streams.burst_seconds, args.bursts_per_day)
     poll = mean_poll_seconds(floor, ceiling, busy)
     targets = len(canary_targets(config)) if config.canary.enabled else 0
-    cost = canary_cost(
-        regions,
-        targets,
-        config.canary.interval_seconds,
-        args.reads_per_canary,
-        readers,
-        poll,
-        prices,
-    )
+    budget = float(config.canary.max_reads_per_canary)
+
+    def priced(reads_per_canary: float) -> CostBreakdown:
+        return canary_cost(
+            regions, targets, config.canary.interval_seconds, reads_per_canary, readers, poll, prices
+        )
+
+    cost = priced(budget)
+    measured_cost = priced(measured) if measured is not None else None
     print(f"gtmon monthly AWS cost estimate for {args.config}")
     print(
-        f"  {regions} regions, {targets} canary table(s), canary every {config.canary.interval_seconds:g} s, "
-        f"{args.reads_per_canary:g} reads per canary and pair,"
+        f"  {regions} regions, {targets} canary table(s), canary every {config.canary.interval_seconds:g} s"
     )
     print(
-        f"  {readers} stream shard reader(s) ({len(watched)} table(s), {shards} shard(s) per "
-        f"replica), {args.bursts_per_day:g} write burst(s) per table and day (--bursts-per-day)"
+        f"  reads per canary and pair: {budget:g} at most (canary.max_reads_per_canary, the read "
+        "planner's budget)"
     )
+    shown = "-" if measured is None else f"{measured:.1f}"
+    print(f"    measured: {shown} ({measured_source})")
+    print(f"  {readers} stream shard reader(s), {len(watched)} table(s): {shard_source}")
+    print(f"  {args.bursts_per_day:g} write burst(s) per table and day (--bursts-per-day)")
     rows = [
         ("canary writes", f"{cost.write_units_per_month / 1e6:.2f} M write units", cost.writes_usd),
-        ("canary reads", f"{cost.reads_per_month / 1e6:.2f} M read units", cost.reads_usd),
+        (
+            f"canary reads, {budget:g}/canary",
+            f"{cost.reads_per_month / 1e6:.2f} M read units",
+            cost.reads_usd,
+        ),
+    ]
+    if measured_cost is not None:
+        rows.append(
+            (
+                f"  measured, {measured:.1f}/canary",
+                f"{measured_cost.reads_per_month / 1e6:.2f} M read units",
+                measured_cost.reads_usd,
+            )
+        )
+    rows += [
         (
             "stream reads",
             f"{cost.stream_requests_per_month / 1e6:.2f} M requests",
@@ -330,8 +406,10 @@ def _cmd_cost(args: argparse.Namespace) -> int:
         ("storage", "canary items", cost.storage_usd),
     ]
     for name, volume, usd in rows:
-        print(f"  {name:<22}{volume:>26}   ${usd:8.2f}")
-    print(f"  {'total':<22}{'':>26}   ${cost.total_usd:8.2f} per month")
+        print(f"  {name:<26}{volume:>26}   ${usd:8.2f}")
+    print(f"  {'total, reads at budget':<26}{'':>26}   ${cost.total_usd:8.2f} per month")
+    if measured_cost is not None:
+        print(f"  {'total, reads as measured':<26}{'':>26}   ${measured_cost.total_usd:8.2f} per month")
     if readers:
         idle = stream_requests(readers, ceiling)
         always = stream_requests(readers, floor)
@@ -346,8 +424,8 @@ def _cmd_cost(args: argparse.Namespace) -> int:
                 continue
             per_burst = burst_requests(count, streams.burst_seconds, floor)
             print(
-                f"  one write burst on {name}: at most {count // shards} regions x {shards} "
-                f"shard(s) x {streams.burst_seconds:g} s / {floor:g} s = {per_burst:g} requests, "
+                f"  one write burst on {name}: at most {count} shard reader(s) x "
+                f"{streams.burst_seconds:g} s / {floor:g} s = {per_burst:g} requests, "
                 f"${per_burst / 1e5 * prices.stream_reads_per_100k:.6f} beyond the free tier"
             )
         print(
@@ -560,8 +638,15 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument(
         "--reads-per-canary",
         type=float,
-        default=3.0,
-        help="reads per canary and region pair (the daemon reports its own figure; default %(default)s)",
+        help=(
+            "measured reads per canary and pair to price besides the read planner's budget "
+            "(canary.max_reads_per_canary), e.g. reads_per_canary from a running gtmon's /api/status"
+        ),
+    )
+    cost.add_argument(
+        "--status-url",
+        metavar="URL",
+        help="a running gtmon (e.g. http://127.0.0.1:9108): its average reads per canary, measured",
     )
     cost.add_argument(
         "--bursts-per-day",
@@ -573,10 +658,21 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     cost.add_argument(
+        "--shards",
         "--shards-per-replica",
+        dest="shards",
         type=int,
-        default=1,
-        help="open stream shards per replica (grows with the table's partitions; default %(default)s)",
+        metavar="N",
+        help=(
+            "open stream shards per replica (grows with the table's partitions); default: count "
+            "them with DescribeStream in every region, or assume 1 and say so if AWS cannot be reached"
+        ),
+    )
+    cost.add_argument(
+        "--timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for the DescribeStream calls, and for --status-url (default %(default)s)",
     )
     for flag, default, what in (
         ("--price-write-million", 0.625, "USD per million write units"),
