@@ -7,7 +7,7 @@ Installs the checkout into fresh virtual environments, as an operator and the im
 * the time pip took (with this machine's pip cache, so mostly unpacking and compiling);
 * the installed size, the bytes of every file under the venv's site-packages (pip itself
   and setuptools included; they come with every venv);
-* the start time of `gtmon --help`, the median wall time of several runs;
+* the start time of `gtmon --help`, the median wall and CPU time of several runs;
 * which of moto, flask, werkzeug and rich are installed.
 
 And checks, on the daemon install, that it holds none of them, that `gtmon run --help`
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -76,14 +77,19 @@ def _installed(venv: Path) -> set[str]:
     return {p["name"].lower() for p in json.loads(listing.stdout)}
 
 
-def _help_start_seconds(venv: Path, runs: int) -> float:
-    times = []
+def _help_start_seconds(venv: Path, runs: int) -> tuple[float, float]:
+    """Median wall time and median CPU time (user + system) of `gtmon --help`. The CPU time
+    hardly depends on what else the machine runs; the wall time does."""
+    walls, cpus = [], []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = _run([str(venv / "bin" / "gtmon"), "--help"], 60)
-        times.append(time.perf_counter() - started)
+        walls.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         done.check_returncode()
-    return statistics.median(times)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def _refusal(venv: Path, command: list[str]) -> dict[str, Any]:
@@ -109,12 +115,14 @@ def measure(extra: str | None, start_runs: int, workdir: Path) -> dict[str, Any]
     if pip.returncode != 0:
         raise SystemExit(f"pip install {spec} failed:\n{pip.stderr[-3000:]}")
     installed = _installed(venv)
+    wall, cpu = _help_start_seconds(venv, start_runs)
     result: dict[str, Any] = {
         "pip_install": f"pip install -c constraints.txt {spec!r}",
         "install_seconds": round(install_seconds, 1),
         "site_packages_mb": round(_site_packages_bytes(venv) / 1e6, 1),
         "distributions": len(installed),
-        "help_start_seconds": round(_help_start_seconds(venv, start_runs), 3),
+        "help_start_seconds": round(wall, 3),
+        "help_start_cpu_seconds": round(cpu, 3),
         "sandbox_only_installed": sorted(set(SANDBOX_ONLY) & installed),
     }
     run_help = _run([str(venv / "bin" / "gtmon"), "run", "--help"], 60)
@@ -140,6 +148,9 @@ def main() -> int:
     start_runs = 3 if args.quick else 7
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="gtmon-install-") as tmp:
+        # What every venv holds before gtmon (pip, setuptools): part of both sizes below.
+        subprocess.run([sys.executable, "-m", "venv", f"{tmp}/empty"], check=True, timeout=120)
+        empty_mb = round(_site_packages_bytes(Path(tmp) / "empty") / 1e6, 1)
         daemon = measure(None, start_runs, Path(tmp))
         sandbox = None if args.quick else measure("sandbox", start_runs, Path(tmp))
     refusals = daemon["without_extra"]
@@ -164,7 +175,7 @@ def main() -> int:
                     # Start times and pip times grow with other work on the machine.
                     "load_average_1m_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
                 },
-                "results": {"daemon": daemon, "sandbox": sandbox},
+                "results": {"empty_venv_site_packages_mb": empty_mb, "daemon": daemon, "sandbox": sandbox},
                 "targets": {
                     "daemon_without_sandbox_dependencies": f"none of {', '.join(SANDBOX_ONLY)}",
                     "sandbox_commands_name_the_extra": f"exit 2, one stderr line with {HINT}",
