@@ -298,6 +298,8 @@ def _cost_shards(
     """Shard readers per watched table, and the assumption they rest on (printed)."""
     from monitor.cost_inputs import ShardsFound, discover_shards
 
+    if not watched:
+        return {}, "no table's streams are read (streams.enabled or tables[].conflicts.enabled)"
     if args.shards is not None:
         if args.shards < 1:
             raise UserError(f"--shards must be at least 1, not {args.shards}")
@@ -313,7 +315,7 @@ def _cost_shards(
         detail = ", ".join(
             f"{name} {region} {count}" for (name, region), count in sorted(found.open_shards.items())
         )
-        return readers, f"open shards from DescribeStream ({detail or 'no table watched'})"
+        return readers, f"open shards from DescribeStream ({detail})"
     return (
         {name: len(regions) for name, regions in watched.items()},
         f"1 open shard per replica, ASSUMED: DescribeStream failed ({found.reason}); "
