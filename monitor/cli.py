@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -33,6 +34,23 @@ ENDPOINT_ENV = "GTMON_ENDPOINT"
 
 class UserError(Exception):
     """A mistake the user can fix; printed without a traceback."""
+
+
+# What the `sandbox` extra installs that the emulator and the sandbox import; a production
+# install (`pip install gtmon`) has none of it, and these commands say what to install.
+SANDBOX_EXTRA_MODULES = ("moto", "rich")
+SANDBOX_EXTRA_INSTALL = "pip install 'gtmon[sandbox]'"
+
+
+def require_sandbox_extra(command: str) -> None:
+    """Refuse `command` in one line when the sandbox extra is missing, instead of an
+    ImportError traceback from deep inside the emulator."""
+    missing = [name for name in SANDBOX_EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(
+            f"`gtmon {command}` needs the sandbox extra ({', '.join(missing)} not installed): "
+            f"{SANDBOX_EXTRA_INSTALL}"
+        )
 
 
 def _regions(value: str) -> list[str]:
@@ -58,11 +76,17 @@ def _describe_web_config(path: str) -> str:
 
 
 def _cmd_config_validate(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    # `--config FILE` like every other command; the positional FILE of earlier releases too.
+    if args.file and args.config and args.file != args.config:
+        raise UserError(f"config validate: give the file once, not {args.file} and --config {args.config}")
+    path = args.config or args.file
+    if not path:
+        raise UserError("config validate: give the file to check: gtmon config validate --config FILE")
+    config = load_config(path)
     summary = f"{len(config.regions)} regions, {len(config.tables)} tables"
     if config.metrics.web_config_file:
         summary += "; " + _describe_web_config(config.metrics.web_config_file)
-    print(f"{args.file}: OK ({summary})")
+    print(f"{path}: OK ({summary})")
     return 0
 
 
@@ -183,6 +207,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
+    require_sandbox_extra("sandbox")
     from monitor.sandbox import SandboxOptions, run_sandbox
     from monitor.service import StartError
 
@@ -193,6 +218,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         traffic=not args.no_traffic,
         ui=not args.no_ui and sys.stdout.isatty(),
         realistic_latency=not args.no_latency,
+        state_dir=args.state_dir,
     )
     try:
         return asyncio.run(run_sandbox(options))
@@ -243,8 +269,63 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return result.code
 
 
+def _cost_reads(args: argparse.Namespace) -> tuple[float | None, str]:
+    """The measured reads per canary to price, and where the figure came from."""
+    from monitor.cost_inputs import fetch_measured_reads
+
+    if args.reads_per_canary is not None and args.status_url:
+        raise UserError("give --reads-per-canary or --status-url, not both")
+    if args.reads_per_canary is not None:
+        if args.reads_per_canary <= 0:
+            raise UserError(f"--reads-per-canary must be positive, not {args.reads_per_canary:g}")
+        return args.reads_per_canary, "--reads-per-canary"
+    if not args.status_url:
+        return None, "none given: --status-url of a running gtmon, or --reads-per-canary N"
+    try:
+        measured = fetch_measured_reads(args.status_url, args.timeout)
+    except ValueError as exc:
+        raise UserError(f"--status-url: {exc}") from None
+    if measured is None:
+        return None, f"{args.status_url} has measured no canary yet"
+    return measured.per_canary, (
+        f"average of {measured.pairs} pair(s), {measured.canaries} canaries, at {args.status_url}"
+    )
+
+
+def _cost_shards(
+    args: argparse.Namespace, config: Config, watched: dict[str, list[str]]
+) -> tuple[dict[str, int], str]:
+    """Shard readers per watched table, and the assumption they rest on (printed)."""
+    from monitor.cost_inputs import ShardsFound, discover_shards
+
+    if not watched:
+        return {}, "no table's streams are read (streams.enabled or tables[].conflicts.enabled)"
+    if args.shards is not None:
+        if args.shards < 1:
+            raise UserError(f"--shards must be at least 1, not {args.shards}")
+        return (
+            {name: len(regions) * args.shards for name, regions in watched.items()},
+            f"{args.shards} open shard(s) per replica, as given by --shards",
+        )
+    found = discover_shards(config, watched, args.timeout)
+    if isinstance(found, ShardsFound):
+        readers = {name: 0 for name in watched}
+        for (name, _), count in found.open_shards.items():
+            readers[name] += count
+        detail = ", ".join(
+            f"{name} {region} {count}" for (name, region), count in sorted(found.open_shards.items())
+        )
+        return readers, f"open shards from DescribeStream ({detail})"
+    return (
+        {name: len(regions) for name, regions in watched.items()},
+        f"1 open shard per replica, ASSUMED: DescribeStream failed ({found.reason}); "
+        "give --shards N (a busy table has many)",
+    )
+
+
 def _cmd_cost(args: argparse.Namespace) -> int:
     from monitor.cost import (
+        CostBreakdown,
         Prices,
         burst_fraction,
         burst_requests,
@@ -256,8 +337,11 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     from monitor.service import canary_targets
 
     config = load_config(args.config)
-    if args.shards_per_replica < 1 or args.bursts_per_day < 0:
-        raise UserError("--shards-per-replica must be at least 1 and --bursts-per-day not negative")
+    if args.bursts_per_day < 0:
+        raise UserError("--bursts-per-day must not be negative")
+    if args.timeout <= 0:
+        raise UserError(f"--timeout must be positive, not {args.timeout:g}")
+    measured, measured_source = _cost_reads(args)
     prices = Prices(
         write_unit_per_million=args.price_write_million,
         read_unit_per_million=args.price_read_million,
@@ -266,35 +350,55 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     )
     streams = config.streams
     regions = len(config.regions)
-    watched = [t for t in config.tables if t.conflicts.enabled] if streams.enabled else []
-    shards = args.shards_per_replica
-    table_readers = {t.name: len(config.table_regions(t)) * shards for t in watched}
+    watched = (
+        {t.name: config.table_regions(t) for t in config.tables if t.conflicts.enabled}
+        if streams.enabled
+        else {}
+    )
+    table_readers, shard_source = _cost_shards(args, config, watched)
     readers = sum(table_readers.values())
     floor, ceiling = streams.poll_interval_min_seconds, streams.poll_interval_max_seconds
     busy = burst_fraction(streams.burst_seconds, args.bursts_per_day)
     poll = mean_poll_seconds(floor, ceiling, busy)
     targets = len(canary_targets(config)) if config.canary.enabled else 0
-    cost = canary_cost(
-        regions,
-        targets,
-        config.canary.interval_seconds,
-        args.reads_per_canary,
-        readers,
-        poll,
-        prices,
-    )
+    budget = float(config.canary.max_reads_per_canary)
+
+    def priced(reads_per_canary: float) -> CostBreakdown:
+        return canary_cost(
+            regions, targets, config.canary.interval_seconds, reads_per_canary, readers, poll, prices
+        )
+
+    cost = priced(budget)
+    measured_cost = priced(measured) if measured is not None else None
     print(f"gtmon monthly AWS cost estimate for {args.config}")
     print(
-        f"  {regions} regions, {targets} canary table(s), canary every {config.canary.interval_seconds:g} s, "
-        f"{args.reads_per_canary:g} reads per canary and pair,"
+        f"  {regions} regions, {targets} canary table(s), canary every {config.canary.interval_seconds:g} s"
     )
     print(
-        f"  {readers} stream shard reader(s) ({len(watched)} table(s), {shards} shard(s) per "
-        f"replica), {args.bursts_per_day:g} write burst(s) per table and day (--bursts-per-day)"
+        f"  reads per canary and pair: {budget:g} at most (canary.max_reads_per_canary, the read "
+        "planner's budget)"
     )
+    shown = "-" if measured is None else f"{measured:.1f}"
+    print(f"    measured: {shown} ({measured_source})")
+    print(f"  {readers} stream shard reader(s), {len(watched)} table(s): {shard_source}")
+    print(f"  {args.bursts_per_day:g} write burst(s) per table and day (--bursts-per-day)")
     rows = [
         ("canary writes", f"{cost.write_units_per_month / 1e6:.2f} M write units", cost.writes_usd),
-        ("canary reads", f"{cost.reads_per_month / 1e6:.2f} M read units", cost.reads_usd),
+        (
+            f"canary reads, {budget:g}/canary",
+            f"{cost.reads_per_month / 1e6:.2f} M read units",
+            cost.reads_usd,
+        ),
+    ]
+    if measured_cost is not None:
+        rows.append(
+            (
+                f"  measured, {measured:.1f}/canary",
+                f"{measured_cost.reads_per_month / 1e6:.2f} M read units",
+                measured_cost.reads_usd,
+            )
+        )
+    rows += [
         (
             "stream reads",
             f"{cost.stream_requests_per_month / 1e6:.2f} M requests",
@@ -304,8 +408,10 @@ def _cmd_cost(args: argparse.Namespace) -> int:
         ("storage", "canary items", cost.storage_usd),
     ]
     for name, volume, usd in rows:
-        print(f"  {name:<22}{volume:>26}   ${usd:8.2f}")
-    print(f"  {'total':<22}{'':>26}   ${cost.total_usd:8.2f} per month")
+        print(f"  {name:<26}{volume:>26}   ${usd:8.2f}")
+    print(f"  {'total, reads at budget':<26}{'':>26}   ${cost.total_usd:8.2f} per month")
+    if measured_cost is not None:
+        print(f"  {'total, reads as measured':<26}{'':>26}   ${measured_cost.total_usd:8.2f} per month")
     if readers:
         idle = stream_requests(readers, ceiling)
         always = stream_requests(readers, floor)
@@ -320,8 +426,8 @@ def _cmd_cost(args: argparse.Namespace) -> int:
                 continue
             per_burst = burst_requests(count, streams.burst_seconds, floor)
             print(
-                f"  one write burst on {name}: at most {count // shards} regions x {shards} "
-                f"shard(s) x {streams.burst_seconds:g} s / {floor:g} s = {per_burst:g} requests, "
+                f"  one write burst on {name}: at most {count} shard reader(s) x "
+                f"{streams.burst_seconds:g} s / {floor:g} s = {per_burst:g} requests, "
                 f"${per_burst / 1e5 * prices.stream_reads_per_100k:.6f} beyond the free tier"
             )
         print(
@@ -340,6 +446,7 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
+    require_sandbox_extra("emulator")
     from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings
     from monitor.emulator.guard import loopback_name
     from monitor.emulator.process import start_heap_freezer
@@ -407,6 +514,7 @@ def fault_endpoint(flag: str | None, environ: Mapping[str, str]) -> tuple[str, s
 
 
 def _cmd_fault(args: argparse.Namespace) -> int:
+    require_sandbox_extra("fault")
     from monitor.emulator.control import ControlClient, ControlError
 
     params = {
@@ -462,6 +570,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="answer every region in ~1 ms instead of the round trips seen from us-east-1",
     )
+    sandbox.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=(
+            "where the sandbox keeps its log and stream checkpoints (default: a new temporary "
+            "directory, printed when it stops); a checkpoint left there by an earlier run is "
+            "deleted, since every sandbox starts a new emulator"
+        ),
+    )
     sandbox.set_defaults(func=_cmd_sandbox)
 
     run = commands.add_parser(
@@ -486,7 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="create the canary table as a global table in every configured region",
         description="Create the dedicated canary table with replicas in every region (idempotent).",
     )
-    init.add_argument("--config", required=True)
+    init.add_argument(
+        "--config", required=True, help="YAML config file (its canary.table, regions and aws settings)"
+    )
     init.add_argument("--endpoint", help="override aws.endpoint_url (e.g. the emulator)")
     init.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for ACTIVE")
     init.set_defaults(func=_cmd_init)
@@ -526,12 +645,21 @@ def build_parser() -> argparse.ArgumentParser:
             "Monthly AWS cost of the configured canaries and stream readers, with the prices assumed."
         ),
     )
-    cost.add_argument("--config", required=True)
+    cost.add_argument(
+        "--config", required=True, help="YAML config file to price (canary, tables, streams settings)"
+    )
     cost.add_argument(
         "--reads-per-canary",
         type=float,
-        default=3.0,
-        help="reads per canary and region pair (the daemon reports its own figure; default %(default)s)",
+        help=(
+            "measured reads per canary and pair to price besides the read planner's budget "
+            "(canary.max_reads_per_canary), e.g. reads_per_canary from a running gtmon's /api/status"
+        ),
+    )
+    cost.add_argument(
+        "--status-url",
+        metavar="URL",
+        help="a running gtmon (e.g. http://127.0.0.1:9108): its average reads per canary, measured",
     )
     cost.add_argument(
         "--bursts-per-day",
@@ -543,10 +671,21 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     cost.add_argument(
+        "--shards",
         "--shards-per-replica",
+        dest="shards",
         type=int,
-        default=1,
-        help="open stream shards per replica (grows with the table's partitions; default %(default)s)",
+        metavar="N",
+        help=(
+            "open stream shards per replica (grows with the table's partitions); default: count "
+            "them with DescribeStream in every region, or assume 1 and say so if AWS cannot be reached"
+        ),
+    )
+    cost.add_argument(
+        "--timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for the DescribeStream calls, and for --status-url (default %(default)s)",
     )
     for flag, default, what in (
         ("--price-write-million", 0.625, "USD per million write units"),
@@ -643,28 +782,32 @@ def build_parser() -> argparse.ArgumentParser:
     link_args(action("pause", "stop replication on links (writes queue up, in order)"))
     link_args(action("resume", "resume paused links (queued writes are delivered in order)"))
     outage = action("outage", "make a region's endpoint fail")
-    outage.add_argument("--region", required=True)
+    outage.add_argument("--region", required=True, help="the region whose endpoint fails")
     outage.add_argument(
         "--mode",
         choices=["error", "blackhole"],
         default="error",
         help="error: answer 500 InternalServerError; blackhole: never answer (default %(default)s)",
     )
-    action("restore", "end a region's outage").add_argument("--region", required=True)
+    action("restore", "end a region's outage").add_argument(
+        "--region", required=True, help="the region to bring back"
+    )
     throttle = action("throttle", "throttle a fraction of a region's requests")
-    throttle.add_argument("--region", required=True)
+    throttle.add_argument("--region", required=True, help="the region to throttle")
     throttle.add_argument("--fraction", type=float, default=0.5, help="0..1 (default %(default)s)")
     garbage = action(
         "garbage",
         "answer a fraction of a region's requests with 200 and a body of the wrong shape "
         "(the request itself is applied); --fraction 0 ends it",
     )
-    garbage.add_argument("--region", required=True)
+    garbage.add_argument("--region", required=True, help="the region that answers garbage")
     garbage.add_argument("--fraction", type=float, default=0.5, help="0..1 (default %(default)s)")
     latency = action("latency", "set the client round-trip latency to a region")
-    latency.add_argument("--region", required=True)
+    latency.add_argument("--region", required=True, help="the region the round trip goes to")
     latency.add_argument("--ms", type=float, required=True, help="round trip in milliseconds")
-    latency.add_argument("--jitter-ms", type=float, default=0.0)
+    latency.add_argument(
+        "--jitter-ms", type=float, default=0.0, help="jitter in milliseconds (default %(default)s)"
+    )
     action("clear", "remove every outage, throttle, garbage, pause and delay change")
 
     health = commands.add_parser(
@@ -698,7 +841,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a config file and report every problem",
         description="Check a config file; problems name the file, the field and what is allowed.",
     )
-    validate.add_argument("file")
+    validate.add_argument("--config", metavar="FILE", help="the YAML config file to check")
+    validate.add_argument(
+        "file", nargs="?", metavar="FILE", help="the same, as a positional argument (older form)"
+    )
     validate.set_defaults(func=_cmd_config_validate)
     return parser
 

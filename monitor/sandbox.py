@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import structlog
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
@@ -37,11 +39,13 @@ __all__ = [
     "SANDBOX_CLIENT_LATENCY",
     "SANDBOX_LINK_DELAYS",
     "SandboxOptions",
+    "prepare_state_dir",
     "run_sandbox",
     "sandbox_settings",
 ]
 
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
+_log = structlog.get_logger("gtmon.sandbox")
 
 # One-way replication delay per region pair (both directions): base + lognormal jitter.
 _DISTANCES = {
@@ -75,11 +79,29 @@ class SandboxOptions:
     ui: bool = True
     realistic_latency: bool = True
     canary_interval: float = 2.0
-    log_file: str = "gtmon-sandbox.log"
-    checkpoint_path: str = "gtmon-sandbox-checkpoints.json"
+    # Where the log (with the live view) and the stream checkpoints go; None: a new
+    # temporary directory per run, kept after it stops so the log can be read.
+    state_dir: str | None = None
 
 
-def sandbox_config(options: SandboxOptions, endpoint: str) -> Config:
+LOG_FILE = "gtmon-sandbox.log"
+CHECKPOINT_FILE = "gtmon-sandbox-checkpoints.json"
+
+
+def prepare_state_dir(state_dir: str | None) -> Path:
+    """The sandbox's own directory: `state_dir`, or a new temporary one.
+
+    Never the working directory, where the files of a sandbox started elsewhere would
+    pile up. Every sandbox starts a new emulator, whose shards an earlier run's checkpoint
+    does not describe, so a checkpoint already there is deleted rather than resumed from.
+    """
+    path = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="gtmon-sandbox-"))
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CHECKPOINT_FILE).unlink(missing_ok=True)
+    return path
+
+
+def sandbox_config(options: SandboxOptions, endpoint: str, state: Path) -> Config:
     return parse_config(
         {
             "instance_id": "sandbox",
@@ -98,7 +120,7 @@ def sandbox_config(options: SandboxOptions, endpoint: str) -> Config:
             "streams": {
                 "poll_interval_min_seconds": 0.2,
                 "poll_interval_max_seconds": 1.0,
-                "checkpoint_path": options.checkpoint_path,
+                "checkpoint_path": str(state / CHECKPOINT_FILE),
                 "settle_seconds": 5,
             },
             "metrics": {"host": options.host, "port": options.metrics_port},
@@ -305,7 +327,9 @@ def sandbox_settings(realistic_latency: bool = True) -> EmulatorSettings:
 
 
 async def run_sandbox(options: SandboxOptions) -> int:
-    log_stream = open(options.log_file, "a", encoding="utf-8") if options.ui else sys.stderr  # noqa: SIM115
+    state = prepare_state_dir(options.state_dir)
+    log_file = state / LOG_FILE
+    log_stream = open(log_file, "a", encoding="utf-8") if options.ui else sys.stderr  # noqa: SIM115
     with contextlib.ExitStack() as cleanup:
         if log_stream is not sys.stderr:
             cleanup.callback(log_stream.close)
@@ -318,15 +342,15 @@ async def run_sandbox(options: SandboxOptions) -> int:
                 stderr=log_stream if log_stream is not sys.stderr else None,
             )
         )
-        await _serve_sandbox(options, server.url, log_stream)
+        await _serve_sandbox(options, server.url, log_stream, state)
     if log_stream is not sys.stderr:
-        print(f"gtmon sandbox stopped; the monitor's log is in {Path(options.log_file).resolve()}")
+        print(f"gtmon sandbox stopped; the monitor's log is in {log_file.resolve()}")
     return 0
 
 
-async def _serve_sandbox(options: SandboxOptions, endpoint: str, log_stream: TextIO) -> None:
+async def _serve_sandbox(options: SandboxOptions, endpoint: str, log_stream: TextIO, state: Path) -> None:
     """Tables, demo traffic and the monitor against the running emulator, until a signal."""
-    config = sandbox_config(options, endpoint)
+    config = sandbox_config(options, endpoint, state)
     configure_logging("json" if options.ui else "auto", "info", stream=log_stream)
     service = Service(config)
     traffic: DemoTraffic | None = None
@@ -337,7 +361,10 @@ async def _serve_sandbox(options: SandboxOptions, endpoint: str, log_stream: Tex
     try:
         await asyncio.to_thread(create_orders_table, endpoint, REGIONS)
         await service.clients.start(REGIONS)
-        await ensure_canary_table(service.clients, config.canary.table, REGIONS, "gtmon_expires_at", 60)
+        for action in await ensure_canary_table(
+            service.clients, config.canary.table, REGIONS, "gtmon_expires_at", 60
+        ):
+            _log.info("canary_table", action=action)
         if options.traffic:
             traffic = DemoTraffic(endpoint, REGIONS)
             traffic.start()
@@ -345,7 +372,8 @@ async def _serve_sandbox(options: SandboxOptions, endpoint: str, log_stream: Tex
         metrics_url = f"http://{options.host}:{service.web.port}"
         if not options.ui:
             print(
-                f"gtmon sandbox: emulator {endpoint}, metrics {metrics_url}/metrics",
+                f"gtmon sandbox: emulator {endpoint}, metrics {metrics_url}/metrics, "
+                f"state {state.resolve()}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -363,7 +363,7 @@ def render_configuration() -> str:
         "refused, not ignored). Check a file before deploying it:",
         "",
         "```sh",
-        "gtmon config validate config/example.yaml",
+        "gtmon config validate --config config/example.yaml",
         "```",
         "",
         "A file with problems is refused with one line per problem, naming the file, the field",
