@@ -41,7 +41,6 @@ use in ``gtmon_internal_errors_total{component="stream_record"}``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import random
 from collections import deque
@@ -60,7 +59,7 @@ from monitor.conflicts import (
     LinkFloorTracker,
     Verdict,
     from_stream_record,
-    image_to_dynamodb_json,
+    image_to_json,
 )
 from monitor.metrics import DetectorReading, Metrics, StreamReading
 from monitor.streams.checkpoints import (
@@ -95,21 +94,6 @@ DEGRADED_REASONS = {
     "timing_contradicted": "timing_contradicted",
     "canary_contradicted": "canary_contradicted",
 }
-
-
-def _jsonable(value: Any) -> Any:
-    """DynamoDB JSON with binary values as base64 text, for logs and the status API."""
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _image_json(image: Any) -> Any:
-    return None if image is None else _jsonable(image_to_dynamodb_json(image))
 
 
 def verdict_fingerprint(verdict: Verdict) -> str:
@@ -332,7 +316,7 @@ class ConflictWatcher:
         fingerprint = verdict_fingerprint(verdict)
         if not self.reported.should_report(fingerprint, now):
             _log.info("lww_conflict_already_reported", table=verdict.table,
-                      key=_image_json(verdict.key), fingerprint=fingerprint)
+                      key=image_to_json(verdict.key), fingerprint=fingerprint)
             return
         winner = verdict.winner_region or UNKNOWN
         loser = verdict.loser_region or UNKNOWN
@@ -341,7 +325,7 @@ class ConflictWatcher:
         self.conflicts_reported += 1
         entry: dict[str, Any] = {
             "table": verdict.table,
-            "key": _image_json(verdict.key),
+            "key": image_to_json(verdict.key),
             "winner_region": winner,
             "loser_region": loser,
             "lost_created_at": verdict.lost_created_at,
@@ -356,11 +340,11 @@ class ConflictWatcher:
             "fingerprint": fingerprint,
         }
         if self.config.streams.log_item_images:
-            entry["lost_image"] = _image_json(verdict.lost_image)
-            entry["winning_image"] = _image_json(verdict.winning_image)
+            entry["lost_image"] = image_to_json(verdict.lost_image)
+            entry["winning_image"] = image_to_json(verdict.winning_image)
             entry["evidence"] = verdict.evidence
             if verdict.candidates:
-                entry["candidates"] = [_image_json(c) for c in verdict.candidates]
+                entry["candidates"] = [image_to_json(c) for c in verdict.candidates]
         self.recent.appendleft(entry)
         fields = {k: v for k, v in entry.items() if k not in ("table",)}
         _log.warning("lww_conflict", table=verdict.table, **fields)
