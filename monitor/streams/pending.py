@@ -76,35 +76,25 @@ def visibility(ob: Observation) -> tuple[float, float]:
     return min(lo, hi), hi
 
 
-def written_at(ob: Observation) -> float:
-    """Estimate of when the write was accepted in its origin: within half a second.
-
-    ApproximateCreationDateTime is the second it was applied (rounded down); the
-    record was visible by the reader's latest bound, which narrows the second.
-    """
-    lo = ob.created_at
-    hi = lo + 1.0
-    if ob.observed_at is not None:
-        hi = max(lo, min(hi, ob.observed_at))
-    return (lo + hi) / 2
-
-
 @dataclass(slots=True)
 class _Write:
     wid: int
     key_digest: bytes
     version: bytes
-    origin: str
-    by_attribute: bool  # origin named by the writer attribute (and its stream showed it)
-    named: str | None  # the region the writer attribute names, not shown there yet
+    origin: str  # the region it is pending from (or, while ``named`` is set, the first to show it)
+    by_attribute: bool  # origin named by the writer attribute, and that region showed it
+    named: str | None  # the region the writer attribute names, while it has not shown it
+    started: bool = False  # pending from ``origin`` (its stream showed it, and it is the origin)
     written_at: float = math.nan
     seen_at: float = math.nan  # the origin's reader saw it by then (daemon clock)
+    timed: bool = False  # the origin's record was read fresh: its arrival is bounded
     index: dict[str, int] = field(default_factory=dict)  # position in each region's chain
-    visible: dict[str, float] = field(default_factory=dict)  # midpoint of visibility bounds
+    # Per region that showed it: visibility bounds (lo, hi), creation second, read fresh.
+    marks: dict[str, tuple[float, float, float, bool]] = field(default_factory=dict)
     seq: dict[str, str] = field(default_factory=dict)
     open: set[str] = field(default_factory=set)  # targets it is pending on
-    key: dict[str, Any] | None = None  # DynamoDB JSON, kept within the cap only
-    image: dict[str, Any] | None = None  # kept within the cap, and only when asked for
+    key: dict[str, Any] | None = None  # DynamoDB JSON; dropped beyond the cap
+    image: dict[str, Any] | None = None  # only when asked for, and within the cap
     deleted: bool = False
 
 
@@ -179,20 +169,39 @@ class PendingTracker:
         #: Writes whose key was not kept because their link's list was full, per link (cumulative).
         self.truncated: dict[tuple[str, str], int] = dict.fromkeys(self._links, 0)
         self.watermarks: dict[str, float] = dict.fromkeys(self.regions, -math.inf)
+        self._awaiting: dict[int, _Write] = {}  # writes whose named origin has not shown them
         self._next_id = 1
 
     # ---- input --------------------------------------------------------------------------
 
     def advance_watermark(self, region: str, t: float) -> None:
-        """The region's reader has read everything visible in its stream before ``t``."""
-        if t > self.watermarks.get(region, math.inf):
-            self.watermarks[region] = t
+        """The region's reader has read everything visible in its stream before ``t``.
+
+        A write whose writer attribute names this region, and that this region's stream
+        has not shown although its reader has now read past the time another region
+        showed it, was not written there (an attribute copied along by an update): it is
+        pending from the region that showed it first.
+        """
+        if t <= self.watermarks.get(region, math.inf):
+            return
+        self.watermarks[region] = t
+        for write in [w for w in self._awaiting.values() if w.named == region]:
+            self._named_passed(write, [])
+
+    def _named_passed(self, write: _Write, out: list[Resolution]) -> None:
+        """Start ``write`` from the region that showed it first if its named origin's reader
+        has read past that moment without showing it."""
+        assert write.named is not None
+        if write.marks[write.origin][1] <= self.watermarks[write.named]:
+            del self._awaiting[write.wid]
+            write.named = None
+            self._start(self._keys[write.key_digest], write, write.origin, out)
 
     def observe(self, ob: Observation, fresh: bool = True) -> list[Resolution]:
         """One record, in apply order per region; what stopped being pending because of it.
 
-        ``fresh`` False (a record read again, from a backlog) keeps its delivery out of
-        the lag figures: its arrival is not timed.
+        ``fresh`` False (a record read from a backlog) keeps its delivery out of the lag
+        figures: its arrival is not timed.
         """
         region = ob.region
         if region not in self.watermarks:
@@ -210,6 +219,7 @@ class PendingTracker:
             (w for w in state.writes if w.version == version and region not in w.index), None
         )
         out: list[Resolution] = []
+        new = write is None
         if write is None:
             write = self._new_write(ob, kd, version, deleted)
             state.writes.append(write)
@@ -217,15 +227,27 @@ class PendingTracker:
         state.next_index[region] = index + 1
         write.index[region] = index
         lo, hi = visibility(ob)
-        write.visible[region] = (lo + hi) / 2
+        write.marks[region] = (lo, hi, ob.created_at, fresh)
         write.seq[region] = ob.sequence_number
-        if write.named == region:
-            self._move_to_named(write, ob, out)
-        elif region == write.origin and math.isnan(write.seen_at):
-            self._origin_shows(write, ob)
+        if new and write.named is None:
+            self._start(state, write, region, out)
+        elif new:
+            self._named_passed(write, out)
+        elif write.named == region:  # the named origin shows it: pending from there
+            del self._awaiting[write.wid]
+            write.named, write.by_attribute = None, True
+            self._start(state, write, region, out)
+        elif write.started and not write.by_attribute and hi < write.marks[write.origin][0]:
+            # Certainly visible here before the region taken for its origin: this is it.
+            for t in list(write.open):
+                self._drop(write, t)
+            self._start(state, write, region, out)
         elif region in write.open:
-            lag = write.visible[region] - write.visible[write.origin] if fresh else None
-            self._resolve(write, region, "delivered", None if lag is None else max(0.0, lag), out)
+            origin = write.marks[write.origin]
+            lag = None
+            if fresh and origin[3]:
+                lag = max(0.0, (lo + hi) / 2 - (origin[0] + origin[1]) / 2)
+            self._resolve(write, region, "delivered", lag, out)
         self._supersede(state, write, region, out)
         state.writes = [w for w in state.writes if not self._done(w)]
         if not state.writes:
@@ -233,46 +255,45 @@ class PendingTracker:
         return out
 
     def _new_write(self, ob: Observation, kd: bytes, version: bytes, deleted: bool) -> _Write:
-        named = None if deleted else self.settings.writer_region(ob.new_image)
-        if named is not None and named not in self.watermarks:
-            named = None  # names no region of this table: infer
+        claimed = None if deleted else self.settings.writer_region(ob.new_image)
+        # Nothing to wait for when the attribute names this region, or no region of the table.
+        named = claimed if claimed in self.watermarks and claimed != ob.region else None
         write = _Write(
-            self._next_id, kd, version, origin=ob.region,
-            by_attribute=named == ob.region, named=None if named == ob.region else named,
-            deleted=deleted,
+            self._next_id, kd, version, origin=ob.region, by_attribute=claimed == ob.region,
+            named=named, deleted=deleted, key=image_to_json(ob.key),
+            image=image_to_json(ob.new_image) if self.keep_images else None,
         )
         self._next_id += 1
         self._by_id[write.wid] = write
+        if named is not None:
+            self._awaiting[write.wid] = write
         return write
 
-    def _origin_shows(self, write: _Write, ob: Observation) -> None:
-        """The origin's stream shows its own write: pending on every link it has not crossed."""
-        write.written_at = written_at(ob)
-        write.seen_at = ob.observed_at if ob.observed_at is not None else ob.created_at + 1.0
-        targets = [t for t in self.regions if t != write.origin and t not in write.index]
-        listed = all(self._listed[(write.origin, t)] < self.cap_per_link for t in targets)
-        if listed:
-            write.key = image_to_json(ob.key)
-            write.image = image_to_json(ob.new_image) if self.keep_images else None
+    def _start(self, state: _Key, write: _Write, origin: str, out: list[Resolution]) -> None:
+        """``origin``'s stream showed its own write: pending on every link it has not crossed."""
+        _lo, hi, created, fresh = write.marks[origin]
+        write.origin, write.started, write.timed = origin, True, fresh
+        write.written_at = (created + max(created, min(created + 1.0, hi))) / 2
+        write.seen_at = hi
+        targets = [t for t in self.regions if t != origin and t not in write.index]
+        listed = write.key is not None and all(
+            self._listed[(origin, t)] < self.cap_per_link for t in targets
+        )
+        if not listed:
+            write.key = write.image = None
         for t in targets:
-            link = (write.origin, t)
+            link = (origin, t)
             write.open.add(t)
             self._links[link][write.wid] = write
             if listed:
                 self._listed[link] += 1
             else:
                 self.truncated[link] += 1
-
-    def _move_to_named(self, write: _Write, ob: Observation, out: list[Resolution]) -> None:
-        """The region the writer attribute names shows the write: it is the origin after all."""
-        for t in list(write.open):
-            self._drop(write, t)
-        write.origin, write.by_attribute, write.named = ob.region, True, None
-        write.seen_at = math.nan
-        had_key = write.key is not None
-        self._origin_shows(write, ob)
-        if had_key and write.key is None:
-            write.key = image_to_json(ob.key)  # it was listed under the stand-in: keep it listed
+        # A target may already show a version the origin applied after this one.
+        mine = write.index[origin]
+        for t in targets:
+            if any(w.index.get(origin, -1) > mine and t in w.index for w in state.writes):
+                self._resolve(write, t, "superseded", None, out)
 
     def _supersede(self, state: _Key, shown: _Write, region: str, out: list[Resolution]) -> None:
         """``region`` just showed ``shown``: earlier writes it replaced stop being pending.
@@ -304,13 +325,8 @@ class PendingTracker:
             self._listed[link] -= 1
 
     def _done(self, write: _Write) -> bool:
-        """Nothing left to wait for: its origin showed it and no link has it pending.
-
-        A write whose named origin has not shown it is kept until every region did.
-        """
-        if write.open or math.isnan(write.seen_at):
-            return False
-        if write.named is not None and len(write.index) < len(self.regions):
+        """Nothing left to wait for: pending from its origin, and on no link any more."""
+        if write.open or not write.started:
             return False
         self._by_id.pop(write.wid, None)
         return True
@@ -368,9 +384,10 @@ class PendingTracker:
                 writes.append({
                     "id": w.wid, "kd": w.key_digest.hex(), "v": w.version.hex(),
                     "origin": w.origin, "attr": w.by_attribute, "named": w.named,
-                    "written_at": _num(w.written_at), "seen_at": _num(w.seen_at),
-                    "index": w.index, "visible": w.visible, "seq": w.seq, "open": sorted(w.open),
-                    "key": w.key, "image": w.image, "deleted": w.deleted,
+                    "started": w.started, "written_at": _num(w.written_at),
+                    "seen_at": _num(w.seen_at), "timed": w.timed, "index": w.index,
+                    "marks": {r: list(m) for r, m in w.marks.items()}, "seq": w.seq,
+                    "open": sorted(w.open), "key": w.key, "image": w.image, "deleted": w.deleted,
                 })
         return {
             "writes": sorted(writes, key=lambda e: e["id"]),
@@ -380,7 +397,7 @@ class PendingTracker:
         }
 
     def restore(self, data: Mapping[str, Any]) -> None:
-        """Load a `snapshot`; entries for regions no longer watched are dropped."""
+        """Load a `snapshot` into an empty tracker; regions no longer watched are dropped."""
         self._next_id = max(self._next_id, int(data.get("next_id", 1)))
         for s, t, n in data.get("truncated", []):
             if (s, t) in self.truncated:
@@ -390,16 +407,21 @@ class PendingTracker:
                 continue
             kd = bytes.fromhex(e["kd"])
             state = self._keys.setdefault(kd, _Key())
+            marks = {r: (float(m[0]), float(m[1]), float(m[2]), bool(m[3]))
+                     for r, m in e["marks"].items() if r in self.watermarks}
             w = _Write(
-                int(e["id"]), kd, bytes.fromhex(e["v"]), e["origin"], bool(e["attr"]), e["named"],
-                written_at=_num_in(e["written_at"]), seen_at=_num_in(e["seen_at"]),
-                index={r: int(i) for r, i in e["index"].items()},
-                visible={r: float(v) for r, v in e["visible"].items()},
-                seq={r: str(s) for r, s in e["seq"].items()},
+                int(e["id"]), kd, bytes.fromhex(e["v"]), e["origin"], bool(e["attr"]),
+                e["named"] if e["named"] in self.watermarks else None,
+                started=bool(e["started"]), written_at=_num_in(e["written_at"]),
+                seen_at=_num_in(e["seen_at"]), timed=bool(e["timed"]),
+                index={r: int(i) for r, i in e["index"].items() if r in self.watermarks},
+                marks=marks, seq={r: str(q) for r, q in e["seq"].items()},
                 key=e["key"], image=e["image"], deleted=bool(e["deleted"]),
             )
             state.writes.append(w)
             self._by_id[w.wid] = w
+            if w.named is not None and not w.started:
+                self._awaiting[w.wid] = w
             for t in e["open"]:
                 if (w.origin, t) in self._links:
                     w.open.add(t)

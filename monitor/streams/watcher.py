@@ -76,6 +76,7 @@ from monitor.streams.reader import (
     StreamRecord,
     describe_stream_bucket,
 )
+from monitor.streams.risk import WritesAtRisk
 from monitor.supervisor import Supervised, Supervisor
 
 __all__ = ["ConflictWatcher", "verdict_fingerprint"]
@@ -170,6 +171,11 @@ class ConflictWatcher:
         self._checkpoint_saved_at: float | None = None
         self._running = False
         metrics.add_stream_state(self.stream_readings, self.detector_readings)
+        # Writes at risk: pending replication per link, from the same records (risk.py).
+        self.risk = WritesAtRisk(
+            metrics, clock.wall, cap_per_link=config.streams.pending_keys_per_link,
+            keep_images=config.streams.log_item_images,
+        )
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -179,18 +185,18 @@ class ConflictWatcher:
             return
         state = await self._load()
         self.reported = ReportedConflicts(state.reported)
+        restore_risk = state.pending
         regions = sorted({r for t in self.tables.values() for r in self.config.table_regions(t)})
         await self.clients.start(regions)
         for name, table in self.tables.items():
             table_regions = self.config.table_regions(table)
-            self.detectors[name] = Detector(
-                {name: table_regions},
-                DetectorSettings(
-                    version_attribute=table.conflicts.version_attribute,
-                    writer_attribute=table.conflicts.writer_attribute,
-                    settle_seconds=self.config.streams.settle_seconds,
-                ),
+            settings = DetectorSettings(
+                version_attribute=table.conflicts.version_attribute,
+                writer_attribute=table.conflicts.writer_attribute,
+                settle_seconds=self.config.streams.settle_seconds,
             )
+            self.detectors[name] = Detector({name: table_regions}, settings)
+            self.risk.add_table(name, table_regions, settings)
             for region in table_regions:
                 positions = {
                     shard: pos for (t, r, shard), pos in state.positions.items()
@@ -203,6 +209,7 @@ class ConflictWatcher:
                     positions=positions, rng=random.Random(self._rng.random()),
                 )
                 self.readers[(name, region)] = reader
+        self.risk.restore(restore_risk)
         self._running = True
         spawn = self.supervisor.spawn
         for (name, region), reader in self.readers.items():
@@ -264,6 +271,8 @@ class ConflictWatcher:
                          sequence=item.sequence_number, error=str(exc))
             return
         detector.observe(observation)
+        if not item.replayed:  # a replayed record's effect was saved with the checkpoint
+            self.risk.observe(observation, item.fresh)
 
     def _burst(self, table: str) -> None:
         """A write is crossing `table`: every region's readers of it poll at the floor for a while.
@@ -299,10 +308,13 @@ class ConflictWatcher:
 
     def _tick(self) -> None:
         """Advance watermarks, collect verdicts, publish them, update the gauge."""
+        marks: dict[tuple[str, str], float] = {}
         for (table, region), reader in self.readers.items():
             mark = reader.watermark()
             if mark is not None:
                 self.detectors[table].advance_watermark(table, region, mark)
+                marks[(table, region)] = mark
+        self.risk.tick(marks, self.clients.region_ok)
         now = self.clock.wall()
         floors = self.link_floors.floors(now)
         written = self.link_floors.written_at()
@@ -373,7 +385,7 @@ class ConflictWatcher:
         for (table, region), reader in self.readers.items():
             for shard, pos in reader.checkpoint(now).items():
                 positions[(table, region, shard)] = pos
-        return CheckpointState(positions, self.reported.snapshot(now))
+        return CheckpointState(positions, self.reported.snapshot(now), self.risk.snapshot())
 
     async def save_checkpoints(self) -> None:
         """Persist positions and fingerprints; a failure is reported, never raised."""
@@ -439,6 +451,8 @@ class ConflictWatcher:
                 for (src, dst), floor in sorted(self.link_floors.floors(self.clock.wall()).items())
             },
             "detector_stats": {name: det.stats for name, det in self.detectors.items()},
+            # Per table and link: writes the target's stream has not shown (risk.py).
+            "pending_writes": self.risk.status(),
             "checkpoint": {
                 "store": self.store.describe(),
                 "last_saved_at": self._checkpoint_saved_at,

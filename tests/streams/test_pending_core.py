@@ -104,14 +104,33 @@ def test_a_write_lost_under_lww_ends_superseded_whichever_region_shows_the_winne
 
 def test_the_writer_attribute_names_the_origin_once_that_region_shows_the_write() -> None:
     t = tracker(writer_attribute="UpdatedIn")
-    # Seen first in eu-west-1 (us-east-1's reader slower): eu-west-1 stands in meanwhile.
+    t.watermarks[A] = 50.0  # us-east-1's reader is slower: eu-west-1 shows the write first
     t.observe(rec(B, "1", "Paid", t=100.3, writer=A))
-    assert pending(t) == {(B, A): 1, (B, C): 1}
+    assert pending(t) == {}, "not pending from eu-west-1: it names us-east-1"
     ended = t.observe(rec(A, "1", "Paid", t=100.5, writer=A))
     assert ended == [], "no delivery to the origin, no lag sample"
     assert pending(t) == {(A, C): 1}
     t.observe(rec(C, "1", "Paid", t=101.0, writer=A))
     assert pending(t) == {} and t.tracked() == 0
+
+
+def test_an_attribute_the_named_region_never_wrote_falls_back_to_the_first_region() -> None:
+    t = tracker(writer_attribute="UpdatedIn")
+    t.watermarks[A] = 50.0
+    t.observe(rec(B, "1", "Paid", t=100.3, writer=A))  # an update that kept an old UpdatedIn
+    assert pending(t) == {}
+    t.advance_watermark(A, 100.4)  # us-east-1's reader is past 100.3 and never showed it
+    assert pending(t) == {(B, A): 1, (B, C): 1}
+
+
+def test_without_attribute_a_region_that_certainly_had_the_write_earlier_becomes_its_origin() -> None:
+    t = tracker()
+    t.observe(rec(A, "1", "Paid", t=100.9))  # us-east-1's reader saw it in (100.8, 100.9]
+    assert pending(t) == {(A, B): 1, (A, C): 1}
+    t.observe(rec(B, "1", "Paid", t=100.5))  # eu-west-1's stream had it by 100.5: first
+    assert pending(t) == {(B, C): 1}
+    t.observe(rec(C, "1", "Paid", t=101.5))
+    assert pending(t) == {}
 
 
 def test_a_delete_is_pending_like_any_write() -> None:
