@@ -9,14 +9,17 @@ emulator knows happened to each write.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 from streams_helpers import make_global, put, wait_for
 
+from monitor import cli
 from monitor.config import Config, parse_config
 from monitor.emulator import EmulatorServer
 from monitor.emulator.control import ControlClient
@@ -106,7 +109,7 @@ def listed(report: dict[str, Any], part: str = "now") -> list[str]:
 
 
 async def test_a_paused_link_an_outage_and_a_restart_match_the_ground_truth(
-    emu: EmulatorServer, client: Any, tmp_path: Path
+    emu: EmulatorServer, client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tables = make_global(client)
     ctl = ControlClient(emu.url)
@@ -151,11 +154,12 @@ async def test_a_paused_link_an_outage_and_a_restart_match_the_ground_truth(
         assert again["now"]["Orders"]["list"] == before_restart["now"]["Orders"]["list"]
 
         # us-east-1 goes dark: what eu-west-1 never received, no more, no fewer.
-        ctl.fault("outage", region=US, mode="blackhole")
-        await wait_for(lambda: daemon.service.clients.region_ok.get(US) is False, timeout=10,
-                       what="us-east-1 DOWN")
-        await wait_for(lambda: daemon.service.watcher.risk.reports.any_open(US),  # type: ignore[union-attr]
-                       what="the incident")
+        with structlog.testing.capture_logs() as logs:
+            ctl.fault("outage", region=US, mode="blackhole")
+            await wait_for(lambda: daemon.service.clients.region_ok.get(US) is False, timeout=10,
+                           what="us-east-1 DOWN")
+            await wait_for(lambda: daemon.service.watcher.risk.reports.any_open(US),  # type: ignore[union-attr]
+                           what="the incident")
         never = sorted(w.key["OrderID"]["S"] for w in emu.emulator.truth.writes("Orders")
                        if w.origin == US and EU not in w.applied)
         report = await daemon.at_risk(US)
@@ -164,6 +168,27 @@ async def test_a_paused_link_an_outage_and_a_restart_match_the_ground_truth(
         assert listed(report, "incident") == never
         assert {r for w in report["now"]["Orders"]["list"] for r in w["missing_in"]} == {EU}
         assert report["incidents"][-1]["outcomes"] == {"missing": 25}
+        # The same from the command line, reading the running daemon (its config file).
+        daemon_yaml = tmp_path / "daemon.yaml"
+        daemon_yaml.write_text(json.dumps({
+            "regions": REGIONS, "tables": [{"name": "Orders"}],
+            "metrics": {"host": "127.0.0.1", "port": daemon.service.web.port},
+        }))
+        command = ["at-risk", "--config", str(daemon_yaml), "--region", US, "--table", "Orders"]
+        capsys.readouterr()
+        with structlog.testing.capture_logs():  # the daemon's own log lines stay out of stdout
+            assert await asyncio.to_thread(cli.main, [*command, "--json"]) == 0
+            printed = json.loads(capsys.readouterr().out)
+            assert await asyncio.to_thread(cli.main, command) == 0
+            text = capsys.readouterr().out
+            assert await asyncio.to_thread(cli.main, [*command[:3], "--region", "mars-1"]) == 2
+            error = capsys.readouterr().err
+        assert listed(printed) == never
+        assert "Orders: 25 writes at risk" in text and "OrderID=o-00" in text
+        assert "400 /api/at-risk: region='mars-1': give one of" in error
+        events = [e for e in logs if e["event"] == "write_at_risk"]
+        assert sorted(e["key"]["OrderID"]["S"] for e in events) == never
+        assert all(e["missing_in"] == [EU] and "image" not in e for e in events)
 
         # The region returns and the link resumes: every listed write ends delivered.
         ctl.fault("restore", region=US)
