@@ -14,14 +14,19 @@ write). Nothing here waits for the detector's settle window: every answer is
 structural, from the order each region applied versions in.
 
 Origin, as the detector attributes it (`DetectorSettings.writer_region`): the
-region the writer attribute names, once that region's stream shows the write;
-otherwise the first region whose stream showed it (inferred). While the named
-region's reader has not shown it yet, the first region stands in, and the
-write moves to the named region when it does.
+region the writer attribute names, once that region's stream shows the write
+(until then it is pending nowhere; if that region's reader reads past the
+moment another region showed the write without showing it, the attribute was
+copied along by an update, and the first region is the origin). Without the
+attribute: the first region whose stream showed it (inferred), moved to
+another region whose arrival bounds show it certainly had the write earlier.
+With links faster than a polling interval the first region is often wrong
+(bench/pending.py measures it): configure the writer attribute.
 
 Readers that are behind: a write is *confirmed* pending on a link only once
-the target's reader watermark has passed the time the source's reader saw it
-(the target's reader then had its chance to show it and did not). Writes the
+the target's reader watermark has passed the write's time (its creation
+second, narrowed by the source reader's arrival bound: within half a second):
+the target's reader then had its chance to show it and did not. Writes the
 target's reader has not read that far yet are *unconfirmed*: reported apart
 (`LinkState.unconfirmed`), never counted in the pending gauge, so a slow
 reader does not read as missing writes. While the target region is down its
@@ -86,7 +91,6 @@ class _Write:
     named: str | None  # the region the writer attribute names, while it has not shown it
     started: bool = False  # pending from ``origin`` (its stream showed it, and it is the origin)
     written_at: float = math.nan
-    seen_at: float = math.nan  # the origin's reader saw it by then (daemon clock)
     timed: bool = False  # the origin's record was read fresh: its arrival is bounded
     index: dict[str, int] = field(default_factory=dict)  # position in each region's chain
     # Per region that showed it: visibility bounds (lo, hi), creation second, read fresh.
@@ -274,7 +278,6 @@ class PendingTracker:
         _lo, hi, created, fresh = write.marks[origin]
         write.origin, write.started, write.timed = origin, True, fresh
         write.written_at = (created + max(created, min(created + 1.0, hi))) / 2
-        write.seen_at = hi
         targets = [t for t in self.regions if t != origin and t not in write.index]
         listed = write.key is not None and all(
             self._listed[(origin, t)] < self.cap_per_link for t in targets
@@ -340,7 +343,7 @@ class PendingTracker:
             mark = self.watermarks[target]
             unconfirmed = 0
             for w in reversed(writes.values()):  # the newest are the ones not yet confirmed
-                if w.seen_at <= mark:
+                if w.written_at <= mark:
                     break
                 unconfirmed += 1
             pending = len(writes) - unconfirmed
@@ -359,8 +362,8 @@ class PendingTracker:
                 for wid, w in writes.items():
                     seen.setdefault(wid, w)
         out = []
-        for w in sorted(seen.values(), key=lambda w: (w.seen_at, w.wid)):
-            missing = tuple(t for t in self.regions if t in w.open and w.seen_at <= self.watermarks[t])
+        for w in sorted(seen.values(), key=lambda w: (w.written_at, w.wid)):
+            missing = tuple(t for t in self.regions if t in w.open and w.written_at <= self.watermarks[t])
             behind = tuple(t for t in self.regions if t in w.open and t not in missing)
             out.append(AtRiskWrite(w.wid, w.key, w.image, w.deleted, w.written_at, missing, behind))
         return out
@@ -385,7 +388,7 @@ class PendingTracker:
                     "id": w.wid, "kd": w.key_digest.hex(), "v": w.version.hex(),
                     "origin": w.origin, "attr": w.by_attribute, "named": w.named,
                     "started": w.started, "written_at": _num(w.written_at),
-                    "seen_at": _num(w.seen_at), "timed": w.timed, "index": w.index,
+                    "timed": w.timed, "index": w.index,
                     "marks": {r: list(m) for r, m in w.marks.items()}, "seq": w.seq,
                     "open": sorted(w.open), "key": w.key, "image": w.image, "deleted": w.deleted,
                 })
@@ -413,7 +416,7 @@ class PendingTracker:
                 int(e["id"]), kd, bytes.fromhex(e["v"]), e["origin"], bool(e["attr"]),
                 e["named"] if e["named"] in self.watermarks else None,
                 started=bool(e["started"]), written_at=_num_in(e["written_at"]),
-                seen_at=_num_in(e["seen_at"]), timed=bool(e["timed"]),
+                timed=bool(e["timed"]),
                 index={r: int(i) for r, i in e["index"].items() if r in self.watermarks},
                 marks=marks, seq={r: str(q) for r, q in e["seq"].items()},
                 key=e["key"], image=e["image"], deleted=bool(e["deleted"]),
@@ -433,7 +436,7 @@ class PendingTracker:
             if known is not None:
                 known.next_index = {r: int(i) for r, i in counters.items()}
         for writes in self._links.values():
-            ordered = sorted(writes.values(), key=lambda w: (w.seen_at, w.wid))
+            ordered = sorted(writes.values(), key=lambda w: (w.written_at, w.wid))
             writes.clear()
             writes.update((w.wid, w) for w in ordered)
 
@@ -443,7 +446,7 @@ def _first(writes: Iterable[_Write], n: int, mark: float) -> Iterator[_Write]:
     for i, w in enumerate(writes):
         if i >= n:
             return
-        if w.seen_at <= mark:
+        if w.written_at <= mark:
             yield w
 
 

@@ -42,12 +42,16 @@ class WritesAtRisk:
         self,
         metrics: Metrics,
         wall: Callable[[], float],
+        watermarks: Callable[[], Mapping[tuple[str, str], float]],
         *,
         cap_per_link: int,
         keep_images: bool,
     ) -> None:
         self.metrics = metrics
         self.wall = wall
+        # The readers' watermarks now: figures read between two detector ticks are as
+        # current as the records the trackers have already been given.
+        self.watermarks = watermarks
         self.cap_per_link = cap_per_link
         self.keep_images = keep_images
         self.trackers: dict[str, PendingTracker] = {}
@@ -72,12 +76,16 @@ class WritesAtRisk:
                 ).observe(ended.lag)
             self.reports.resolved(ob.table, ended)
 
-    def tick(self, watermarks: Mapping[tuple[str, str], float], region_ok: Mapping[str, bool]) -> None:
-        """Advance the trackers' watermarks; report regions that went down or came back."""
-        for (table, region), mark in watermarks.items():
+    def refresh(self) -> None:
+        """Pass the readers' watermarks on to the trackers."""
+        for (table, region), mark in self.watermarks().items():
             tracker = self.trackers.get(table)
             if tracker is not None:
                 tracker.advance_watermark(region, mark)
+
+    def tick(self, region_ok: Mapping[str, bool]) -> None:
+        """Advance the trackers' watermarks; report regions that went down or came back."""
+        self.refresh()
         now = self.wall()
         regions = {r for t in self.trackers.values() for r in t.regions}
         for region in sorted(regions):
@@ -127,6 +135,7 @@ class WritesAtRisk:
     # ---- out ----------------------------------------------------------------------------
 
     def readings(self) -> list[PendingReading]:
+        self.refresh()
         now = self.wall()
         out = []
         for table, tracker in self.trackers.items():
@@ -142,6 +151,7 @@ class WritesAtRisk:
 
     def status(self) -> dict[str, Any]:
         """For /api/status: per table and link, pending (confirmed and not) and the oldest age."""
+        self.refresh()
         now = self.wall()
         return {
             table: {
@@ -160,6 +170,7 @@ class WritesAtRisk:
 
     def at_risk(self, region: str, table: str | None = None) -> dict[str, Any]:
         """What `region` accepted that others have not shown, now and in its last incidents."""
+        self.refresh()
         tables = [t for t in self.trackers if table is None or t == table]
         now_lists = {}
         for name in tables:

@@ -173,7 +173,8 @@ class ConflictWatcher:
         metrics.add_stream_state(self.stream_readings, self.detector_readings)
         # Writes at risk: pending replication per link, from the same records (risk.py).
         self.risk = WritesAtRisk(
-            metrics, clock.wall, cap_per_link=config.streams.pending_keys_per_link,
+            metrics, clock.wall, self._watermarks,
+            cap_per_link=config.streams.pending_keys_per_link,
             keep_images=config.streams.log_item_images,
         )
 
@@ -274,6 +275,15 @@ class ConflictWatcher:
         if not item.replayed:  # a replayed record's effect was saved with the checkpoint
             self.risk.observe(observation, item.fresh)
 
+    def _watermarks(self) -> dict[tuple[str, str], float]:
+        """Every reader's watermark, for those that have one."""
+        marks = {}
+        for key, reader in self.readers.items():
+            mark = reader.watermark()
+            if mark is not None:
+                marks[key] = mark
+        return marks
+
     def _burst(self, table: str) -> None:
         """A write is crossing `table`: every region's readers of it poll at the floor for a while.
 
@@ -308,13 +318,9 @@ class ConflictWatcher:
 
     def _tick(self) -> None:
         """Advance watermarks, collect verdicts, publish them, update the gauge."""
-        marks: dict[tuple[str, str], float] = {}
-        for (table, region), reader in self.readers.items():
-            mark = reader.watermark()
-            if mark is not None:
-                self.detectors[table].advance_watermark(table, region, mark)
-                marks[(table, region)] = mark
-        self.risk.tick(marks, self.clients.region_ok)
+        for (table, region), mark in self._watermarks().items():
+            self.detectors[table].advance_watermark(table, region, mark)
+        self.risk.tick(self.clients.region_ok)
         now = self.clock.wall()
         floors = self.link_floors.floors(now)
         written = self.link_floors.written_at()
