@@ -21,6 +21,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from monitor.httpserver import HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT, HttpServer, Request, Response
+from monitor.pending_html import pending_section
 from monitor.webauth import AuthLimits, BasicAuth
 from monitor.webconfig import WebConfig
 
@@ -152,6 +153,7 @@ def render_status_page(status: dict[str, Any]) -> str:
                 )
             parts.append("</tr>")
         parts.append("</table>")
+    parts.extend(pending_section(status))
     parts.append("<h2>Regions</h2><table><tr><th>region</th><th>up</th><th>last error</th></tr>")
     for region, info in sorted(status.get("regions", {}).items()):
         up = "up" if info["up"] else "DOWN"
