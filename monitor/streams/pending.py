@@ -199,7 +199,12 @@ class PendingTracker:
         if write.marks[write.origin][1] <= self.watermarks[write.named]:
             del self._awaiting[write.wid]
             write.named = None
-            self._start(self._keys[write.key_digest], write, write.origin, out)
+            state = self._keys[write.key_digest]
+            self._start(state, write, write.origin, out)
+            if self._done(write):  # every target already showed a newer version
+                state.writes.remove(write)
+                if not state.writes:
+                    del self._keys[write.key_digest]
 
     def observe(self, ob: Observation, fresh: bool = True) -> list[Resolution]:
         """One record, in apply order per region; what stopped being pending because of it.
@@ -255,7 +260,7 @@ class PendingTracker:
         self._supersede(state, write, region, out)
         state.writes = [w for w in state.writes if not self._done(w)]
         if not state.writes:
-            del self._keys[kd]
+            self._keys.pop(kd, None)
         return out
 
     def _new_write(self, ob: Observation, kd: bytes, version: bytes, deleted: bool) -> _Write:

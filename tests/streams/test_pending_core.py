@@ -123,6 +123,19 @@ def test_an_attribute_the_named_region_never_wrote_falls_back_to_the_first_regio
     assert pending(t) == {(B, A): 1, (B, C): 1}
 
 
+def test_a_stale_attribute_on_a_write_everyone_already_replaced_leaves_nothing_behind() -> None:
+    t = tracker(writer_attribute="UpdatedIn")
+    t.observe(rec(B, "1", "Paid", t=100.0))
+    for r in (A, C):
+        t.observe(rec(r, "1", "Paid", t=100.5))
+    # eu-west-1 writes Shipped keeping UpdatedIn=us-east-1; us-east-1's reader is past it.
+    t.observe(rec(B, "1", "Shipped", "Paid", t=101.0, writer=A))
+    assert pending(t) == {(B, A): 1, (B, C): 1}
+    for r in (A, C):
+        t.observe(rec(r, "1", "Shipped", "Paid", t=101.5, writer=A))
+    assert pending(t) == {} and t.tracked() == 0
+
+
 def test_without_attribute_a_region_that_certainly_had_the_write_earlier_becomes_its_origin() -> None:
     t = tracker()
     t.observe(rec(A, "1", "Paid", t=100.9))  # us-east-1's reader saw it in (100.8, 100.9]
