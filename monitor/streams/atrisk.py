@@ -132,6 +132,9 @@ class RegionLossReports:
         ]
 
     def restore(self, data: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the incidents with a `snapshot`'s."""
+        self._incidents.clear()
+        self._open.clear()
         for entry in data:
             incident = Incident(str(entry["table"]), str(entry["region"]),
                                 float(entry["down_at"]), entry.get("returned_at"))

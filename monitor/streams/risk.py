@@ -60,6 +60,7 @@ class WritesAtRisk:
         metrics.add_pending_state(self.readings)
 
     def add_table(self, table: str, regions: list[str], settings: DetectorSettings) -> None:
+        """Track a table, attributing origins with the detector's own settings."""
         self.trackers[table] = PendingTracker(
             table, regions, settings, cap_per_link=self.cap_per_link, keep_images=self.keep_images
         )
@@ -203,12 +204,14 @@ class WritesAtRisk:
     # ---- persistence ----------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
+        """Pending writes and incidents as JSON, saved with the reader positions."""
         return {
             "tables": {name: t.snapshot() for name, t in self.trackers.items()},
             "incidents": self.reports.snapshot(),
         }
 
     def restore(self, data: Mapping[str, Any]) -> None:
+        """Load a `snapshot` saved with the checkpoints (after `add_table`, before reading)."""
         for name, snap in dict(data.get("tables", {})).items():
             tracker = self.trackers.get(name)
             if tracker is not None:

@@ -186,7 +186,6 @@ class ConflictWatcher:
             return
         state = await self._load()
         self.reported = ReportedConflicts(state.reported)
-        restore_risk = state.pending
         regions = sorted({r for t in self.tables.values() for r in self.config.table_regions(t)})
         await self.clients.start(regions)
         for name, table in self.tables.items():
@@ -210,7 +209,7 @@ class ConflictWatcher:
                     positions=positions, rng=random.Random(self._rng.random()),
                 )
                 self.readers[(name, region)] = reader
-        self.risk.restore(restore_risk)
+        self.risk.restore(state.pending)
         self._running = True
         spawn = self.supervisor.spawn
         for (name, region), reader in self.readers.items():
