@@ -33,7 +33,8 @@ class Incident:
     region: str
     down_at: float
     returned_at: float | None = None
-    # write id -> {"key", "image", "deleted", "written_at", "outcomes": {target: outcome}}
+    # write id -> {"key", "image", "deleted", "written_at", "first_seen_at",
+    #              "outcomes": {target: outcome}}
     writes: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -71,7 +72,7 @@ class RegionLossReports:
             targets = (*w.missing_in, *w.unconfirmed_in)
             incident.writes[w.wid] = {
                 "key": w.key, "image": w.image, "deleted": w.deleted,
-                "written_at": w.written_at,
+                "written_at": w.written_at, "first_seen_at": w.seen_at,
                 "outcomes": dict.fromkeys(targets, MISSING),
             }
             self._open.setdefault((table, w.wid), []).append(incident)

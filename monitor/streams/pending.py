@@ -140,6 +140,7 @@ class AtRiskWrite:
     image: dict[str, Any] | None
     deleted: bool
     written_at: float
+    seen_at: float  # when gtmon's reader of the origin first returned it (daemon clock)
     missing_in: tuple[str, ...]
     unconfirmed_in: tuple[str, ...]
 
@@ -370,7 +371,8 @@ class PendingTracker:
         for w in sorted(seen.values(), key=lambda w: (w.written_at, w.wid)):
             missing = tuple(t for t in self.regions if t in w.open and w.written_at <= self.watermarks[t])
             behind = tuple(t for t in self.regions if t in w.open and t not in missing)
-            out.append(AtRiskWrite(w.wid, w.key, w.image, w.deleted, w.written_at, missing, behind))
+            out.append(AtRiskWrite(w.wid, w.key, w.image, w.deleted, w.written_at,
+                                   w.marks[w.origin][1], missing, behind))
         return out
 
     def still_open(self, wid: int) -> frozenset[str]:

@@ -111,7 +111,8 @@ class WritesAtRisk:
                 if w.key is None:
                     continue
                 fields: dict[str, Any] = {
-                    "key": w.key, "written_at": w.written_at, "deleted": w.deleted,
+                    "key": w.key, "written_at": w.written_at, "first_seen_at": w.seen_at,
+                    "deleted": w.deleted,
                     "missing_in": list(w.missing_in),
                     "unconfirmed_in": list(w.unconfirmed_in),
                 }
@@ -184,7 +185,7 @@ class WritesAtRisk:
                 "unlisted": sum(1 for w in writes if w.key is None),
                 "list": [
                     {"id": w.wid, "key": w.key, "written_at": w.written_at,
-                     "deleted": w.deleted, "missing_in": list(w.missing_in),
+                     "first_seen_at": w.seen_at, "deleted": w.deleted, "missing_in": list(w.missing_in),
                      "unconfirmed_in": list(w.unconfirmed_in),
                      **({"image": w.image} if w.image is not None else {})}
                     for w in writes if w.key is not None

@@ -12,7 +12,7 @@ US, EU, AP = "us-east-1", "eu-west-1", "ap-southeast-1"
 
 def write(wid: int, *missing: str, key: bool = True) -> AtRiskWrite:
     return AtRiskWrite(wid, {"OrderID": {"S": f"o-{wid}"}} if key else None, None, False,
-                       100.0 + wid, tuple(missing), ())
+                       100.0 + wid, 100.2 + wid, tuple(missing), ())
 
 
 def test_each_listed_write_ends_delivered_superseded_or_missing() -> None:
