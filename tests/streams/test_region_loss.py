@@ -59,3 +59,40 @@ def test_only_the_last_few_incidents_of_a_region_are_kept() -> None:
     assert [i.down_at for i in reports.incidents()] == [200.0, 300.0]
     reports.resolved("Orders", Resolution(0, US, EU, "delivered", 0.5))  # a forgotten one
     assert reports.incidents()[0].to_json()["outcomes"] == {"missing": 1}
+
+
+def test_the_daemon_glue_counts_unlisted_writes_and_logs_each_listed_one_when_a_region_goes_down(
+) -> None:
+    from prometheus_client import CollectorRegistry
+    from structlog.testing import capture_logs
+
+    from monitor.conflicts import DetectorSettings, Observation, canonical_image
+    from monitor.metrics import Metrics
+    from monitor.streams.risk import WritesAtRisk
+
+    metrics = Metrics(CollectorRegistry(), "test")
+    marks = {("Orders", r): 500.0 for r in (US, EU, AP)}
+    risk = WritesAtRisk(metrics, lambda: 130.0, lambda: marks, cap_per_link=2, keep_images=False)
+    risk.add_table("Orders", [US, EU, AP], DetectorSettings())
+    for i in range(3):
+        key = canonical_image({"OrderID": {"S": f"o-{i}"}})
+        risk.observe(Observation(
+            "Orders", US, key, "INSERT", None, canonical_image({"OrderID": {"S": f"o-{i}"}}),
+            str(i + 1), created_at=100.0 + i, observed_at=100.5 + i, observed_after=100.0 + i,
+        ), fresh=True)
+
+    def sample(name: str) -> float | None:
+        labels = {"table": "Orders", "source_region": US, "target_region": EU}
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert sample("gtmon_replication_pending_writes") == 3
+    assert sample("gtmon_replication_pending_truncated_total") == 1
+    assert sample("gtmon_replication_pending_oldest_seconds") == 130.0 - 100.25
+    with capture_logs() as logs:
+        risk.tick({US: True, EU: True, AP: True})
+        risk.tick({US: False, EU: True, AP: True})
+    listed = [e for e in logs if e["event"] == "write_at_risk"]
+    assert [e["key"]["OrderID"]["S"] for e in listed] == ["o-0", "o-1"]
+    [summary] = [e for e in logs if e["event"] == "writes_at_risk"]
+    assert (summary["writes"], summary["unlisted"]) == (3, 1)
+    assert risk.at_risk(US)["incidents"][0]["outcomes"] == {"missing": 6}
