@@ -2,7 +2,7 @@
 
 Subcommands mirror the README: `sandbox` (try everything locally), `run`
 (the daemon), `init`, `check` (one-shot, nagios exit codes), `cost`,
-`emulator`, `fault` and `config validate`. User errors print one clear
+`emulator`, `fault`, `health`, `at-risk` and `config validate`. User errors print one clear
 message and exit 2; no traceback.
 """
 
@@ -114,7 +114,12 @@ def _probe_target(args: argparse.Namespace) -> str:
     path = "/readyz" if args.ready else "/healthz"
     if args.url:
         return str(args.url).rstrip("/") + path
-    config = load_config(args.config)
+    return _daemon_url(args.config, path)
+
+
+def _daemon_url(config_path: str, path: str) -> str:
+    """`path` on the daemon a config describes: its metrics address and port, https with TLS."""
+    config = load_config(config_path)
     tls = False
     if config.metrics.web_config_file:
         from monitor.webconfig import load_web_config
@@ -124,7 +129,7 @@ def _probe_target(args: argparse.Namespace) -> str:
     if ":" in host:
         host = f"[{host}]"
     if config.metrics.port == 0:
-        raise UserError(f"{args.config}: metrics.port is 0 (a random port): give --url")
+        raise UserError(f"{config_path}: metrics.port is 0 (a random port): give --url")
     return f"{'https' if tls else 'http'}://{host}:{config.metrics.port}{path}"
 
 
@@ -160,6 +165,82 @@ def _cmd_health(args: argparse.Namespace) -> int:
         print(f"gtmon health: FAIL {url}: {reason}", file=sys.stderr)
     # 1 is "unhealthy" for Docker's HEALTHCHECK (2 is reserved there).
     return 1
+
+
+def _cmd_at_risk(args: argparse.Namespace) -> int:
+    """Print what a running daemon's /api/at-risk says about a region (JSON with --json)."""
+    import ssl
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode({"region": args.region, **({"table": args.table} if args.table else {})})
+    url = _daemon_url(args.config, f"/api/at-risk?{query}")
+    context = None
+    if url.startswith("https:"):
+        context = ssl.create_default_context(cafile=args.cafile)
+        if not args.cafile:  # the daemon next door, as for `gtmon health`
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(url)
+    user, password = os.environ.get("GTMON_WEB_USER"), os.environ.get("GTMON_WEB_PASSWORD")
+    if user and password is not None:
+        import base64
+
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout, context=context) as response:
+            report = json.load(response)
+    except urllib.error.HTTPError as exc:
+        text = exc.read(300).decode("utf-8", "replace").strip().replace("\n", "; ")
+        raise UserError(f"{url}: {exc.code} {text}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{url}: {getattr(exc, 'reason', None) or exc}") from None
+    print(json.dumps(report, indent=2) if args.json else _render_at_risk(report))
+    return 0
+
+
+def _render_at_risk(report: Mapping[str, object]) -> str:
+    """The report for a terminal: per table the writes at risk now, then each incident."""
+    from datetime import UTC, datetime
+
+    def when(t: object) -> str:
+        if not isinstance(t, int | float):
+            return "-"
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+    def key(k: object) -> str:
+        if not isinstance(k, dict):
+            return str(k)
+        return ", ".join(f"{n}={next(iter(v.values())) if isinstance(v, dict) else v}"
+                         for n, v in k.items())
+
+    region = report.get("region")
+    lines = [f"writes accepted in {region} that other regions' streams have not shown "
+             f"(region {'up' if report.get('region_up') else 'DOWN'}):"]
+    now = report.get("now") or {}
+    assert isinstance(now, dict)
+    for table, entry in sorted(now.items()):
+        lines.append(f"  {table}: {entry['writes']} writes at risk"
+                     + (f" ({entry['unlisted']} beyond the key cap, not listed)"
+                        if entry["unlisted"] else ""))
+        for w in entry["list"]:
+            lines.append(f"    {key(w['key'])}  written {when(w['written_at'])}  missing in "
+                         f"{', '.join(w['missing_in']) or '-'}"
+                         + (f"  (reader behind: {', '.join(w['unconfirmed_in'])})"
+                            if w["unconfirmed_in"] else ""))
+    incidents = report.get("incidents") or []
+    assert isinstance(incidents, list)
+    for inc in incidents:
+        back = f"returned {when(inc['returned_at'])}" if inc["returned_at"] else "still down"
+        totals = ", ".join(f"{n} {o}" for o, n in sorted(inc["outcomes"].items())) or "none"
+        lines.append(f"  incident {inc['table']}: down {when(inc['down_at'])}, {back}: "
+                     f"{inc['writes']} writes; outcomes per missing region: {totals}")
+        for w in inc["list"]:
+            ends = ", ".join(f"{r} {o}" for r, o in sorted(w["outcomes"].items()))
+            lines.append(f"    {key(w['key'])}  written {when(w['written_at'])}: {ends}")
+    return "\n".join(lines)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -833,6 +914,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     health.add_argument("--key", help="the client certificate's key")
     health.set_defaults(func=_cmd_health)
+
+    at_risk = commands.add_parser(
+        "at-risk",
+        help="ask a running daemon which writes a region accepted that the others lack",
+        description=(
+            "Reads /api/at-risk from the daemon the config describes: per table, the writes "
+            "REGION's stream showed as its own that another region's stream has not (as of the "
+            "last successful read), and for each time REGION went down, how each listed write "
+            "ended (delivered, superseded, missing). Basic auth from GTMON_WEB_USER and "
+            "GTMON_WEB_PASSWORD."
+        ),
+    )
+    at_risk.add_argument("--config", required=True, help="the daemon's YAML config")
+    at_risk.add_argument("--region", required=True, help="the region that accepted the writes")
+    at_risk.add_argument("--table", help="one table (default: every watched table)")
+    at_risk.add_argument("--json", action="store_true", help="print the JSON answer as is")
+    at_risk.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait (default %(default)s)"
+    )
+    at_risk.add_argument("--cafile", help="verify the server certificate with this CA")
+    at_risk.set_defaults(func=_cmd_at_risk)
 
     config = commands.add_parser("config", help="work with configuration files")
     config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)

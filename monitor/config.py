@@ -296,6 +296,18 @@ class StreamSettings(_Model):
             "back to the adaptive interval. 0 turns bursts off. Cost: see `gtmon cost`."
         ),
     )
+    pending_keys_per_link: int = Field(
+        default=1000,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Pending writes per replication link listed with their item key (oldest first) in "
+            "/api/at-risk and write_at_risk events. Beyond it a pending write is tracked by "
+            "digests without its key (bench/pending.py: about 1.5 KB each instead of 2 KB): "
+            "still counted exactly, and gtmon_replication_pending_truncated_total says how many "
+            "were not listed."
+        ),
+    )
 
     @model_validator(mode="after")
     def _min_below_max(self) -> StreamSettings:

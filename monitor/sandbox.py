@@ -236,6 +236,25 @@ def _known_by(conflict: dict[str, Any]) -> tuple[str, bool]:
     return (lost_text, False) if lost_text == won_text else (f"{lost_text}/{won_text}", True)
 
 
+def _pending_line(pending: dict[str, Any]) -> Text | None:
+    """One line: the links with real writes pending (from the streams), oldest age each.
+
+    `gtmon fault pause` makes a link's count climb with the demo traffic; `resume` drains it.
+    """
+    if not pending:
+        return None
+    busy = [
+        f"{table} {link.replace('->', '→')} {info['pending']} ({_fmt(info['oldest_seconds'])})"
+        for table, links in sorted(pending.items())
+        for link, info in sorted(links.items())
+        if info.get("pending")
+    ]
+    text = Text.from_markup("[bold]pending writes:[/] ")
+    text.append(", ".join(busy) if busy else "none")
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
+
+
 def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, metrics_url: str) -> Group:
     """The live view: lag matrix per canary table, regions, conflicts; fits 80 columns x 24 rows."""
     pairs = status.get("pairs", [])
@@ -253,6 +272,8 @@ def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, m
     # Rows: 2 header lines, per table a heading, column labels and the matrix, the regions
     # table with its column labels, the conflicts heading (+ labels and rows), the traffic line.
     fixed = 2 + (1 + len(regions_info) if regions_info else 0) + 1 + (1 if traffic is not None else 0)
+    pending = _pending_line(status.get("pending_writes") or {})
+    fixed += 1 if pending is not None else 0
 
     def left(lines: int) -> int:
         return _VIEW_ROWS - fixed - sum(2 + lines * n for n in counts.values())
@@ -280,6 +301,8 @@ def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, m
                 Text(info.get("last_error") or "", no_wrap=True, overflow="ellipsis"),
             )
         parts.append(regions_table)
+    if pending is not None:
+        parts.append(pending)
     total = conflicts.get("total", len(recent))
     latest = f", latest {shown}" if 0 < shown < total else ""
     found = f"{total} detected" if conflicts.get("enabled", True) else "detection off"

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from monitor.httpserver import HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT, HttpServer, Request, Response
+from monitor.pending_html import pending_section
 from monitor.webauth import AuthLimits, BasicAuth
 from monitor.webconfig import WebConfig
 
@@ -152,6 +153,7 @@ def render_status_page(status: dict[str, Any]) -> str:
                 )
             parts.append("</tr>")
         parts.append("</table>")
+    parts.extend(pending_section(status))
     parts.append("<h2>Regions</h2><table><tr><th>region</th><th>up</th><th>last error</th></tr>")
     for region, info in sorted(status.get("regions", {}).items()):
         up = "up" if info["up"] else "DOWN"
@@ -207,8 +209,10 @@ class WebServer:
         auth_limits: AuthLimits | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
+        routes: Mapping[str, Callable[[Request], Response]] | None = None,
     ) -> None:
         self._registry = registry
+        self._routes = dict(routes or {})  # further GET paths, each answered by its own module
         self._status = status
         self._ready = ready
         self._metrics = metrics
@@ -313,4 +317,6 @@ class WebServer:
             return Response(200, json.dumps(self._status(), indent=2).encode(), "application/json")
         if path == "/":
             return Response(200, render_status_page(self._status()).encode(), "text/html; charset=utf-8")
+        if path in self._routes:
+            return self._routes[path](request)
         return Response(404, b"not found; try /, /metrics, /api/status, /healthz, /readyz\n")

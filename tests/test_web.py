@@ -170,3 +170,13 @@ def test_status_page_says_how_each_side_of_a_conflict_was_known():
     plain = render_status_page(STATUS)
     assert "<td>us-east-1</td>" in plain and "<td>eu-west-1</td>" in plain
     assert "How each region was known" not in plain
+
+
+def test_status_page_shows_pending_writes_per_link_and_readers_behind():
+    links = {"us-east-1->eu-west-1": {"pending": 25, "unconfirmed": 2, "oldest_seconds": 12.34},
+             "eu-west-1->us-east-1": {"pending": 0, "unconfirmed": 0, "oldest_seconds": None}}
+    page = render_status_page({**STATUS, "pending_writes": {"Orders": links}})
+    assert "<h2>Writes at risk: Orders</h2>" in page
+    assert "<td>25 <span class='muted'>(12.3 s)</span><br><span class='muted'>+2 reader behind" in page
+    assert "<td>0 <span class='muted'>(–)</span></td>" in page
+    assert "Writes at risk" not in render_status_page(STATUS)
