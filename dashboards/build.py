@@ -39,8 +39,14 @@ PAIR_SEL = 'table=~"$table", source_region=~"$source_region", target_region=~"$t
 TABLE_REGION_SEL = 'table=~"$table", region=~"$region"'
 REGION_SEL = 'region=~"$region"'
 TABLE_SEL = 'table=~"$table"'
-PENDING_BY_TABLE = 'gtmon_replication_oldest_pending_seconds{table=~"$table"}'
+# Links of canary tables and of monitored tables (pending writes from the streams) alike.
+PENDING_BY_TABLE = (
+    '{__name__=~"gtmon_replication_oldest_pending_seconds|gtmon_replication_pending_writes", '
+    'table=~"$table"}'
+)
 
+# GtmonReplicationBacklog (deploy/prometheus/alerts.yml) fires above this RPO exposure.
+BACKLOG_S = 60
 # Lag thresholds match deploy/prometheus/alerts.yml (warning 5 s, critical 30 s).
 LAG_WARNING_S = 5
 LAG_CRITICAL_S = 30
@@ -270,6 +276,60 @@ def pending_and_heartbeat() -> list[timeseries.Panel]:
         ),
     )
     return [pending, heartbeat]
+
+
+def writes_at_risk_panels() -> list[timeseries.Panel]:
+    """Real traffic, from the streams: pending writes, their RPO exposure, and their lag
+    next to the canary's."""
+    link = "{{table}} {{source_region}} → {{target_region}}"
+    pending = _timeseries(
+        "Pending writes per link (real traffic)",
+        "Writes the source's stream showed as its own that the target's stream has not shown "
+        "yet, highest of the gtmon replicas (a replica whose reader is behind counts fewer). "
+        "`gtmon at-risk --region R` or /api/at-risk lists them.",
+        "short",
+        _query(
+            "max by (table, source_region, target_region) (\n"
+            f"  gtmon_replication_pending_writes{{{PAIR_SEL}}}\n)",
+            link,
+        ),
+    )
+    exposure = _timeseries(
+        "RPO exposure per link: oldest pending write",
+        "Age of the oldest write still pending on the link: what a loss of the source region "
+        f"now would lose at most, as far back as this. GtmonReplicationBacklog above {BACKLOG_S} s.",
+        "s",
+        _query(
+            "max by (table, source_region, target_region) (\n"
+            f"  gtmon_replication_pending_oldest_seconds{{{PAIR_SEL}}}\n)",
+            link,
+        ),
+    ).thresholds(_thresholds((None, "green"), (BACKLOG_S / 2, "yellow"), (BACKLOG_S, "red")))
+    lag = _timeseries(
+        "Real-traffic lag next to canary lag, p99 (5m)",
+        "p99 of propagation seen in the streams for real writes (each end known within a "
+        "polling interval; one replica's buckets, both time the same records) against the "
+        "canary's p99 on the same links.",
+        "s",
+        _query(
+            "histogram_quantile(0.99,\n"
+            "  max by (table, source_region, target_region, le) (\n"
+            f"    rate(gtmon_stream_replication_lag_seconds_bucket{{{PAIR_SEL}}}[5m])\n"
+            "  )\n)",
+            f"{link} real traffic",
+            "A",
+        ),
+        _query(
+            "histogram_quantile(0.99,\n"
+            "  sum by (table, source_region, target_region, le) (\n"
+            f"    rate(gtmon_replication_lag_seconds_bucket{{{PAIR_SEL}}}[5m])\n"
+            "  )\n)",
+            f"{link} canary",
+            "B",
+        ),
+        width=24,
+    ).thresholds(LAG_THRESHOLDS)
+    return [pending, exposure, lag]
 
 
 def conflict_panels() -> list[dash.Panel]:
@@ -583,6 +643,7 @@ def build() -> dict[str, object]:
                 *pending_and_heartbeat(),
             ],
         ),
+        ("Writes at risk (real traffic, from the streams)", writes_at_risk_panels()),
         ("Last-writer-wins conflicts", conflict_panels()),
         ("Stream readers", stream_panels()),
         ("AWS calls and canaries", aws_and_canary_panels()),

@@ -2,7 +2,7 @@
 
 Subcommands mirror the README: `sandbox` (try everything locally), `run`
 (the daemon), `init`, `check` (one-shot, nagios exit codes), `cost`,
-`emulator`, `fault` and `config validate`. User errors print one clear
+`emulator`, `fault`, `health`, `at-risk` and `config validate`. User errors print one clear
 message and exit 2; no traceback.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -33,6 +34,23 @@ ENDPOINT_ENV = "GTMON_ENDPOINT"
 
 class UserError(Exception):
     """A mistake the user can fix; printed without a traceback."""
+
+
+# What the `sandbox` extra installs that the emulator and the sandbox import; a production
+# install (`pip install gtmon`) has none of it, and these commands say what to install.
+SANDBOX_EXTRA_MODULES = ("moto", "rich")
+SANDBOX_EXTRA_INSTALL = "pip install 'gtmon[sandbox]'"
+
+
+def require_sandbox_extra(command: str) -> None:
+    """Refuse `command` in one line when the sandbox extra is missing, instead of an
+    ImportError traceback from deep inside the emulator."""
+    missing = [name for name in SANDBOX_EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(
+            f"`gtmon {command}` needs the sandbox extra ({', '.join(missing)} not installed): "
+            f"{SANDBOX_EXTRA_INSTALL}"
+        )
 
 
 def _regions(value: str) -> list[str]:
@@ -58,11 +76,17 @@ def _describe_web_config(path: str) -> str:
 
 
 def _cmd_config_validate(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    # `--config FILE` like every other command; the positional FILE of earlier releases too.
+    if args.file and args.config and args.file != args.config:
+        raise UserError(f"config validate: give the file once, not {args.file} and --config {args.config}")
+    path = args.config or args.file
+    if not path:
+        raise UserError("config validate: give the file to check: gtmon config validate --config FILE")
+    config = load_config(path)
     summary = f"{len(config.regions)} regions, {len(config.tables)} tables"
     if config.metrics.web_config_file:
         summary += "; " + _describe_web_config(config.metrics.web_config_file)
-    print(f"{args.file}: OK ({summary})")
+    print(f"{path}: OK ({summary})")
     return 0
 
 
@@ -90,7 +114,12 @@ def _probe_target(args: argparse.Namespace) -> str:
     path = "/readyz" if args.ready else "/healthz"
     if args.url:
         return str(args.url).rstrip("/") + path
-    config = load_config(args.config)
+    return _daemon_url(args.config, path)
+
+
+def _daemon_url(config_path: str, path: str) -> str:
+    """`path` on the daemon a config describes: its metrics address and port, https with TLS."""
+    config = load_config(config_path)
     tls = False
     if config.metrics.web_config_file:
         from monitor.webconfig import load_web_config
@@ -100,7 +129,7 @@ def _probe_target(args: argparse.Namespace) -> str:
     if ":" in host:
         host = f"[{host}]"
     if config.metrics.port == 0:
-        raise UserError(f"{args.config}: metrics.port is 0 (a random port): give --url")
+        raise UserError(f"{config_path}: metrics.port is 0 (a random port): give --url")
     return f"{'https' if tls else 'http'}://{host}:{config.metrics.port}{path}"
 
 
@@ -136,6 +165,82 @@ def _cmd_health(args: argparse.Namespace) -> int:
         print(f"gtmon health: FAIL {url}: {reason}", file=sys.stderr)
     # 1 is "unhealthy" for Docker's HEALTHCHECK (2 is reserved there).
     return 1
+
+
+def _cmd_at_risk(args: argparse.Namespace) -> int:
+    """Print what a running daemon's /api/at-risk says about a region (JSON with --json)."""
+    import ssl
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode({"region": args.region, **({"table": args.table} if args.table else {})})
+    url = _daemon_url(args.config, f"/api/at-risk?{query}")
+    context = None
+    if url.startswith("https:"):
+        context = ssl.create_default_context(cafile=args.cafile)
+        if not args.cafile:  # the daemon next door, as for `gtmon health`
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(url)
+    user, password = os.environ.get("GTMON_WEB_USER"), os.environ.get("GTMON_WEB_PASSWORD")
+    if user and password is not None:
+        import base64
+
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout, context=context) as response:
+            report = json.load(response)
+    except urllib.error.HTTPError as exc:
+        text = exc.read(300).decode("utf-8", "replace").strip().replace("\n", "; ")
+        raise UserError(f"{url}: {exc.code} {text}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{url}: {getattr(exc, 'reason', None) or exc}") from None
+    print(json.dumps(report, indent=2) if args.json else _render_at_risk(report))
+    return 0
+
+
+def _render_at_risk(report: Mapping[str, object]) -> str:
+    """The report for a terminal: per table the writes at risk now, then each incident."""
+    from datetime import UTC, datetime
+
+    def when(t: object) -> str:
+        if not isinstance(t, int | float):
+            return "-"
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+    def key(k: object) -> str:
+        if not isinstance(k, dict):
+            return str(k)
+        return ", ".join(f"{n}={next(iter(v.values())) if isinstance(v, dict) else v}"
+                         for n, v in k.items())
+
+    region = report.get("region")
+    lines = [f"writes accepted in {region} that other regions' streams have not shown "
+             f"(region {'up' if report.get('region_up') else 'DOWN'}):"]
+    now = report.get("now") or {}
+    assert isinstance(now, dict)
+    for table, entry in sorted(now.items()):
+        lines.append(f"  {table}: {entry['writes']} writes at risk"
+                     + (f" ({entry['unlisted']} beyond the key cap, not listed)"
+                        if entry["unlisted"] else ""))
+        for w in entry["list"]:
+            lines.append(f"    {key(w['key'])}  written {when(w['written_at'])}  missing in "
+                         f"{', '.join(w['missing_in']) or '-'}"
+                         + (f"  (reader behind: {', '.join(w['unconfirmed_in'])})"
+                            if w["unconfirmed_in"] else ""))
+    incidents = report.get("incidents") or []
+    assert isinstance(incidents, list)
+    for inc in incidents:
+        back = f"returned {when(inc['returned_at'])}" if inc["returned_at"] else "still down"
+        totals = ", ".join(f"{n} {o}" for o, n in sorted(inc["outcomes"].items())) or "none"
+        lines.append(f"  incident {inc['table']}: down {when(inc['down_at'])}, {back}: "
+                     f"{inc['writes']} writes; outcomes per missing region: {totals}")
+        for w in inc["list"]:
+            ends = ", ".join(f"{r} {o}" for r, o in sorted(w["outcomes"].items()))
+            lines.append(f"    {key(w['key'])}  written {when(w['written_at'])}: {ends}")
+    return "\n".join(lines)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -183,6 +288,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
+    require_sandbox_extra("sandbox")
     from monitor.sandbox import SandboxOptions, run_sandbox
     from monitor.service import StartError
 
@@ -193,6 +299,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         traffic=not args.no_traffic,
         ui=not args.no_ui and sys.stdout.isatty(),
         realistic_latency=not args.no_latency,
+        state_dir=args.state_dir,
     )
     try:
         return asyncio.run(run_sandbox(options))
@@ -243,8 +350,63 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return result.code
 
 
+def _cost_reads(args: argparse.Namespace) -> tuple[float | None, str]:
+    """The measured reads per canary to price, and where the figure came from."""
+    from monitor.cost_inputs import fetch_measured_reads
+
+    if args.reads_per_canary is not None and args.status_url:
+        raise UserError("give --reads-per-canary or --status-url, not both")
+    if args.reads_per_canary is not None:
+        if args.reads_per_canary <= 0:
+            raise UserError(f"--reads-per-canary must be positive, not {args.reads_per_canary:g}")
+        return args.reads_per_canary, "--reads-per-canary"
+    if not args.status_url:
+        return None, "none given: --status-url of a running gtmon, or --reads-per-canary N"
+    try:
+        measured = fetch_measured_reads(args.status_url, args.timeout)
+    except ValueError as exc:
+        raise UserError(f"--status-url: {exc}") from None
+    if measured is None:
+        return None, f"{args.status_url} has measured no canary yet"
+    return measured.per_canary, (
+        f"average of {measured.pairs} pair(s), {measured.canaries} canaries, at {args.status_url}"
+    )
+
+
+def _cost_shards(
+    args: argparse.Namespace, config: Config, watched: dict[str, list[str]]
+) -> tuple[dict[str, int], str]:
+    """Shard readers per watched table, and the assumption they rest on (printed)."""
+    from monitor.cost_inputs import ShardsFound, discover_shards
+
+    if not watched:
+        return {}, "no table's streams are read (streams.enabled or tables[].conflicts.enabled)"
+    if args.shards is not None:
+        if args.shards < 1:
+            raise UserError(f"--shards must be at least 1, not {args.shards}")
+        return (
+            {name: len(regions) * args.shards for name, regions in watched.items()},
+            f"{args.shards} open shard(s) per replica, as given by --shards",
+        )
+    found = discover_shards(config, watched, args.timeout)
+    if isinstance(found, ShardsFound):
+        readers = {name: 0 for name in watched}
+        for (name, _), count in found.open_shards.items():
+            readers[name] += count
+        detail = ", ".join(
+            f"{name} {region} {count}" for (name, region), count in sorted(found.open_shards.items())
+        )
+        return readers, f"open shards from DescribeStream ({detail})"
+    return (
+        {name: len(regions) for name, regions in watched.items()},
+        f"1 open shard per replica, ASSUMED: DescribeStream failed ({found.reason}); "
+        "give --shards N (a busy table has many)",
+    )
+
+
 def _cmd_cost(args: argparse.Namespace) -> int:
     from monitor.cost import (
+        CostBreakdown,
         Prices,
         burst_fraction,
         burst_requests,
@@ -256,8 +418,11 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     from monitor.service import canary_targets
 
     config = load_config(args.config)
-    if args.shards_per_replica < 1 or args.bursts_per_day < 0:
-        raise UserError("--shards-per-replica must be at least 1 and --bursts-per-day not negative")
+    if args.bursts_per_day < 0:
+        raise UserError("--bursts-per-day must not be negative")
+    if args.timeout <= 0:
+        raise UserError(f"--timeout must be positive, not {args.timeout:g}")
+    measured, measured_source = _cost_reads(args)
     prices = Prices(
         write_unit_per_million=args.price_write_million,
         read_unit_per_million=args.price_read_million,
@@ -266,35 +431,55 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     )
     streams = config.streams
     regions = len(config.regions)
-    watched = [t for t in config.tables if t.conflicts.enabled] if streams.enabled else []
-    shards = args.shards_per_replica
-    table_readers = {t.name: len(config.table_regions(t)) * shards for t in watched}
+    watched = (
+        {t.name: config.table_regions(t) for t in config.tables if t.conflicts.enabled}
+        if streams.enabled
+        else {}
+    )
+    table_readers, shard_source = _cost_shards(args, config, watched)
     readers = sum(table_readers.values())
     floor, ceiling = streams.poll_interval_min_seconds, streams.poll_interval_max_seconds
     busy = burst_fraction(streams.burst_seconds, args.bursts_per_day)
     poll = mean_poll_seconds(floor, ceiling, busy)
     targets = len(canary_targets(config)) if config.canary.enabled else 0
-    cost = canary_cost(
-        regions,
-        targets,
-        config.canary.interval_seconds,
-        args.reads_per_canary,
-        readers,
-        poll,
-        prices,
-    )
+    budget = float(config.canary.max_reads_per_canary)
+
+    def priced(reads_per_canary: float) -> CostBreakdown:
+        return canary_cost(
+            regions, targets, config.canary.interval_seconds, reads_per_canary, readers, poll, prices
+        )
+
+    cost = priced(budget)
+    measured_cost = priced(measured) if measured is not None else None
     print(f"gtmon monthly AWS cost estimate for {args.config}")
     print(
-        f"  {regions} regions, {targets} canary table(s), canary every {config.canary.interval_seconds:g} s, "
-        f"{args.reads_per_canary:g} reads per canary and pair,"
+        f"  {regions} regions, {targets} canary table(s), canary every {config.canary.interval_seconds:g} s"
     )
     print(
-        f"  {readers} stream shard reader(s) ({len(watched)} table(s), {shards} shard(s) per "
-        f"replica), {args.bursts_per_day:g} write burst(s) per table and day (--bursts-per-day)"
+        f"  reads per canary and pair: {budget:g} at most (canary.max_reads_per_canary, the read "
+        "planner's budget)"
     )
+    shown = "-" if measured is None else f"{measured:.1f}"
+    print(f"    measured: {shown} ({measured_source})")
+    print(f"  {readers} stream shard reader(s), {len(watched)} table(s): {shard_source}")
+    print(f"  {args.bursts_per_day:g} write burst(s) per table and day (--bursts-per-day)")
     rows = [
         ("canary writes", f"{cost.write_units_per_month / 1e6:.2f} M write units", cost.writes_usd),
-        ("canary reads", f"{cost.reads_per_month / 1e6:.2f} M read units", cost.reads_usd),
+        (
+            f"canary reads, {budget:g}/canary",
+            f"{cost.reads_per_month / 1e6:.2f} M read units",
+            cost.reads_usd,
+        ),
+    ]
+    if measured_cost is not None:
+        rows.append(
+            (
+                f"  measured, {measured:.1f}/canary",
+                f"{measured_cost.reads_per_month / 1e6:.2f} M read units",
+                measured_cost.reads_usd,
+            )
+        )
+    rows += [
         (
             "stream reads",
             f"{cost.stream_requests_per_month / 1e6:.2f} M requests",
@@ -304,8 +489,10 @@ def _cmd_cost(args: argparse.Namespace) -> int:
         ("storage", "canary items", cost.storage_usd),
     ]
     for name, volume, usd in rows:
-        print(f"  {name:<22}{volume:>26}   ${usd:8.2f}")
-    print(f"  {'total':<22}{'':>26}   ${cost.total_usd:8.2f} per month")
+        print(f"  {name:<26}{volume:>26}   ${usd:8.2f}")
+    print(f"  {'total, reads at budget':<26}{'':>26}   ${cost.total_usd:8.2f} per month")
+    if measured_cost is not None:
+        print(f"  {'total, reads as measured':<26}{'':>26}   ${measured_cost.total_usd:8.2f} per month")
     if readers:
         idle = stream_requests(readers, ceiling)
         always = stream_requests(readers, floor)
@@ -320,8 +507,8 @@ def _cmd_cost(args: argparse.Namespace) -> int:
                 continue
             per_burst = burst_requests(count, streams.burst_seconds, floor)
             print(
-                f"  one write burst on {name}: at most {count // shards} regions x {shards} "
-                f"shard(s) x {streams.burst_seconds:g} s / {floor:g} s = {per_burst:g} requests, "
+                f"  one write burst on {name}: at most {count} shard reader(s) x "
+                f"{streams.burst_seconds:g} s / {floor:g} s = {per_burst:g} requests, "
                 f"${per_burst / 1e5 * prices.stream_reads_per_100k:.6f} beyond the free tier"
             )
         print(
@@ -340,7 +527,9 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
+    require_sandbox_extra("emulator")
     from monitor.emulator import DelaySpec, Emulator, EmulatorServer, EmulatorSettings
+    from monitor.emulator.guard import loopback_name
     from monitor.emulator.process import start_heap_freezer
 
     latency = {}
@@ -359,6 +548,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         default_delay=DelaySpec.of(args.delay_ms, args.jitter_ms),
         replica_activation_seconds=args.activation_seconds,
         client_latency=latency,
+        strict_regions=args.strict_regions,
     )
     try:
         server = EmulatorServer(Emulator(settings), args.host, args.port)
@@ -366,11 +556,20 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         raise UserError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from None
+    others = "" if args.strict_regions else " (global tables), any other region standalone,"
     print(
-        f"gtmon emulator serving DynamoDB and DynamoDB Streams for {', '.join(args.regions)} "
+        f"gtmon emulator serving DynamoDB and DynamoDB Streams for {', '.join(args.regions)}{others} "
         f"on {server.url} (control API under {server.url}/gtmon/). Ctrl-C stops it.",
         flush=True,
     )
+    if not loopback_name(args.host):
+        print(
+            f"gtmon emulator: {args.host} is not a loopback address: anyone who reaches "
+            f"{server.url} can read and write its tables, reset it (POST /moto-api/reset, "
+            "/gtmon/reset) and inject faults; it has no authentication",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM (docker stop, systemd, kill) stops it like Ctrl-C
@@ -396,6 +595,7 @@ def fault_endpoint(flag: str | None, environ: Mapping[str, str]) -> tuple[str, s
 
 
 def _cmd_fault(args: argparse.Namespace) -> int:
+    require_sandbox_extra("fault")
     from monitor.emulator.control import ControlClient, ControlError
 
     params = {
@@ -451,6 +651,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="answer every region in ~1 ms instead of the round trips seen from us-east-1",
     )
+    sandbox.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=(
+            "where the sandbox keeps its log and stream checkpoints (default: a new temporary "
+            "directory, printed when it stops); a checkpoint left there by an earlier run is "
+            "deleted, since every sandbox starts a new emulator"
+        ),
+    )
     sandbox.set_defaults(func=_cmd_sandbox)
 
     run = commands.add_parser(
@@ -475,7 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="create the canary table as a global table in every configured region",
         description="Create the dedicated canary table with replicas in every region (idempotent).",
     )
-    init.add_argument("--config", required=True)
+    init.add_argument(
+        "--config", required=True, help="YAML config file (its canary.table, regions and aws settings)"
+    )
     init.add_argument("--endpoint", help="override aws.endpoint_url (e.g. the emulator)")
     init.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for ACTIVE")
     init.set_defaults(func=_cmd_init)
@@ -515,12 +726,21 @@ def build_parser() -> argparse.ArgumentParser:
             "Monthly AWS cost of the configured canaries and stream readers, with the prices assumed."
         ),
     )
-    cost.add_argument("--config", required=True)
+    cost.add_argument(
+        "--config", required=True, help="YAML config file to price (canary, tables, streams settings)"
+    )
     cost.add_argument(
         "--reads-per-canary",
         type=float,
-        default=3.0,
-        help="reads per canary and region pair (the daemon reports its own figure; default %(default)s)",
+        help=(
+            "measured reads per canary and pair to price besides the read planner's budget "
+            "(canary.max_reads_per_canary), e.g. reads_per_canary from a running gtmon's /api/status"
+        ),
+    )
+    cost.add_argument(
+        "--status-url",
+        metavar="URL",
+        help="a running gtmon (e.g. http://127.0.0.1:9108): its average reads per canary, measured",
     )
     cost.add_argument(
         "--bursts-per-day",
@@ -532,10 +752,21 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     cost.add_argument(
+        "--shards",
         "--shards-per-replica",
+        dest="shards",
         type=int,
-        default=1,
-        help="open stream shards per replica (grows with the table's partitions; default %(default)s)",
+        metavar="N",
+        help=(
+            "open stream shards per replica (grows with the table's partitions); default: count "
+            "them with DescribeStream in every region, or assume 1 and say so if AWS cannot be reached"
+        ),
+    )
+    cost.add_argument(
+        "--timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for the DescribeStream calls, and for --status-url (default %(default)s)",
     )
     for flag, default, what in (
         ("--price-write-million", 0.625, "USD per million write units"),
@@ -564,7 +795,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--regions",
         type=_regions,
         default=["us-east-1", "eu-west-1", "ap-southeast-1"],
-        help="comma-separated regions to serve (default us-east-1,eu-west-1,ap-southeast-1)",
+        help="comma-separated regions with global tables between them (default "
+        "us-east-1,eu-west-1,ap-southeast-1); other regions are served standalone",
+    )
+    emulator.add_argument(
+        "--strict-regions",
+        action="store_true",
+        help="refuse requests signed for a region not in --regions (UnrecognizedClientException)",
     )
     emulator.add_argument(
         "--delay-ms",
@@ -626,28 +863,32 @@ def build_parser() -> argparse.ArgumentParser:
     link_args(action("pause", "stop replication on links (writes queue up, in order)"))
     link_args(action("resume", "resume paused links (queued writes are delivered in order)"))
     outage = action("outage", "make a region's endpoint fail")
-    outage.add_argument("--region", required=True)
+    outage.add_argument("--region", required=True, help="the region whose endpoint fails")
     outage.add_argument(
         "--mode",
         choices=["error", "blackhole"],
         default="error",
         help="error: answer 500 InternalServerError; blackhole: never answer (default %(default)s)",
     )
-    action("restore", "end a region's outage").add_argument("--region", required=True)
+    action("restore", "end a region's outage").add_argument(
+        "--region", required=True, help="the region to bring back"
+    )
     throttle = action("throttle", "throttle a fraction of a region's requests")
-    throttle.add_argument("--region", required=True)
+    throttle.add_argument("--region", required=True, help="the region to throttle")
     throttle.add_argument("--fraction", type=float, default=0.5, help="0..1 (default %(default)s)")
     garbage = action(
         "garbage",
         "answer a fraction of a region's requests with 200 and a body of the wrong shape "
         "(the request itself is applied); --fraction 0 ends it",
     )
-    garbage.add_argument("--region", required=True)
+    garbage.add_argument("--region", required=True, help="the region that answers garbage")
     garbage.add_argument("--fraction", type=float, default=0.5, help="0..1 (default %(default)s)")
     latency = action("latency", "set the client round-trip latency to a region")
-    latency.add_argument("--region", required=True)
+    latency.add_argument("--region", required=True, help="the region the round trip goes to")
     latency.add_argument("--ms", type=float, required=True, help="round trip in milliseconds")
-    latency.add_argument("--jitter-ms", type=float, default=0.0)
+    latency.add_argument(
+        "--jitter-ms", type=float, default=0.0, help="jitter in milliseconds (default %(default)s)"
+    )
     action("clear", "remove every outage, throttle, garbage, pause and delay change")
 
     health = commands.add_parser(
@@ -674,6 +915,27 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--key", help="the client certificate's key")
     health.set_defaults(func=_cmd_health)
 
+    at_risk = commands.add_parser(
+        "at-risk",
+        help="ask a running daemon which writes a region accepted that the others lack",
+        description=(
+            "Reads /api/at-risk from the daemon the config describes: per table, the writes "
+            "REGION's stream showed as its own that another region's stream has not (as of the "
+            "last successful read), and for each time REGION went down, how each listed write "
+            "ended (delivered, superseded, missing). Basic auth from GTMON_WEB_USER and "
+            "GTMON_WEB_PASSWORD."
+        ),
+    )
+    at_risk.add_argument("--config", required=True, help="the daemon's YAML config")
+    at_risk.add_argument("--region", required=True, help="the region that accepted the writes")
+    at_risk.add_argument("--table", help="one table (default: every watched table)")
+    at_risk.add_argument("--json", action="store_true", help="print the JSON answer as is")
+    at_risk.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait (default %(default)s)"
+    )
+    at_risk.add_argument("--cafile", help="verify the server certificate with this CA")
+    at_risk.set_defaults(func=_cmd_at_risk)
+
     config = commands.add_parser("config", help="work with configuration files")
     config_actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     validate = config_actions.add_parser(
@@ -681,7 +943,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a config file and report every problem",
         description="Check a config file; problems name the file, the field and what is allowed.",
     )
-    validate.add_argument("file")
+    validate.add_argument("--config", metavar="FILE", help="the YAML config file to check")
+    validate.add_argument(
+        "file", nargs="?", metavar="FILE", help="the same, as a positional argument (older form)"
+    )
     validate.set_defaults(func=_cmd_config_validate)
     return parser
 

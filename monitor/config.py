@@ -8,9 +8,12 @@ what is allowed instead of surfacing later as a traceback.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import socket
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -293,6 +296,18 @@ class StreamSettings(_Model):
             "back to the adaptive interval. 0 turns bursts off. Cost: see `gtmon cost`."
         ),
     )
+    pending_keys_per_link: int = Field(
+        default=1000,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Pending writes per replication link listed with their item key (oldest first) in "
+            "/api/at-risk and write_at_risk events. Beyond it a pending write is tracked by "
+            "digests without its key (bench/pending.py: about 1.5 KB each instead of 2 KB): "
+            "still counted exactly, and gtmon_replication_pending_truncated_total says how many "
+            "were not listed."
+        ),
+    )
 
     @model_validator(mode="after")
     def _min_below_max(self) -> StreamSettings:
@@ -424,11 +439,38 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return path or "(top level)"
 
 
-def _describe(error: Any, example: str = "config/example.yaml") -> str:
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside a field's type: `X`, `X | None`, `list[X]`, `dict[str, X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list, dict, typing.Annotated):
+        for argument in typing.get_args(annotation):
+            found = _nested_model(argument)
+            if found is not None:
+                return found
+    return None
+
+
+def _known_fields(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> list[str]:
+    """The fields the model at `loc` (a problem's location without its last part) accepts."""
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, str):
+            field = model.model_fields.get(part)
+            model = _nested_model(field.annotation) if field is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _describe(error: Any, example: str = "config/example.yaml", model: type[BaseModel] | None = None) -> str:
     message = str(error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     if error["type"] == "extra_forbidden":
+        loc = tuple(error["loc"])
+        close = difflib.get_close_matches(str(loc[-1]), _known_fields(model, loc[:-1]), n=1, cutoff=0.6)
+        if close:
+            return f"unknown field; did you mean {close[0]!r}? (see {example})"
         return f"unknown field (check the spelling; see {example})"
     if error["type"] == "missing":
         return "required field is missing"
@@ -441,11 +483,14 @@ def _describe(error: Any, example: str = "config/example.yaml") -> str:
     return message
 
 
-def validation_problems(exc: ValidationError, example: str = "config/example.yaml") -> list[str]:
+def validation_problems(
+    exc: ValidationError, example: str = "config/example.yaml", model: type[BaseModel] | None = None
+) -> list[str]:
     """One `field.path: what is wrong` line per problem pydantic found; `example` is the
-    file an unknown field's message points to."""
+    file an unknown field's message points to, and `model` (the one validated) lets it
+    suggest the closest known field ("did you mean"), as a misspelt key is the usual cause."""
     return [
-        f"{_location(tuple(error['loc']))}: {_describe(error, example)}" for error in exc.errors()
+        f"{_location(tuple(error['loc']))}: {_describe(error, example, model)}" for error in exc.errors()
     ]
 
 
@@ -458,7 +503,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = validation_problems(exc)
+        problems = validation_problems(exc, model=Config)
         lines = [f"{source}: {len(problems)} problem(s) in the configuration:"]
         lines.extend(f"  {problem}" for problem in problems)
         raise ConfigError("\n".join(lines)) from None

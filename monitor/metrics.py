@@ -23,6 +23,8 @@ __all__ = [
     "DetectorReading",
     "Metrics",
     "PairReading",
+    "PendingReading",
+    "PendingStateCollector",
     "ReplicationStateCollector",
     "StreamReading",
     "StreamStateCollector",
@@ -184,6 +186,44 @@ METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "(arrival times fit no history; judged without them), canary_contradicted (a link was "
         "faster than its canary floor; judged without floors).",
     ),
+    "gtmon_stream_images_missing": (
+        "gauge",
+        ("table", "region"),
+        "1 while the replica's stream does not carry both images (its StreamViewType is not "
+        "NEW_AND_OLD_IMAGES): conflict detection needs each write's old and new image, so lost "
+        "writes in this table go unseen; 0 when it does.",
+    ),
+    # ---- writes at risk (pending replication of real traffic, from the streams) ----
+    "gtmon_replication_pending_writes": (
+        "gauge",
+        PAIR,
+        "Real writes the source's stream showed as its own that the target's stream has not "
+        "shown (nor a newer version the source applied after them), counted once the target's "
+        "reader has read past the time the source's reader saw them: a reader that is behind "
+        "adds nothing here.",
+    ),
+    "gtmon_replication_pending_oldest_seconds": (
+        "gauge",
+        PAIR,
+        "Now minus the write time of the oldest write counted in "
+        "gtmon_replication_pending_writes (0 when none): the link's RPO exposure. Write times "
+        "are the record's creation second narrowed by its arrival, within 0.5 s.",
+    ),
+    "gtmon_stream_replication_lag_seconds": (
+        "histogram",
+        PAIR,
+        "Real-traffic propagation from source to target as the streams show it: when the "
+        "target's record became visible minus when the source's did. Resolution: each end is "
+        "known within the reader's polling interval (streams.poll_interval_min_seconds while "
+        "a write crosses the table); records read from a backlog are not timed.",
+    ),
+    "gtmon_replication_pending_truncated_total": (
+        "counter",
+        PAIR,
+        "Pending writes kept without their key because the link already listed "
+        "streams.pending_keys_per_link writes: still counted exactly, missing from /api/at-risk "
+        "key lists and write_at_risk events.",
+    ),
 }
 
 
@@ -290,6 +330,59 @@ class StreamStateCollector(Collector):
         yield CounterMetricFamily("gtmon_detector_degraded", "", labels=["table", "reason"])
 
 
+@dataclass(frozen=True)
+class PendingReading:
+    """Scrape-time pending writes of one link (table, source, target), from the streams."""
+
+    table: str
+    source_region: str
+    target_region: str
+    pending: int
+    oldest_seconds: float
+    truncated: int
+
+
+class PendingStateCollector(Collector):
+    """Pending writes per link, computed when Prometheus scrapes.
+
+    The oldest pending write grows older with every second a link stays stalled,
+    with nothing else happening: only a scrape-time value shows that. The
+    truncation counter lives with the pending writes (it is kept across restarts
+    with them) and is read from there.
+    """
+
+    NAMES = (
+        "gtmon_replication_pending_writes",
+        "gtmon_replication_pending_oldest_seconds",
+    )
+
+    def __init__(self, source: Callable[[], Iterable[PendingReading]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        count, oldest = (
+            GaugeMetricFamily(name, _help(name), labels=list(PAIR)) for name in self.NAMES
+        )
+        truncated = CounterMetricFamily(
+            "gtmon_replication_pending_truncated",
+            _help("gtmon_replication_pending_truncated_total"),
+            labels=list(PAIR),
+        )
+        for reading in self._source():
+            labels = [reading.table, reading.source_region, reading.target_region]
+            count.add_metric(labels, reading.pending)
+            oldest.add_metric(labels, reading.oldest_seconds)
+            truncated.add_metric(labels, reading.truncated)
+        yield count
+        yield oldest
+        yield truncated
+
+    def describe(self) -> Iterator[Metric]:
+        for name in self.NAMES:
+            yield GaugeMetricFamily(name, "", labels=list(PAIR))
+        yield CounterMetricFamily("gtmon_replication_pending_truncated", "", labels=list(PAIR))
+
+
 def _help(name: str) -> str:
     return METRIC_DOCS[name][2]
 
@@ -337,6 +430,8 @@ class Metrics:
         self.component_restarts = counter("gtmon_component_restarts_total")
         self.internal_errors = counter("gtmon_internal_errors_total")
         self.stream_gaps = counter("gtmon_stream_gaps_total")
+        self.stream_images_missing = gauge("gtmon_stream_images_missing")
+        self.stream_replication_lag = histogram("gtmon_stream_replication_lag_seconds", LAG_BUCKETS)
 
     def count_internal_error(self, component: str, error: BaseException) -> bool:
         """Count `error` once in gtmon_internal_errors_total; False if it was counted before.
@@ -363,3 +458,7 @@ class Metrics:
     ) -> None:
         """Register the scrape-time watermark ages and detector degradation counts."""
         self.registry.register(StreamStateCollector(streams, detectors))
+
+    def add_pending_state(self, source: Callable[[], Iterable[PendingReading]]) -> None:
+        """Register the scrape-time pending-writes gauges and truncation counter."""
+        self.registry.register(PendingStateCollector(source))

@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import structlog
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
@@ -37,11 +39,13 @@ __all__ = [
     "SANDBOX_CLIENT_LATENCY",
     "SANDBOX_LINK_DELAYS",
     "SandboxOptions",
+    "prepare_state_dir",
     "run_sandbox",
     "sandbox_settings",
 ]
 
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
+_log = structlog.get_logger("gtmon.sandbox")
 
 # One-way replication delay per region pair (both directions): base + lognormal jitter.
 _DISTANCES = {
@@ -75,11 +79,29 @@ class SandboxOptions:
     ui: bool = True
     realistic_latency: bool = True
     canary_interval: float = 2.0
-    log_file: str = "gtmon-sandbox.log"
-    checkpoint_path: str = "gtmon-sandbox-checkpoints.json"
+    # Where the log (with the live view) and the stream checkpoints go; None: a new
+    # temporary directory per run, kept after it stops so the log can be read.
+    state_dir: str | None = None
 
 
-def sandbox_config(options: SandboxOptions, endpoint: str) -> Config:
+LOG_FILE = "gtmon-sandbox.log"
+CHECKPOINT_FILE = "gtmon-sandbox-checkpoints.json"
+
+
+def prepare_state_dir(state_dir: str | None) -> Path:
+    """The sandbox's own directory: `state_dir`, or a new temporary one.
+
+    Never the working directory, where the files of a sandbox started elsewhere would
+    pile up. Every sandbox starts a new emulator, whose shards an earlier run's checkpoint
+    does not describe, so a checkpoint already there is deleted rather than resumed from.
+    """
+    path = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="gtmon-sandbox-"))
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CHECKPOINT_FILE).unlink(missing_ok=True)
+    return path
+
+
+def sandbox_config(options: SandboxOptions, endpoint: str, state: Path) -> Config:
     return parse_config(
         {
             "instance_id": "sandbox",
@@ -98,7 +120,7 @@ def sandbox_config(options: SandboxOptions, endpoint: str) -> Config:
             "streams": {
                 "poll_interval_min_seconds": 0.2,
                 "poll_interval_max_seconds": 1.0,
-                "checkpoint_path": options.checkpoint_path,
+                "checkpoint_path": str(state / CHECKPOINT_FILE),
                 "settle_seconds": 5,
             },
             "metrics": {"host": options.host, "port": options.metrics_port},
@@ -214,6 +236,25 @@ def _known_by(conflict: dict[str, Any]) -> tuple[str, bool]:
     return (lost_text, False) if lost_text == won_text else (f"{lost_text}/{won_text}", True)
 
 
+def _pending_line(pending: dict[str, Any]) -> Text | None:
+    """One line: the links with real writes pending (from the streams), oldest age each.
+
+    `gtmon fault pause` makes a link's count climb with the demo traffic; `resume` drains it.
+    """
+    if not pending:
+        return None
+    busy = [
+        f"{table} {link.replace('->', '→')} {info['pending']} ({_fmt(info['oldest_seconds'])})"
+        for table, links in sorted(pending.items())
+        for link, info in sorted(links.items())
+        if info.get("pending")
+    ]
+    text = Text.from_markup("[bold]pending writes:[/] ")
+    text.append(", ".join(busy) if busy else "none")
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
+
+
 def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, metrics_url: str) -> Group:
     """The live view: lag matrix per canary table, regions, conflicts; fits 80 columns x 24 rows."""
     pairs = status.get("pairs", [])
@@ -231,6 +272,8 @@ def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, m
     # Rows: 2 header lines, per table a heading, column labels and the matrix, the regions
     # table with its column labels, the conflicts heading (+ labels and rows), the traffic line.
     fixed = 2 + (1 + len(regions_info) if regions_info else 0) + 1 + (1 if traffic is not None else 0)
+    pending = _pending_line(status.get("pending_writes") or {})
+    fixed += 1 if pending is not None else 0
 
     def left(lines: int) -> int:
         return _VIEW_ROWS - fixed - sum(2 + lines * n for n in counts.values())
@@ -258,6 +301,8 @@ def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, m
                 Text(info.get("last_error") or "", no_wrap=True, overflow="ellipsis"),
             )
         parts.append(regions_table)
+    if pending is not None:
+        parts.append(pending)
     total = conflicts.get("total", len(recent))
     latest = f", latest {shown}" if 0 < shown < total else ""
     found = f"{total} detected" if conflicts.get("enabled", True) else "detection off"
@@ -305,7 +350,9 @@ def sandbox_settings(realistic_latency: bool = True) -> EmulatorSettings:
 
 
 async def run_sandbox(options: SandboxOptions) -> int:
-    log_stream = open(options.log_file, "a", encoding="utf-8") if options.ui else sys.stderr  # noqa: SIM115
+    state = prepare_state_dir(options.state_dir)
+    log_file = state / LOG_FILE
+    log_stream = open(log_file, "a", encoding="utf-8") if options.ui else sys.stderr  # noqa: SIM115
     with contextlib.ExitStack() as cleanup:
         if log_stream is not sys.stderr:
             cleanup.callback(log_stream.close)
@@ -318,15 +365,15 @@ async def run_sandbox(options: SandboxOptions) -> int:
                 stderr=log_stream if log_stream is not sys.stderr else None,
             )
         )
-        await _serve_sandbox(options, server.url, log_stream)
+        await _serve_sandbox(options, server.url, log_stream, state)
     if log_stream is not sys.stderr:
-        print(f"gtmon sandbox stopped; the monitor's log is in {Path(options.log_file).resolve()}")
+        print(f"gtmon sandbox stopped; the monitor's log is in {log_file.resolve()}")
     return 0
 
 
-async def _serve_sandbox(options: SandboxOptions, endpoint: str, log_stream: TextIO) -> None:
+async def _serve_sandbox(options: SandboxOptions, endpoint: str, log_stream: TextIO, state: Path) -> None:
     """Tables, demo traffic and the monitor against the running emulator, until a signal."""
-    config = sandbox_config(options, endpoint)
+    config = sandbox_config(options, endpoint, state)
     configure_logging("json" if options.ui else "auto", "info", stream=log_stream)
     service = Service(config)
     traffic: DemoTraffic | None = None
@@ -337,7 +384,10 @@ async def _serve_sandbox(options: SandboxOptions, endpoint: str, log_stream: Tex
     try:
         await asyncio.to_thread(create_orders_table, endpoint, REGIONS)
         await service.clients.start(REGIONS)
-        await ensure_canary_table(service.clients, config.canary.table, REGIONS, "gtmon_expires_at", 60)
+        for action in await ensure_canary_table(
+            service.clients, config.canary.table, REGIONS, "gtmon_expires_at", 60
+        ):
+            _log.info("canary_table", action=action)
         if options.traffic:
             traffic = DemoTraffic(endpoint, REGIONS)
             traffic.start()
@@ -345,7 +395,8 @@ async def _serve_sandbox(options: SandboxOptions, endpoint: str, log_stream: Tex
         metrics_url = f"http://{options.host}:{service.web.port}"
         if not options.ui:
             print(
-                f"gtmon sandbox: emulator {endpoint}, metrics {metrics_url}/metrics",
+                f"gtmon sandbox: emulator {endpoint}, metrics {metrics_url}/metrics, "
+                f"state {state.resolve()}",
                 file=sys.stderr,
                 flush=True,
             )

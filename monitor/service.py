@@ -25,11 +25,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
-from monitor import __version__
+from monitor import __version__, atrisk_api
 from monitor.aws import AwsClients
 from monitor.canary.remote import RemoteCanaryRunner
 from monitor.canary.runner import CanaryRunner, CanaryTarget, Measurement
@@ -132,6 +133,7 @@ class Service:
             metrics=self.metrics,
             max_connections=config.metrics.max_connections,
             max_connections_per_client=config.metrics.max_connections_per_client,
+            routes={atrisk_api.PATH: self._at_risk_response},
         )
         self._scheduler: AsyncIOScheduler | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -323,6 +325,13 @@ class Service:
             "checkpoint": watched["checkpoint"],
         }
 
+    def _at_risk_response(self, request: web.Request) -> web.Response:
+        risk = self.watcher.risk if self.watcher is not None else None
+        return atrisk_api.at_risk_response(
+            request, None if risk is None else risk.at_risk, self.regions,
+            sorted(self.watcher.tables) if self.watcher is not None else [],
+        )
+
     def status(self) -> dict[str, Any]:
         region_up = {r: self.clients.region_ok.get(r, True) for r in self.regions}
         errors = self.clients.last_errors
@@ -348,4 +357,6 @@ class Service:
                 for region in self.regions
             },
             "conflicts": self._conflicts_status(),
+            # Writes the target's stream has not shown, per table and link (streams/risk.py).
+            "pending_writes": self.watcher.risk.status() if self.watcher is not None else {},
         }

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from monitor.pending_html import pending_section
+
 __all__ = ["KNOWN_BY", "SECTIONS", "Section", "format_key", "render_status_page", "sparkline_svg"]
 
 Section = Callable[[dict[str, Any]], list[str]]
@@ -391,6 +393,7 @@ SECTIONS: tuple[Section, ...] = (
     _header,
     _health_section,
     _lag_section,
+    pending_section,
     _readers_section,
     _regions_section,
     _conflicts_section,

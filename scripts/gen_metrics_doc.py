@@ -85,14 +85,30 @@ ACROSS_REPLICAS: dict[str, str] = {
     ),
     "gtmon_web_connections_refused_total": "per replica: each serves its own port",
     "gtmon_web_auth_failures_total": "`sum by (reason)`: each replica refuses its own requests",
+    "gtmon_stream_images_missing": "`max by (table, region)`: both replicas read the same stream",
+    # writes at risk
+    "gtmon_replication_pending_writes": (
+        "`max by (table, source_region, target_region)`: both replicas read the same streams "
+        "(a replica whose reader is behind counts fewer, never more)"
+    ),
+    "gtmon_replication_pending_oldest_seconds": "`max by (table, source_region, target_region)`",
+    "gtmon_stream_replication_lag_seconds": (
+        "per replica, or one replica's buckets: both time the same records; never `sum`"
+    ),
+    "gtmon_replication_pending_truncated_total": "per replica",
 }
 
 LABELS: dict[str, str] = {
     "table": (
         "DynamoDB table name (the canary table for lag metrics, unless a table has `canary_key`)"
     ),
-    "source_region": "region the canary was written in",
-    "target_region": "region the canary was read from",
+    "source_region": (
+        "region the canary was written in (pending-writes metrics: the region whose stream "
+        "showed the write as its own)"
+    ),
+    "target_region": (
+        "region the canary was read from (pending-writes metrics: the region it is pending for)"
+    ),
     "region": "AWS region",
     "operation": (
         "canary metrics: `write` or `read`; AWS metrics: the API operation (`PutItem`, "
@@ -362,7 +378,7 @@ def render_configuration() -> str:
         "refused, not ignored). Check a file before deploying it:",
         "",
         "```sh",
-        "gtmon config validate config/example.yaml",
+        "gtmon config validate --config config/example.yaml",
         "```",
         "",
         "A file with problems is refused with one line per problem, naming the file, the field",

@@ -36,6 +36,15 @@ def emu(emulator_server: EmulatorServer) -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
+def strict_regions(emu: EmulatorServer) -> Iterator[EmulatorServer]:
+    """The session emulator refusing regions outside its list (`gtmon emulator --strict-regions`)
+    for one test, as AWS refuses credentials it does not know."""
+    emu.emulator.settings.strict_regions = True
+    yield emu
+    emu.emulator.settings.strict_regions = False
+
+
+@pytest.fixture
 def client(emu: EmulatorServer) -> Callable[..., Any]:
     """`client(region, service="dynamodb")`: a real boto3 client talking to the emulator."""
 

@@ -191,6 +191,12 @@ def test_run_exits_zero_soon_after_sigterm(tmp_path):
             gtmon("init", "--config", str(config)), capture_output=True, text=True, timeout=60
         )
         assert init.returncode == 0, init.stderr
+        # Each action once, on stdout: no log line repeating it.
+        assert init.stdout.splitlines() == [
+            "created gtmon-canary in us-east-1",
+            "added replicas of gtmon-canary in eu-west-1",
+        ]
+        assert "gtmon-canary" not in init.stderr, init.stderr
         daemon = subprocess.Popen(
             gtmon("run", "--config", str(config)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )

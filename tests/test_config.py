@@ -80,3 +80,47 @@ def test_a_missing_file_is_reported_plainly(tmp_path):
     assert result.returncode == 2
     assert "cannot read the file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---- "did you mean" and `config validate --config` ------------------------------------
+
+
+def test_a_misspelt_field_gets_the_closest_known_one_at_its_own_level(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "regions: [us-east-1]\n"
+        "canary: {interval_secs: 5}\n"
+        "tables: [{name: Orders, conflict: {}}, {name: Other, conflicts: {writer_atribute: X}}]\n"
+        "metrics: {prot: 9}\n"
+        "zzz: 1\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{path}: 5 problem(s) in the configuration:"
+    assert "  canary.interval_secs: unknown field; did you mean 'interval_seconds'?" in "\n".join(lines)
+    assert "tables[0].conflict: unknown field; did you mean 'conflicts'?" in lines[2]
+    assert "tables[1].conflicts.writer_atribute: unknown field; did you mean 'writer_attribute'?" in lines[3]
+    assert "metrics.prot: unknown field; did you mean 'port'?" in lines[4]
+    # Nothing close: no guess, the example file instead.
+    assert lines[5] == "  zzz: unknown field (check the spelling; see config/example.yaml)"
+
+
+@pytest.mark.parametrize("args", [["--config", "{path}"], ["{path}"]])
+def test_config_validate_takes_the_file_as_config_like_every_command(args, capsys):
+    from monitor.cli import main
+
+    path = str(ROOT / "config" / "example.yaml")
+    assert main(["config", "validate", *(a.format(path=path) for a in args)]) == 0
+    assert capsys.readouterr().out.startswith(f"{path}: OK (3 regions")
+
+
+def test_config_validate_without_a_file_or_with_two_says_so_in_one_line(capsys):
+    from monitor.cli import main
+
+    assert main(["config", "validate"]) == 2
+    assert capsys.readouterr().err == (
+        "gtmon: config validate: give the file to check: gtmon config validate --config FILE\n"
+    )
+    assert main(["config", "validate", "a.yaml", "--config", "b.yaml"]) == 2
+    assert "give the file once" in capsys.readouterr().err

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
 from monitor.cli import main
+from monitor.config import Config, load_config
 from monitor.cost import (
     SECONDS_PER_MONTH,
     Prices,
@@ -17,6 +21,15 @@ from monitor.cost import (
     stream_reads_usd,
     stream_requests,
 )
+from monitor.cost_inputs import (
+    MeasuredReads,
+    ShardsUnknown,
+    average_reads,
+    discover_shards,
+    fetch_measured_reads,
+)
+from monitor.emulator import EmulatorServer
+from tests.helpers import REGIONS, ClientFactory, add_replicas
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = str(ROOT / "config" / "example.yaml")
@@ -63,24 +76,45 @@ def test_canary_cost_uses_the_mean_interval_for_stream_reads() -> None:
 
 
 def test_the_command_prices_idle_bursts_and_busy(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["cost", "--config", EXAMPLE]) == 0
+    assert main(["cost", "--config", EXAMPLE, "--shards", "1"]) == 0
     out = capsys.readouterr().out
-    # example.yaml: 3 regions, one table, floor 0.2 s, ceiling 2 s, bursts of 5 s.
-    assert "3 stream shard reader(s) (1 table(s), 1 shard(s) per replica)" in out
-    assert "stream reads                     7.89 M requests   $    1.08" in out  # idle
+    # example.yaml: 3 regions, one table, floor 0.2 s, ceiling 1 s, bursts of 5 s.
+    assert "3 stream shard reader(s), 1 table(s): 1 open shard(s) per replica, as given by --shards" in out
+    assert "stream reads                         7.89 M requests   $    1.08" in out  # idle
     assert "idle, every shard at the 1 s ceiling: 7.89 M requests, $1.08 per month" in out
-    assert "one write burst on Orders: at most 3 regions x 1 shard(s) x 5 s / 0.2 s = 75 " in out
+    assert "one write burst on Orders: at most 3 shard reader(s) x 5 s / 0.2 s = 75 " in out
     assert "polls at the 0.2 s floor all the time): 39.45 M requests, $7.39 per month" in out
     assert "$0.02/100k stream reads after 2.5 M free" in out
-    idle_total = float(out.split("total")[1].split("$")[1].split()[0])
+    idle_total = float(out.split("total, reads at budget")[1].split("$")[1].split()[0])
 
     assert main(["cost", "--config", EXAMPLE, "--bursts-per-day", "1000",
                  "--shards-per-replica", "2", "--price-stream-100k", "0.04"]) == 0
     out = capsys.readouterr().out
-    assert "6 stream shard reader(s) (1 table(s), 2 shard(s) per replica)" in out
-    assert "3 regions x 2 shard(s) x 5 s / 0.2 s = 150 requests" in out
+    assert "6 stream shard reader(s), 1 table(s): 2 open shard(s) per replica" in out
+    assert "at most 6 shard reader(s) x 5 s / 0.2 s = 150 requests" in out
     assert "$0.04/100k stream reads" in out
-    assert float(out.split("total")[1].split("$")[1].split()[0]) > idle_total
+    assert float(out.split("total, reads at budget")[1].split("$")[1].split()[0]) > idle_total
+
+
+def test_canary_reads_are_priced_at_the_planners_budget_and_as_measured(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["cost", "--config", EXAMPLE, "--shards", "1"]) == 0
+    out = capsys.readouterr().out
+    # 3 regions, a canary per region every 5 s, 2 targets each, 20 reads (the default budget).
+    reads = 3 * SECONDS_PER_MONTH / 5 * 2 * 20
+    assert "reads per canary and pair: 20 at most (canary.max_reads_per_canary" in out
+    assert "measured: - (none given: --status-url of a running gtmon, or --reads-per-canary N)" in out
+    assert f"canary reads, 20/canary           {reads / 1e6:.2f} M read units" in out
+    assert "total, reads as measured" not in out
+
+    assert main(["cost", "--config", EXAMPLE, "--shards", "1", "--reads-per-canary", "14"]) == 0
+    out = capsys.readouterr().out
+    assert "measured: 14.0 (--reads-per-canary)" in out
+    assert f"measured, 14.0/canary           {reads * 14 / 20 / 1e6:.2f} M read units" in out
+    budget = float(out.split("total, reads at budget")[1].split("$")[1].split()[0])
+    measured = float(out.split("total, reads as measured")[1].split("$")[1].split()[0])
+    assert budget - measured == pytest.approx(reads * 6 / 20 / 1e6 * 0.125, abs=0.011)
 
 
 def test_bursts_off_and_bad_options(
@@ -92,7 +126,89 @@ def test_bursts_off_and_bad_options(
         "streams: {burst_seconds: 0}\n"
         "tables: [{name: Orders}]\n"
     )
-    assert main(["cost", "--config", str(config)]) == 0
+    assert main(["cost", "--config", str(config), "--shards", "1"]) == 0
     assert "one write burst on Orders: none (streams.burst_seconds is 0)" in capsys.readouterr().out
     assert main(["cost", "--config", str(config), "--shards-per-replica", "0"]) == 2
-    assert "--shards-per-replica" in capsys.readouterr().err
+    assert "--shards must be at least 1" in capsys.readouterr().err
+    assert main(["cost", "--config", str(config), "--shards", "1", "--reads-per-canary", "9",
+                 "--status-url", "http://127.0.0.1:1"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["cost", "--config", str(config), "--shards", "1", "--status-url", "http://127.0.0.1:1"]) == 2
+    assert capsys.readouterr().err.startswith("gtmon: --status-url: cannot read http://127.0.0.1:1/api/status")
+
+
+# ---- inputs: shards from DescribeStream, reads measured by a running daemon ---------------
+
+
+def test_shards_are_counted_with_describe_stream_when_aws_answers(
+    emu: EmulatorServer, client: ClientFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client("us-east-1").create_table(
+        TableName="Orders",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    add_replicas(client, "Orders", REGIONS)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"regions: {REGIONS}\naws: {{endpoint_url: '{emu.url}'}}\ntables: [{{name: Orders}}]\n"
+    )
+    assert main(["cost", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "3 stream shard reader(s), 1 table(s): open shards from DescribeStream "
+        "(Orders ap-southeast-1 1, Orders eu-west-1 1, Orders us-east-1 1)"
+    ) in out
+
+
+def test_shards_are_assumed_and_the_reason_printed_when_describe_stream_fails(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    config = load_config_text(
+        tmp_path, f"regions: [us-east-1]\naws: {{endpoint_url: '{emu.url}'}}\ntables: [{{name: Nope}}]\n"
+    )
+    found = discover_shards(config, {"Nope": ["us-east-1"]}, timeout=10)
+    assert isinstance(found, ShardsUnknown)
+    assert "describe_table in us-east-1" in found.reason and "Nope" in found.reason
+
+
+def load_config_text(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def test_measured_reads_are_weighted_by_the_canaries_each_pair_measured() -> None:
+    pairs = [
+        {"reads_per_canary": 10.0, "measurements": 30},
+        {"reads_per_canary": 20.0, "measurements": 10},
+        {"reads_per_canary": None, "measurements": 0},  # nothing measured yet
+    ]
+    assert average_reads(pairs) == MeasuredReads(12.5, 2, 40)
+    assert average_reads([{"reads_per_canary": None, "measurements": 0}]) is None
+
+
+def test_measured_reads_come_from_a_running_daemons_api_status() -> None:
+    body = json.dumps({"pairs": [{"reads_per_canary": 9.5, "measurements": 4}]}).encode()
+
+    class Status(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path == "/api/status"
+            self.send_response(200 if found else 404)
+            self.end_headers()
+            self.wfile.write(body if found else b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Status)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert fetch_measured_reads(url + "/", timeout=5) == MeasuredReads(9.5, 1, 4)
+    finally:
+        server.shutdown()
+        server.server_close()

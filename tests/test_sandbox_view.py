@@ -159,3 +159,22 @@ def test_live_view_shows_the_mode_for_entries_that_do_not_say_how():
     text = "\n".join(_screen(_status(["gtmon-canary"])))  # entries without *_known_by
 
     assert text.count("exact") >= 3, text
+
+
+def _pending(status: dict[str, Any], paused: int) -> dict[str, Any]:
+    links = {f"{s}->{t}": {"pending": 0, "unconfirmed": 0, "oldest_seconds": None}
+             for s in REGIONS for t in REGIONS if s != t}
+    if paused:
+        links["us-east-1->eu-west-1"] = {"pending": paused, "unconfirmed": 1, "oldest_seconds": 12.3}
+    status["pending_writes"] = {"Orders": links}
+    return status
+
+
+@pytest.mark.parametrize("tables", [["gtmon-canary"], ["gtmon-canary", "gtmon-canary-2"]])
+def test_live_view_shows_real_writes_pending_on_a_paused_link_and_still_fits_80x24(tables):
+    lines = _screen(_pending(_status(tables), paused=25))
+    text = "\n".join(lines)
+    assert len(lines) <= 24 and max(len(line) for line in lines) <= 80, text
+    assert "pending writes: Orders us-east-1→eu-west-1 25 (12.3s)" in text
+    drained = "\n".join(_screen(_pending(_status(tables), paused=0)))
+    assert "pending writes: none" in drained

@@ -217,3 +217,13 @@ async def test_further_routes_are_served_with_their_query_behind_the_same_auth(w
             assert answer.status_code == 200 and answer.json() == {"region": "eu-west-1"}
     finally:
         await server.stop()
+
+
+def test_status_page_shows_pending_writes_per_link_and_readers_behind():
+    links = {"us-east-1->eu-west-1": {"pending": 25, "unconfirmed": 2, "oldest_seconds": 12.34},
+             "eu-west-1->us-east-1": {"pending": 0, "unconfirmed": 0, "oldest_seconds": None}}
+    page = render_status_page({**STATUS, "pending_writes": {"Orders": links}})
+    assert "<h2>Writes at risk: Orders</h2>" in page
+    assert "<td>25 <span class='muted'>(12.3 s)</span><br><span class='muted'>+2 reader behind" in page
+    assert "<td>0 <span class='muted'>(–)</span></td>" in page
+    assert "Writes at risk" not in render_status_page(STATUS)

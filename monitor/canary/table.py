@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import structlog
-
 from monitor.aws import AwsCallError, AwsClients, NotFound
 
 __all__ = ["CANARY_KEY_ATTRIBUTE", "ensure_canary_table"]
 
 CANARY_KEY_ATTRIBUTE = "pk"
-_log = structlog.get_logger("gtmon.init")
 
 
 async def _wait_active(
@@ -82,6 +79,6 @@ async def ensure_canary_table(
         )
         actions.append(f"added replicas of {table} in {', '.join(missing)}")
     await _wait_active(clients, home, table, timeout)
-    for action in actions:
-        _log.info("canary_table", action=action)
+    # The caller presents them: `gtmon init` prints them (a log line too would say each
+    # twice), the sandbox logs them.
     return actions

@@ -18,6 +18,7 @@ from monitor.conflicts._images import (
     canonical_key,
     format_image,
     image_to_dynamodb_json,
+    image_to_json,
 )
 from monitor.conflicts._model import (
     UNKNOWN,
@@ -49,5 +50,6 @@ __all__ = [
     "format_image",
     "from_stream_record",
     "image_to_dynamodb_json",
+    "image_to_json",
     "judge",
 ]

@@ -59,7 +59,6 @@ from monitor.conflicts._images import (
     Image,
     format_image,
     number_attribute,
-    string_attribute,
 )
 from monitor.conflicts._model import (
     UNKNOWN,
@@ -344,13 +343,11 @@ class _Segment:
         regions = sorted(seen)
         s = self.settings
         image = _image_of(node)
-        if s.writer_attribute is not None and image is not None:
-            writer = string_attribute(image, s.writer_attribute)
-            if writer is not None:
-                region = (s.writer_regions or {}).get(writer, writer)
-                if region in seen:
-                    self.attributed.add(node)
-                    return [region]
+        if image is not None:
+            region = s.writer_region(image)
+            if region is not None and region in seen:
+                self.attributed.add(node)
+                return [region]
         if s.version_attribute is not None and node[0] == "I":
             mine = self._version(node)
             if mine is not None:

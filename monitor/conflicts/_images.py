@@ -10,6 +10,7 @@ can be a dict key and a set member, which is what the history rebuild needs.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Hashable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -137,6 +138,21 @@ def format_image(image: Image | None, limit: int = 200) -> str:
         return "<deleted>"
     text = "{" + ", ".join(f"{name}={_render_value(v)}" for name, v in image) + "}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def image_to_json(image: Image | None) -> dict[str, Any] | None:
+    """DynamoDB-JSON that `json.dumps` takes (binary as base64 text): logs, the API, checkpoints."""
+    return None if image is None else _jsonable(image_to_dynamodb_json(image))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def image_to_dynamodb_json(image: Image) -> dict[str, Any]:

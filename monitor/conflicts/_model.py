@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from monitor.conflicts._images import Image, canonical_image, canonical_key
+from monitor.conflicts._images import Image, canonical_image, canonical_key, string_attribute
 
 EventName = Literal["INSERT", "MODIFY", "REMOVE"]
 Mode = Literal["exact", "inferred", "ambiguous"]
@@ -135,6 +135,18 @@ class DetectorSettings:
             raise ValueError(
                 "max_tracked_keys, max_records_per_key and max_worlds must be >= 1/2/1"
             )
+
+    def writer_region(self, image: Image | None) -> str | None:
+        """The region the writer attribute of ``image`` names (through ``writer_regions``).
+
+        Only a claim: callers accept it where the named region's stream holds the write.
+        """
+        if self.writer_attribute is None:
+            return None
+        writer = string_attribute(image, self.writer_attribute)
+        if writer is None:
+            return None
+        return (self.writer_regions or {}).get(writer, writer)
 
     @property
     def exact(self) -> bool:

@@ -4,7 +4,9 @@ It is a WSGI application in front of moto. moto parses and answers the DynamoDB
 API per region (the region comes from the request signature); this layer adds
 what moto lacks: replica management, asynchronous replication with LWW,
 AWS-faithful streams, client-facing faults, a control API under ``/gtmon/``
-and the ground truth. One re-entrant lock serialises everything that touches
+and the ground truth. It also answers moto's management API (``/moto-api/``) where
+a moto server's users rely on it: ``POST /moto-api/reset`` resets the whole
+emulator, as ``/gtmon/reset`` does. One re-entrant lock serialises everything that touches
 moto's tables, so a replicated write never interleaves with a client's.
 """
 
@@ -53,6 +55,9 @@ MAX_LINK_DELAY_MS = 3_600_000.0
 MAX_CLIENT_LATENCY_MS = 60_000.0
 # Control endpoints: method and path (a handler per POST path lives in Emulator._control).
 _CONTROL_GET = ("health", "state", "truth")
+# moto's management API: `reset` is the emulator's own reset; these paths go to moto's handler
+# (its dashboard, model data and id seed concern only moto's state); any other is a 404.
+_MOTO_API_FORWARDED = ("", "data.json", "lib.js", "seed")
 _log = logging.getLogger("gtmon.emulator")
 
 StartResponse = Callable[..., Any]
@@ -69,6 +74,9 @@ class EmulatorSettings:
     blackhole_max_seconds: float = 300.0
     truth_max_writes: int = 200_000
     seed: int | None = None
+    # Regions outside `regions` are served as standalone regions (no replicas, no links)
+    # unless this is set; then they are refused, as before.
+    strict_regions: bool = False
 
 
 def _json_response(
@@ -131,6 +139,7 @@ class Emulator:
         moto_hooks.install(self._capture, self._stream_opened)
         moto_hooks.reset_moto()
         self._moto = moto_hooks.create_backend_app()
+        self._moto_api = moto_hooks.create_backend_app("moto_api")
         self._running = False
         self._thread: threading.Thread | None = None
         self._control: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -207,9 +216,15 @@ class Emulator:
         self.tables.capture(region, table, old, new)
 
     def _stream_opened(
-        self, region: str, table: str, arn: str, label: str, key_schema: list[dict[str, str]]
+        self,
+        region: str,
+        table: str,
+        arn: str,
+        label: str,
+        key_schema: list[dict[str, str]],
+        view_type: str,
     ) -> None:
-        self.streams.open_stream(region, table, arn, label, key_schema)
+        self.streams.open_stream(region, table, arn, label, key_schema, view_type)
 
     # ---- WSGI -----------------------------------------------------------------------------
 
@@ -218,6 +233,8 @@ class Emulator:
         origin = environ.get("HTTP_ORIGIN")
         if path.startswith("/gtmon/"):
             return self._control_api(path[len("/gtmon/") :], environ, start_response)
+        if path == "/moto-api" or path.startswith("/moto-api/"):
+            return self._moto_api_call(path[len("/moto-api/") :], environ, start_response)
         try:
             if origin is not None and not local_origin(origin):
                 # A web page in the user's browser; the SDKs never send an Origin.
@@ -237,11 +254,11 @@ class Emulator:
         try:
             if region is None:
                 raise AwsError("MissingAuthenticationTokenException", "Request is missing a SigV4 signature")
-            if region not in self.settings.regions:
+            if self.settings.strict_regions and region not in self.settings.regions:
                 raise AwsError(
                     "UnrecognizedClientException",
-                    f"Region {region} is not served by this emulator "
-                    f"(serving {', '.join(self.settings.regions)})",
+                    f"Region {region} is not served by this emulator (serving "
+                    f"{', '.join(self.settings.regions)}: --regions; --strict-regions refuses others)",
                 )
             with self.lock:
                 latency = self.faults.latency_seconds(region)
@@ -365,28 +382,71 @@ class Emulator:
             self.tables.forget_replica(name, region)
             self.streams.close_table(region, name)
             return payload
-        if self.tables.replicas(name):
+        if region in self.tables.replicas(name):
             section["Replicas"] = self.tables.describe_replicas(name, region)
             section["GlobalTableVersion"] = GLOBAL_TABLE_VERSION
         return json.dumps(data).encode()
 
     # ---- control API ----------------------------------------------------------------------
 
+    @staticmethod
+    def _foreign(environ: Mapping[str, Any]) -> str | None:
+        """Why a control request looks like a web page's (see monitor.emulator.guard), or None."""
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is not None and not local_origin(origin):
+            return f"requests from origin {origin[:100]!r} are refused"
+        if not local_host(environ.get("HTTP_HOST")):
+            return "the control API answers to an IP address or localhost, not a DNS name"
+        return None
+
+    def _moto_api_call(
+        self, path: str, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """moto's management API, for tools written for a moto server: `POST reset` resets the
+        emulator (tables, replication queues, faults, ground truth) and needs no signature,
+        as in moto; the read-only paths and the id seed are moto's own; the rest is a 404.
+        The same origin and host checks as the control API keep web pages out."""
+        foreign = self._foreign(environ)
+        if foreign is not None:
+            return _json_response(start_response, 403, {"error": foreign})
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == "reset":
+            if method != "POST":  # moto's own answer
+                return _json_response(start_response, 400, {"Error": "Need to POST to reset Moto"})
+            try:
+                length = content_length(environ, MAX_CONTROL_BODY)
+                if length and not is_json(environ.get("CONTENT_TYPE")):
+                    # moto's clients send no body; a form or text/plain one is a web page's.
+                    raise RequestRefused(415, "the control API takes application/json bodies only")
+            except RequestRefused as refused:
+                return _json_response(
+                    start_response, refused.status, {"error": refused.message}, (("Connection", "close"),)
+                )
+            environ["wsgi.input"].read(length)  # moto ignores the body; so does the emulator
+            with self._wake:
+                self.reset()
+                self._wake.notify_all()
+            return _json_response(start_response, 200, {"status": "ok"})
+        if path in _MOTO_API_FORWARDED:
+            with self.lock:
+                return list(self._moto_api(environ, start_response))
+        return _json_response(
+            start_response,
+            404,
+            {
+                "error": f"/moto-api/{path} is not served by the gtmon emulator: it serves POST "
+                "/moto-api/reset (resets the whole emulator), /moto-api/seed, /moto-api/data.json "
+                "and the dashboard /moto-api/; faults and ground truth are under /gtmon/"
+            },
+        )
+
     def _control_api(self, path: str, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         """The control API: GET health, state, truth; POST fault/* and reset, JSON only, from
         this machine only (see monitor.emulator.guard)."""
         method = environ.get("REQUEST_METHOD", "GET")
-        origin = environ.get("HTTP_ORIGIN")
-        if origin is not None and not local_origin(origin):
-            return _json_response(
-                start_response, 403, {"error": f"requests from origin {origin[:100]!r} are refused"}
-            )
-        if not local_host(environ.get("HTTP_HOST")):
-            return _json_response(
-                start_response,
-                403,
-                {"error": "the control API answers to an IP address or localhost, not a DNS name"},
-            )
+        foreign = self._foreign(environ)
+        if foreign is not None:
+            return _json_response(start_response, 403, {"error": foreign})
         allowed = "GET" if path in _CONTROL_GET else "POST" if path in self._control else None
         if allowed is None:
             return _json_response(start_response, 404, {"error": f"no control endpoint /gtmon/{path}"})

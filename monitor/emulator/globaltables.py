@@ -136,11 +136,13 @@ class GlobalTables:
             target = spec.get("RegionName") if isinstance(spec, dict) else None
             if not isinstance(target, str) or not target:
                 raise AwsError("ValidationException", f"ReplicaUpdates {action} needs a RegionName")
-            if target not in self.regions:
-                raise AwsError(
-                    "ValidationException",
-                    f"Region {target} is not available (the emulator serves {', '.join(self.regions)})",
-                )
+            for end in (region, target):
+                if end not in self.regions:
+                    raise AwsError(
+                        "ValidationException",
+                        f"Region {end} is not available for global tables: the emulator replicates "
+                        f"between {', '.join(self.regions)} (--regions); other regions are standalone",
+                    )
             plan.append((action, target))
         members = set(self.replicas(table_name)) or {region}
         for action, target in plan:
@@ -302,7 +304,10 @@ class GlobalTables:
         version = _Version(ts, region, write.write_id, new is None)
         self._versions[(region, table_name, kid)] = version
         self._streams.append(region, table_name, key, old, new)
-        for target in self.replicas(table_name):
+        replicas = self.replicas(table_name)
+        if region not in replicas:
+            return  # a table of the same name that is no replica (e.g. in a standalone region)
+        for target in replicas:
             if target == region:
                 continue
             link = self._links[(region, target)]

@@ -34,6 +34,7 @@ __all__ = [
     "json_depth",
     "local_host",
     "local_origin",
+    "loopback_name",
     "number",
 ]
 
@@ -100,7 +101,8 @@ def json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> int:
     return deepest
 
 
-def _local_name(host: str) -> bool:
+def loopback_name(host: str) -> bool:
+    """True for localhost names and loopback addresses (bracketed IPv6 too)."""
     host = host.strip("[]").lower().rstrip(".")
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -113,7 +115,7 @@ def _local_name(host: str) -> bool:
 def local_origin(origin: str) -> bool:
     """True for an Origin on this machine (http(s)://localhost, 127.0.0.0/8, [::1])."""
     parts = urlsplit(origin.strip())
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and _local_name(parts.hostname or "")
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and loopback_name(parts.hostname or "")
 
 
 def local_host(host: str | None) -> bool:
@@ -126,7 +128,7 @@ def local_host(host: str | None) -> bool:
         name = name[1 : name.find("]")] if "]" in name else name
     else:
         name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
-    if _local_name(name):
+    if loopback_name(name):
         return True
     try:
         ipaddress.ip_address(name)

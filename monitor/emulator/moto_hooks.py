@@ -18,10 +18,11 @@ from typing import Any, cast
 
 import moto
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.model_instances import reset_model_data
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models import table as moto_table
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
-from moto.dynamodb.models.table import StreamShard, Table
+from moto.dynamodb.models.table import StreamRecord, StreamShard, Table
 
 __all__ = [
     "ACCOUNT_ID",
@@ -48,8 +49,8 @@ ACCOUNT_ID = DEFAULT_ACCOUNT_ID
 
 # (region, table name, old image, new image); images are DynamoDB-JSON dicts.
 CaptureFn = Callable[[str, str, dict[str, Any] | None, dict[str, Any] | None], None]
-# (region, table name, stream ARN, stream label, key schema)
-StreamOpenedFn = Callable[[str, str, str, str, list[dict[str, str]]], None]
+# (region, table name, stream ARN, stream label, key schema, stream view type)
+StreamOpenedFn = Callable[[str, str, str, str, list[dict[str, str]], str], None]
 
 _capture: CaptureFn | None = None
 _stream_opened: StreamOpenedFn | None = None
@@ -82,11 +83,17 @@ class CaptureShard(StreamShard):
         super().__init__(account_id, table)
         self.region = table.region_name
         self.table_name = table.name
-        # moto sets latest_stream_label just before creating the shard.
+        # moto sets latest_stream_label and stream_specification just before creating the shard.
         label = table.latest_stream_label or ""
+        view_type = (table.stream_specification or {}).get("StreamViewType") or "NEW_AND_OLD_IMAGES"
         if _stream_opened is not None:
             _stream_opened(
-                self.region, self.table_name, f"{table.table_arn}/stream/{label}", label, table.schema
+                self.region,
+                self.table_name,
+                f"{table.table_arn}/stream/{label}",
+                label,
+                table.schema,
+                str(view_type),
             )
 
     def add(self, old: Item | None, new: Item | None) -> None:
@@ -99,6 +106,27 @@ class CaptureShard(StreamShard):
         return self
 
 
+class _Untracked(list[Any]):
+    """A model class's `instances_tracked` that keeps nothing.
+
+    moto's BaseModel appends every instance it makes to its class's list, for the dashboard
+    of /moto-api/data.json, until a reset: every Item ever written (about 1.1 KB each: 3000
+    overwrites of one key held 3000 Items, 3.3 MB). An emulator left running for days, as the
+    sandbox is, must not grow with every write, so the per-write models keep none; tables
+    and indexes are still tracked (and listed by data.json)."""
+
+    def append(self, _instance: Any) -> None:
+        pass
+
+
+_PER_WRITE_MODELS: tuple[type, ...] = (Item, StreamRecord)
+
+
+def _untrack_per_write_models() -> None:
+    for model in _PER_WRITE_MODELS:
+        model.instances_tracked = _Untracked()  # type: ignore[attr-defined]
+
+
 def install(capture: CaptureFn, stream_opened: StreamOpenedFn) -> None:
     """Route every applied write of every stream-enabled table to `capture`."""
     global _capture, _stream_opened
@@ -109,18 +137,23 @@ def install(capture: CaptureFn, stream_opened: StreamOpenedFn) -> None:
     _capture = capture
     _stream_opened = stream_opened
     moto_table.StreamShard = CaptureShard  # type: ignore[misc]
+    _untrack_per_write_models()
 
 
 def reset_moto() -> None:
-    """Drop every table in every region (moto's state is process-global)."""
+    """Drop every table in every region (moto's state is process-global), and moto's record of
+    every model instance it made (BaseModel tracks each one, every Item written included, for
+    its dashboard's /moto-api/data.json until a reset), as moto's own reset does."""
     dynamodb_backends[ACCOUNT_ID].reset()
+    reset_model_data()
+    _untrack_per_write_models()  # reset_model_data gives every class a fresh, tracking list
 
 
-def create_backend_app() -> Any:
-    """moto's WSGI app for the DynamoDB API."""
+def create_backend_app(service: str = "dynamodb") -> Any:
+    """moto's WSGI app for one service: the DynamoDB API, or `moto_api` (its management API)."""
     from moto.moto_server.werkzeug_app import create_backend_app as _create
 
-    return _create("dynamodb")
+    return _create(service)  # type: ignore[arg-type]
 
 
 def find_table(region: str, name: str) -> Table | None:

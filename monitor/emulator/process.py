@@ -48,6 +48,7 @@ def settings_to_json(settings: EmulatorSettings) -> dict[str, Any]:
         "blackhole_max_seconds": settings.blackhole_max_seconds,
         "truth_max_writes": settings.truth_max_writes,
         "seed": settings.seed,
+        "strict_regions": settings.strict_regions,
     }
 
 
@@ -73,6 +74,7 @@ def settings_from_json(data: dict[str, Any]) -> EmulatorSettings:
         blackhole_max_seconds=data.get("blackhole_max_seconds", defaults.blackhole_max_seconds),
         truth_max_writes=data.get("truth_max_writes", defaults.truth_max_writes),
         seed=data.get("seed"),
+        strict_regions=bool(data.get("strict_regions", defaults.strict_regions)),
     )
 
 

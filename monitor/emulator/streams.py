@@ -8,6 +8,12 @@ creation times rounded down to the second, shards that roll over into children
 with `ParentShardId`, records trimmed after the retention period, and iterators
 that expire. Iterators are self-contained tokens, so nothing is kept per
 iterator and memory stays bounded however long the emulator runs.
+
+Each stream keeps the view type it was enabled with, and its records carry only
+the images that view type names, as AWS documents: `KEYS_ONLY` none,
+`NEW_IMAGE` the item after the write, `OLD_IMAGE` the item before it,
+`NEW_AND_OLD_IMAGES` both. Replication does not depend on it: it is fed from the
+capture point, not from the stream.
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ __all__ = ["StreamSettings", "StreamStore"]
 _SEQ_BASE = 10**20  # AWS sequence numbers are 21+ digit decimal strings
 MAX_RECORDS = 1000
 MAX_BYTES = 1024 * 1024
+# View type -> (carries NewImage, carries OldImage).
+_VIEW_TYPES: dict[str, tuple[bool, bool]] = {
+    "KEYS_ONLY": (False, False),
+    "NEW_IMAGE": (True, False),
+    "OLD_IMAGE": (False, True),
+    "NEW_AND_OLD_IMAGES": (True, True),
+}
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,7 @@ class _Stream:
     table_name: str
     key_schema: list[dict[str, str]]
     created_at: float
+    view_type: str = "NEW_AND_OLD_IMAGES"
     shards: list[_Shard] = field(default_factory=list)
     next_seq: int = _SEQ_BASE
     enabled: bool = True
@@ -98,9 +112,19 @@ class StreamStore:
     # ---- writes ---------------------------------------------------------------------------
 
     def open_stream(
-        self, region: str, table_name: str, arn: str, label: str, key_schema: list[dict[str, str]]
+        self,
+        region: str,
+        table_name: str,
+        arn: str,
+        label: str,
+        key_schema: list[dict[str, str]],
+        view_type: str = "NEW_AND_OLD_IMAGES",
     ) -> None:
-        """A table's stream was switched on (a new label means a new stream)."""
+        """A table's stream was switched on (a new label means a new stream).
+
+        moto accepts view types AWS would refuse (`NEW_IMAGES`); such a stream carries keys
+        only, as in moto.
+        """
         if arn in self._streams:
             self._streams[arn].enabled = True
             return
@@ -108,7 +132,7 @@ class StreamStore:
         if previous is not None:
             self._streams[previous].enabled = False
         now = self._clock()
-        stream = _Stream(arn, label, region, table_name, key_schema, now)
+        stream = _Stream(arn, label, region, table_name, key_schema, now, view_type)
         stream.shards.append(_Shard(_shard_id(now), None, stream.next_seq, now))
         self._streams[arn] = stream
         self._latest[(region, table_name)] = arn
@@ -127,7 +151,8 @@ class StreamStore:
         old: dict[str, Any] | None,
         new: dict[str, Any] | None,
     ) -> None:
-        """Record one applied write; a write that changes nothing leaves no record."""
+        """Record one applied write with the images the stream's view type names; a write
+        that changes nothing leaves no record."""
         if old == new:
             return
         arn = self._latest.get((region, table_name))
@@ -138,6 +163,9 @@ class StreamStore:
         self._maintain(stream, now)
         shard = stream.shards[-1]
         event = "INSERT" if old is None else "REMOVE" if new is None else "MODIFY"
+        with_new, with_old = _VIEW_TYPES.get(stream.view_type, (False, False))
+        new = new if with_new else None
+        old = old if with_old else None
         size = len(json.dumps((keys, old, new), separators=(",", ":"), default=str))
         shard.records.append(_Record(stream.next_seq, event, keys, old, new, now, uuid.uuid4().hex, size))
         stream.next_seq += 1
@@ -215,7 +243,7 @@ class StreamStore:
             "StreamArn": stream.arn,
             "StreamLabel": stream.label,
             "StreamStatus": "ENABLED" if stream.enabled else "DISABLED",
-            "StreamViewType": "NEW_AND_OLD_IMAGES",
+            "StreamViewType": stream.view_type,
             "CreationRequestDateTime": stream.created_at,
             "TableName": stream.table_name,
             "KeySchema": stream.key_schema,
@@ -348,7 +376,7 @@ class StreamStore:
             "Keys": record.keys,
             "SequenceNumber": str(record.seq),
             "SizeBytes": record.size,
-            "StreamViewType": "NEW_AND_OLD_IMAGES",
+            "StreamViewType": stream.view_type,
         }
         if record.new is not None:
             data["NewImage"] = record.new

@@ -74,6 +74,8 @@ _log = structlog.get_logger("gtmon.streams.checkpoints")
 ShardKey = tuple[str, str, str]
 
 FINGERPRINT_TTL_SECONDS = 24 * 3600.0
+PENDING_ITEM = "pending"
+MAX_PENDING_ITEM_BYTES = 350_000
 MAX_FINGERPRINTS = 100_000
 
 
@@ -102,6 +104,9 @@ class CheckpointState:
 
     positions: dict[ShardKey, ShardPosition] = field(default_factory=dict)
     reported: dict[str, list[float]] = field(default_factory=dict)
+    # Writes at risk (monitor.streams.pending and .atrisk snapshots, JSON as they make it):
+    # kept with the positions they belong to, so a restart resumes both from one instant.
+    pending: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +119,7 @@ class CheckpointState:
                 for (t, r, s), p in sorted(self.positions.items())
             ],
             "reported": {fp: list(times) for fp, times in sorted(self.reported.items())},
+            **({"pending": self.pending} if self.pending else {}),
         }
 
     @classmethod
@@ -130,6 +136,7 @@ class CheckpointState:
                 )
             for fp, times in dict(data.get("reported", {})).items():
                 state.reported[str(fp)] = [float(t) for t in times]
+            state.pending = dict(data.get("pending", {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: malformed checkpoint entry: {exc}") from None
         return state
@@ -252,6 +259,8 @@ class DynamoDBCheckpointStore:
             elif sk.startswith("fp#"):
                 times = [float(v["N"]) for v in item.get("times", {}).get("L", [])]
                 state.reported[sk[3:]] = times
+            elif sk == PENDING_ITEM:
+                state.pending = json.loads(item["data"]["S"])
         return state
 
     def _items(self, state: CheckpointState) -> dict[str, dict[str, Any]]:
@@ -272,6 +281,15 @@ class DynamoDBCheckpointStore:
                 "times": {"L": [{"N": repr(t)} for t in times]},
                 "expires_at": {"N": str(int(max(times, default=0) + FINGERPRINT_TTL_SECONDS))},
             }
+        data = json.dumps(state.pending, sort_keys=True) if state.pending else ""
+        if len(data) > MAX_PENDING_ITEM_BYTES:
+            # One item holds at most 400 KB (a backlog of some thousands of writes): the
+            # positions are saved, the pending writes are not, and the log says so.
+            _log.error("pending_writes_not_checkpointed", store=self.describe(), bytes=len(data),
+                       consequence="after a restart, pending writes are rebuilt from the "
+                       "streams only: writes read before it are not listed")
+        elif data:
+            items[PENDING_ITEM] = {"pk": pk, "sk": {"S": PENDING_ITEM}, "data": {"S": data}}
         return items
 
     async def save(self, state: CheckpointState) -> None:

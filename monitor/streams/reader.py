@@ -79,6 +79,14 @@ partial page; it does not move while a shard has not yet been polled, nor
 after a shard closed until a DescribeStream issued later has listed its
 children (records may already sit in a child the reader does not know yet).
 The watermark never goes back.
+
+The reader also says when its stream cannot serve conflict detection: the detector
+rebuilds each item's history from every record's OldImage and NewImage, which
+only a `NEW_AND_OLD_IMAGES` stream carries. Any other view type (`KEYS_ONLY`,
+`NEW_IMAGE`, `OLD_IMAGE`; a table gtmon watches but that is no global table
+yet, say) is logged once as a warning when DescribeStream first shows it
+(`stream_lacks_images`), reported in `status()` and exported as
+``gtmon_stream_images_missing``; the records are still read and counted.
 """
 
 from __future__ import annotations
@@ -128,6 +136,8 @@ _log = structlog.get_logger("gtmon.streams")
 
 #: AWS's DescribeStream limit, per account and region.
 DESCRIBE_STREAM_RATE = 10.0
+#: The only view type that carries both images, which conflict detection needs.
+BOTH_IMAGES = "NEW_AND_OLD_IMAGES"
 
 
 def describe_stream_bucket() -> TokenBucket:
@@ -342,6 +352,7 @@ class StreamReader:
         self.records_total = 0
         self.records_lost_events = 0
         self.sink_errors = 0
+        self.view_type: str | None = None  # the stream's StreamViewType, once described
         if metrics is not None:
             # Present from the start at 0, so increase() sees the first gap.
             metrics.stream_gaps.labels(table, region)
@@ -458,9 +469,15 @@ class StreamReader:
             "records_lost_events": self.records_lost_events,
             "sink_errors": self.sink_errors,
             "watermark": self.watermark(),
+            "view_type": self.view_type,
+            "images_missing": self.images_missing(),
             "failing_since": self.failing_since,
             "last_error": self.last_error,
         }
+
+    def images_missing(self) -> bool:
+        """True when the stream is known not to carry both images (see the module docstring)."""
+        return self.view_type is not None and self.view_type != BOTH_IMAGES
 
     def lag(self) -> float:
         """Seconds behind the newest record read (0 when every shard has caught up)."""
@@ -518,6 +535,7 @@ class StreamReader:
             start = page.get("LastEvaluatedShardId")
             if not start:
                 break
+        self._note_view_type(page.get("StreamViewType"))
         known = {str(s["ShardId"]): s for s in listing}
         for info in order_shards(listing):
             shard_id = str(info["ShardId"])
@@ -536,6 +554,25 @@ class StreamReader:
         if self._closed_at is not None and sent > self._closed_at:
             self._closed_at = None
         self._set_shard_metrics()
+
+    def _note_view_type(self, view_type: Any) -> None:
+        """Warn once per change when the stream lacks an image the detector needs."""
+        if not isinstance(view_type, str) or view_type == self.view_type:
+            return
+        self.view_type = view_type
+        if self.images_missing():
+            self._log.warning(
+                "stream_lacks_images",
+                view_type=view_type,
+                needed=BOTH_IMAGES,
+                consequence="conflict detection needs both images: lost writes in this table "
+                "go unseen until the stream is re-enabled with NEW_AND_OLD_IMAGES "
+                "(global tables' replicas are)",
+            )
+        if self.metrics is not None:
+            self.metrics.stream_images_missing.labels(self.table, self.region).set(
+                1 if self.images_missing() else 0
+            )
 
     def _new_shard(self, shard_id: str, parent_id: str | None) -> _Shard:
         shard = _Shard(shard_id, parent_id)

@@ -41,7 +41,6 @@ use in ``gtmon_internal_errors_total{component="stream_record"}``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import random
 from collections import deque
@@ -60,7 +59,7 @@ from monitor.conflicts import (
     LinkFloorTracker,
     Verdict,
     from_stream_record,
-    image_to_dynamodb_json,
+    image_to_json,
 )
 from monitor.metrics import DetectorReading, Metrics, StreamReading
 from monitor.streams.checkpoints import (
@@ -77,6 +76,7 @@ from monitor.streams.reader import (
     StreamRecord,
     describe_stream_bucket,
 )
+from monitor.streams.risk import WritesAtRisk
 from monitor.supervisor import Supervised, Supervisor
 
 __all__ = ["ConflictWatcher", "verdict_fingerprint"]
@@ -95,21 +95,6 @@ DEGRADED_REASONS = {
     "timing_contradicted": "timing_contradicted",
     "canary_contradicted": "canary_contradicted",
 }
-
-
-def _jsonable(value: Any) -> Any:
-    """DynamoDB JSON with binary values as base64 text, for logs and the status API."""
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _image_json(image: Any) -> Any:
-    return None if image is None else _jsonable(image_to_dynamodb_json(image))
 
 
 def verdict_fingerprint(verdict: Verdict) -> str:
@@ -189,6 +174,12 @@ class ConflictWatcher:
         self._checkpoint_saved_at: float | None = None
         self._running = False
         metrics.add_stream_state(self.stream_readings, self.detector_readings)
+        # Writes at risk: pending replication per link, from the same records (risk.py).
+        self.risk = WritesAtRisk(
+            metrics, clock.wall, self._watermarks,
+            cap_per_link=config.streams.pending_keys_per_link,
+            keep_images=config.streams.log_item_images,
+        )
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -202,14 +193,13 @@ class ConflictWatcher:
         await self.clients.start(regions)
         for name, table in self.tables.items():
             table_regions = self.config.table_regions(table)
-            self.detectors[name] = Detector(
-                {name: table_regions},
-                DetectorSettings(
-                    version_attribute=table.conflicts.version_attribute,
-                    writer_attribute=table.conflicts.writer_attribute,
-                    settle_seconds=self.config.streams.settle_seconds,
-                ),
+            settings = DetectorSettings(
+                version_attribute=table.conflicts.version_attribute,
+                writer_attribute=table.conflicts.writer_attribute,
+                settle_seconds=self.config.streams.settle_seconds,
             )
+            self.detectors[name] = Detector({name: table_regions}, settings)
+            self.risk.add_table(name, table_regions, settings)
             for region in table_regions:
                 positions = {
                     shard: pos for (t, r, shard), pos in state.positions.items()
@@ -222,6 +212,7 @@ class ConflictWatcher:
                     positions=positions, rng=random.Random(self._rng.random()),
                 )
                 self.readers[(name, region)] = reader
+        self.risk.restore(state.pending)
         self._running = True
         spawn = self.supervisor.spawn
         for (name, region), reader in self.readers.items():
@@ -283,6 +274,17 @@ class ConflictWatcher:
                          sequence=item.sequence_number, error=str(exc))
             return
         detector.observe(observation)
+        if not item.replayed:  # a replayed record's effect was saved with the checkpoint
+            self.risk.observe(observation, item.fresh)
+
+    def _watermarks(self) -> dict[tuple[str, str], float]:
+        """Every reader's watermark, for those that have one."""
+        marks = {}
+        for key, reader in self.readers.items():
+            mark = reader.watermark()
+            if mark is not None:
+                marks[key] = mark
+        return marks
 
     def _burst(self, table: str) -> None:
         """A write is crossing `table`: every region's readers of it poll at the floor for a while.
@@ -318,10 +320,9 @@ class ConflictWatcher:
 
     def _tick(self) -> None:
         """Advance watermarks, collect verdicts, publish them, update the gauge."""
-        for (table, region), reader in self.readers.items():
-            mark = reader.watermark()
-            if mark is not None:
-                self.detectors[table].advance_watermark(table, region, mark)
+        for (table, region), mark in self._watermarks().items():
+            self.detectors[table].advance_watermark(table, region, mark)
+        self.risk.tick(self.clients.region_ok)
         now = self.clock.wall()
         floors = self.link_floors.floors(now)
         written = self.link_floors.written_at()
@@ -335,7 +336,7 @@ class ConflictWatcher:
         fingerprint = verdict_fingerprint(verdict)
         if not self.reported.should_report(fingerprint, now):
             _log.info("lww_conflict_already_reported", table=verdict.table,
-                      key=_image_json(verdict.key), fingerprint=fingerprint)
+                      key=image_to_json(verdict.key), fingerprint=fingerprint)
             return
         winner = verdict.winner_region or UNKNOWN
         loser = verdict.loser_region or UNKNOWN
@@ -345,7 +346,7 @@ class ConflictWatcher:
         self.conflicts_reported += 1
         entry: dict[str, Any] = {
             "table": verdict.table,
-            "key": _image_json(verdict.key),
+            "key": image_to_json(verdict.key),
             "winner_region": winner,
             "loser_region": loser,
             "lost_created_at": verdict.lost_created_at,
@@ -360,11 +361,11 @@ class ConflictWatcher:
             "fingerprint": fingerprint,
         }
         if self.config.streams.log_item_images:
-            entry["lost_image"] = _image_json(verdict.lost_image)
-            entry["winning_image"] = _image_json(verdict.winning_image)
+            entry["lost_image"] = image_to_json(verdict.lost_image)
+            entry["winning_image"] = image_to_json(verdict.winning_image)
             entry["evidence"] = verdict.evidence
             if verdict.candidates:
-                entry["candidates"] = [_image_json(c) for c in verdict.candidates]
+                entry["candidates"] = [image_to_json(c) for c in verdict.candidates]
         self.recent.appendleft(entry)
         fields = {k: v for k, v in entry.items() if k not in ("table",)}
         _log.warning("lww_conflict", table=verdict.table, **fields)
@@ -393,7 +394,7 @@ class ConflictWatcher:
         for (table, region), reader in self.readers.items():
             for shard, pos in reader.checkpoint(now).items():
                 positions[(table, region, shard)] = pos
-        return CheckpointState(positions, self.reported.snapshot(now))
+        return CheckpointState(positions, self.reported.snapshot(now), self.risk.snapshot())
 
     async def save_checkpoints(self) -> None:
         """Persist positions and fingerprints; a failure is reported, never raised."""
@@ -460,6 +461,8 @@ class ConflictWatcher:
                 for (src, dst), floor in sorted(self.link_floors.floors(self.clock.wall()).items())
             },
             "detector_stats": {name: det.stats for name, det in self.detectors.items()},
+            # Per table and link: writes the target's stream has not shown (risk.py).
+            "pending_writes": self.risk.status(),
             "checkpoint": {
                 "store": self.store.describe(),
                 "last_saved_at": self._checkpoint_saved_at,

@@ -140,9 +140,11 @@ async def test_a_missing_canary_table_is_reported_with_its_aws_code_and_nothing_
 
 
 async def test_rejected_credentials_are_reported_as_access_errors_while_other_regions_work(
-    emu: EmulatorServer,
+    strict_regions: EmulatorServer,
 ):
-    # The emulator rejects a region it does not serve the way AWS rejects bad credentials.
+    # The emulator with --strict-regions rejects a region it does not serve the way AWS
+    # rejects bad credentials.
+    emu = strict_regions
     config = daemon_config(emu.url, regions=["us-east-1", "eu-west-1", "us-west-2"])
     async with running(config, create_table=False) as service:
         await service.clients.call(

@@ -54,7 +54,9 @@ def test_dockerfile_contents() -> None:
     assert any(ln.startswith("FROM python:3.11-slim") for ln in lines)
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in {"0", "root"}, "must run as non-root"
-    assert "pip install --no-cache-dir ." in text
+    # The daemon only by default (no extra: no moto in the image), at the versions CI tested.
+    assert 'ARG GTMON_EXTRAS=""' in lines
+    assert 'pip install --no-cache-dir -c constraints.txt ".${GTMON_EXTRAS}"' in text
     healthcheck = text[text.index("HEALTHCHECK --") :].split("\n\n")[0]
     # The probe that works with the documented web config (TLS, basic auth): see
     # tests/security/test_probes.py, which runs this very command against a daemon.
@@ -68,7 +70,7 @@ def test_dockerfile_contents() -> None:
             for src in line.split()[1:-1]:
                 assert (REPO / src).exists(), f"COPY source {src} missing"
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text()
-    for needed in ("pyproject.toml", "README.md", "monitor/"):
+    for needed in ("pyproject.toml", "README.md", "constraints.txt", "monitor/"):
         assert f"!{needed}" in ignore
 
 
@@ -285,6 +287,8 @@ def test_compose_file_is_consistent() -> None:
     gtmon = services["gtmon"]
     assert (DEPLOY / Path(gtmon["build"]["context"]) / gtmon["build"]["dockerfile"]).exists()
     assert gtmon["command"][0] == "sandbox"
+    # The sandbox needs the emulator, which the default (daemon) image leaves out.
+    assert gtmon["build"]["args"]["GTMON_EXTRAS"] == "[sandbox]"
     mounts: dict[str, str] = {}
     for name, service in services.items():
         for volume in service.get("volumes", []):

@@ -16,10 +16,11 @@ from typing import Any
 
 import moto
 import pytest
+from moto.core.model_instances import reset_model_data
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models import table as moto_table
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
-from moto.dynamodb.models.table import StreamShard, Table
+from moto.dynamodb.models.table import StreamRecord, StreamShard, Table
 
 from monitor.emulator import EmulatorServer, moto_hooks
 
@@ -290,6 +291,48 @@ def test_enable_streams_switches_on_new_and_old_images(backend: Any) -> None:
     shard = table.stream_shard
     moto_hooks.enable_streams(table)  # already on: no new stream
     assert table.stream_shard is shard
+
+
+def test_the_stream_specification_is_set_before_the_shard_is_built(backend: Any) -> None:
+    # The capture shard reads the view type from the table when moto builds it.
+    seen: list[Any] = []
+    original = moto_hooks.CaptureShard.__init__
+
+    def spy(self: Any, account_id: str, table: Table) -> None:
+        seen.append(dict(table.stream_specification or {}))
+        original(self, account_id, table)
+
+    moto_hooks.CaptureShard.__init__ = spy  # type: ignore[method-assign]
+    try:
+        table = _table(backend, streams=False)
+        table.set_stream_specification({"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"})
+    finally:
+        moto_hooks.CaptureShard.__init__ = original  # type: ignore[method-assign]
+    assert seen == [{"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"}], (
+        "Table.set_stream_specification no longer stores the specification before it builds "
+        "the stream shard: the emulator's streams would lose their view type"
+    )
+
+
+def test_items_and_stream_records_are_never_tracked_before_or_after_a_reset(
+    emulator_server: EmulatorServer,
+) -> None:
+    # moto's BaseModel keeps every instance for its dashboard until a reset: with the
+    # emulator's hooks, the per-write models (Item, StreamRecord) keep none, so a long run
+    # does not grow with every write; tables are still tracked, as BaseModel does.
+    tables_before = len(Table.instances_tracked)
+    table = _table(dynamodb_backends[moto_hooks.ACCOUNT_ID][REGION])
+    assert len(Table.instances_tracked) > tables_before, (
+        "moto's BaseModel no longer tracks instances: the untracking hook can go")
+    for n in range(200):
+        table.put_item(_item(f"a{n % 3}"))
+    assert len(Item.instances_tracked) == 0 and len(StreamRecord.instances_tracked) == 0
+    reset_model_data()  # moto's own: every class gets a fresh list that tracks again
+    moto_hooks.reset_moto()
+    assert moto_hooks.find_table(REGION, "T") is None
+    table = _table(dynamodb_backends[moto_hooks.ACCOUNT_ID][REGION])
+    table.put_item(_item("b"))
+    assert len(Item.instances_tracked) == 0, "a reset gave Item a tracking list again"
 
 
 def test_item_images_keys_and_reads(backend: Any) -> None:

@@ -339,9 +339,11 @@ async def test_missing_table_is_reported_and_picked_up_once_created(
         assert r.status()["state"] == "reading"
 
 
-async def test_access_denied_is_reported_without_crashing(emu: EmulatorServer) -> None:
-    # The emulator refuses regions it does not serve with UnrecognizedClientException,
-    # which gtmon maps to AccessDenied (credentials or policy: an operator must act).
+async def test_access_denied_is_reported_without_crashing(strict_regions: EmulatorServer) -> None:
+    # The emulator with --strict-regions refuses regions it does not serve with
+    # UnrecognizedClientException, which gtmon maps to AccessDenied (credentials or policy:
+    # an operator must act).
+    emu = strict_regions
     clients = AwsClients(
         AwsSettings(endpoint_url=emu.url, connect_timeout_seconds=1, read_timeout_seconds=1,
                     max_attempts=1),
