@@ -328,7 +328,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     try:
         model = _WebConfigFile.model_validate(data)
     except ValidationError as exc:
-        problems = validation_problems(exc, _EXAMPLE)
+        problems = validation_problems(exc, _EXAMPLE, _WebConfigFile)
         if len(problems) == 1:
             raise ConfigError(f"{path}: {problems[0]}") from None
         lines = [f"{path}: {len(problems)} problem(s) in the web config:"]
