@@ -1,0 +1,151 @@
+"""Conflict probes end to end: the daemon in this process against the emulator over HTTP.
+
+Short settle window, fast polls and a probe a second keep the module well under a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.canary.table import ensure_canary_table
+from monitor.config import Config, parse_config
+from monitor.emulator import EmulatorServer
+from monitor.emulator.control import ControlClient
+from monitor.service import Service
+from tests.helpers import REGIONS, add_replicas
+
+CANARY = "gtmon-canary"
+
+
+def probe_config(url: str, checkpoints: Path, timeout: float = 5) -> Config:
+    return parse_config({
+        "instance_id": "probes-test",
+        "regions": REGIONS,
+        "aws": {"endpoint_url": url, "connect_timeout_seconds": 1, "read_timeout_seconds": 1,
+                "max_attempts": 1},
+        "canary": {"interval_seconds": 0.5, "stall_seconds": 2, "timeout_seconds": 10},
+        "streams": {"poll_interval_min_seconds": 0.05, "poll_interval_max_seconds": 0.2,
+                    "settle_seconds": 1, "burst_seconds": 1, "checkpoint_path": str(checkpoints)},
+        "conflicts": {"probe_interval_seconds": 1, "probe_timeout_seconds": timeout},
+        "tables": [{"name": "Orders", "conflicts": {"writer_attribute": "UpdatedIn"}}],
+        "metrics": {"host": "127.0.0.1", "port": 0},
+        "log": {"format": "json", "level": "warning"},
+    }, "test")
+
+
+@pytest.fixture
+def orders(client: Callable[..., Any]) -> None:
+    client(REGIONS[0]).create_table(
+        TableName="Orders",
+        KeySchema=[{"AttributeName": "OrderID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "OrderID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    add_replicas(client, "Orders", REGIONS)
+
+
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Service]:
+    service = Service(config)
+    await service.clients.start(list(config.regions))
+    await ensure_canary_table(service.clients, CANARY, list(config.regions), "gtmon_expires_at", 30)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+def probes(service: Service, table: str, result: str) -> float:
+    value = service.registry.get_sample_value(
+        "gtmon_conflict_probes_total", {"table": table, "result": result}
+    )
+    return value or 0.0
+
+
+def last(service: Service, table: str) -> dict[str, Any]:
+    return service.status()["probes"]["tables"][table]["last"] or {}
+
+
+async def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def conflicts_counted(service: Service) -> float:
+    return sum(
+        s.value for m in service.registry.collect() if m.name == "gtmon_lww_conflicts"
+        for s in m.samples if s.name == "gtmon_lww_conflicts_total"
+    )
+
+
+async def test_probes_are_detected_with_the_right_regions_and_survive_a_restart(
+    emu: EmulatorServer, orders: None, tmp_path: Path
+) -> None:
+    config = probe_config(emu.url, tmp_path / "cp.json")
+    async with running(config) as service:
+        await wait_for(lambda: all(probes(service, t, "detected") >= 2 for t in ("Orders", CANARY)),
+                       30, "two detected probes on each table")
+        for table in ("Orders", CANARY):
+            assert probes(service, table, "missed") == probes(service, table, "mislabelled") == 0
+            assert service.registry.get_sample_value(
+                "gtmon_conflict_probe_detection_seconds_count", {"table": table}) >= 2
+            # "us-east-1 lost to eu-west-1": the regions the probe versions' marks prove.
+            assert last(service, table)["reason"].count(" lost to ") == 1
+        # Probe losses are reported apart: users' conflict alerts never see them.
+        assert conflicts_counted(service) == 0
+        assert service.status()["conflicts"]["total"] == 0
+        # Stop while a probe waits for its verdict.
+        await wait_for(lambda: service.status()["probes"]["tables"]["Orders"]["waiting"] > 0,
+                       10, "a probe in flight")
+    async with running(config) as service:
+        await wait_for(lambda: all(probes(service, t, "detected") >= 2 for t in ("Orders", CANARY)),
+                       30, "two detected probes after the restart")
+        for table in ("Orders", CANARY):
+            assert probes(service, table, "missed") == probes(service, table, "mislabelled") == 0
+        assert conflicts_counted(service) == 0
+
+
+async def test_with_a_third_region_down_probes_between_the_others_are_missed(
+    emu: EmulatorServer, orders: None, tmp_path: Path
+) -> None:
+    control = ControlClient(emu.url)
+    async with running(probe_config(emu.url, tmp_path / "cp.json", timeout=3)) as service:
+        await wait_for(lambda: probes(service, "Orders", "detected") >= 1, 20, "a detected probe")
+        control.fault("outage", region="ap-southeast-1", mode="error")
+        try:
+            # A probe written before the region was seen DOWN may miss too; then the DOWN
+            # region has left the rotation, and the probes between the other two miss.
+            await wait_for(
+                lambda: last(service, "Orders").get("regions") == ["us-east-1", "eu-west-1"]
+                and last(service, "Orders")["result"] == "missed",
+                20, "a missed probe between us-east-1 and eu-west-1",
+            )
+            # Its stream held the verdict back: nothing can settle without it.
+            assert "ap-southeast-1: stream not read" in last(service, "Orders")["reason"]
+            assert probes(service, "Orders", "mislabelled") == 0
+        finally:
+            control.fault("restore", region="ap-southeast-1")
+
+
+async def test_a_stream_switched_off_in_one_region_is_named_by_the_missed_probe(
+    emu: EmulatorServer, orders: None, client: Callable[..., Any], tmp_path: Path
+) -> None:
+    async with running(probe_config(emu.url, tmp_path / "cp.json", timeout=3)) as service:
+        await wait_for(lambda: probes(service, "Orders", "detected") >= 1, 20, "a detected probe")
+        client("eu-west-1").update_table(
+            TableName="Orders", StreamSpecification={"StreamEnabled": False}
+        )
+        await wait_for(lambda: probes(service, "Orders", "missed") >= 1, 20, "a missed probe")
+        assert "eu-west-1: stream switched off" in last(service, "Orders")["reason"]
+        assert probes(service, CANARY, "missed") == 0
