@@ -185,8 +185,31 @@ def render_status_page(status: dict[str, Any]) -> str:
             parts.append("<p class='muted'>How each region was known: " + "; ".join(legend) + ".</p>")
     else:
         parts.append("<p class='muted'>none seen</p>")
+    parts.extend(_probes_section(status.get("probes", {})))
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _probes_section(probes: dict[str, Any]) -> list[str]:
+    """Conflict probes per table: results and the last one with its reason (issue 13)."""
+    if not probes.get("enabled"):
+        return []
+    parts = [
+        "<h2>Conflict probes</h2>",
+        "<p class='muted'>Races gtmon stages to prove detection works; "
+        "never counted in the conflicts above.</p>",
+        "<table><tr><th>table</th><th>detected</th><th>missed</th><th>mislabelled</th>"
+        "<th>skipped</th><th>last</th></tr>",
+    ]
+    for table, state in sorted(probes.get("tables", {}).items()):
+        results = state.get("results", {})
+        last = state.get("last") or {}
+        latest = f"{last.get('result')}: {last.get('reason')}" if last else "none yet"
+        cells = [table, *(str(results.get(r, 0)) for r in
+                          ("detected", "missed", "mislabelled", "skipped")), latest]
+        parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
+    return parts
 
 
 class WebServer:

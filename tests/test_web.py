@@ -170,3 +170,22 @@ def test_status_page_says_how_each_side_of_a_conflict_was_known():
     plain = render_status_page(STATUS)
     assert "<td>us-east-1</td>" in plain and "<td>eu-west-1</td>" in plain
     assert "How each region was known" not in plain
+
+
+# ---- conflict probes (issue 13) ----------------------------------------------------------
+
+
+def test_status_page_shows_probes_apart_from_conflicts_with_the_last_reason() -> None:
+    probes = {
+        "enabled": True,
+        "tables": {"Orders": {
+            "results": {"detected": 4, "missed": 1, "mislabelled": 0, "skipped": 2},
+            "last": {"result": "missed", "reason": "eu-west-1: stream switched off <b>"},
+            "waiting": 0,
+        }},
+    }
+    page = render_status_page({**STATUS, "probes": probes})
+    assert "<h2>Conflict probes</h2>" in page and "never counted in the conflicts above" in page
+    assert ("<tr><td>Orders</td><td>4</td><td>1</td><td>0</td><td>2</td>"
+            "<td>missed: eu-west-1: stream switched off &lt;b&gt;</td></tr>") in page
+    assert "Conflict probes" not in render_status_page({**STATUS, "probes": {"enabled": False}})
