@@ -179,8 +179,8 @@ class Service:
         def timeout() -> float:
             if config.conflicts.probe_timeout_seconds is not None:
                 return config.conflicts.probe_timeout_seconds
-            lags = [row.lag for runner in self.runners for p in runner.probes.values()
-                    if (row := p.last) is not None]
+            lags = [pair.last.lag for runner in self.runners for pair in runner.probes.values()
+                    if pair.last is not None]
             return default_timeout(
                 config.streams.settle_seconds, config.streams.poll_interval_max_seconds,
                 max(lags, default=0.0),

@@ -300,6 +300,7 @@ class ProbeRunner:
                     "results": {result: state.results[result] for result in RESULTS},
                     "last": state.last,
                     "waiting": len(state.pending),
+                    "timeout_seconds": round(self._timeout(), 3),
                 }
                 for name, state in self.tables.items()
             },

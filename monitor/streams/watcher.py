@@ -350,14 +350,14 @@ class ConflictWatcher:
             self.metrics.detector_tracked_keys.labels(table).set(detector.tracked_keys(table))
 
     def _publish(self, verdict: Verdict, now: float) -> None:
+        if is_probe_verdict(verdict):
+            if self.probe_sink is not None:
+                self.probe_sink(verdict, now)
+            return
         fingerprint = verdict_fingerprint(verdict)
         if not self.reported.should_report(fingerprint, now):
             _log.info("lww_conflict_already_reported", table=verdict.table,
                       key=_image_json(verdict.key), fingerprint=fingerprint)
-            return
-        if is_probe_verdict(verdict):
-            if self.probe_sink is not None:
-                self.probe_sink(verdict, now)
             return
         winner = verdict.winner_region or UNKNOWN
         loser = verdict.loser_region or UNKNOWN
