@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import emit, free_port, log, stop_process
+from _common import emit, free_port, log, stop_process, summary_ms
 
 from monitor.emulator.control import ControlClient
 
@@ -80,6 +81,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="two probes per phase, not five")
     args = parser.parse_args()
+    # Stopped from outside, still stop the sandbox (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     probes_per_phase = 2 if args.quick else 5
     interval = 20.0  # monitor.sandbox.SANDBOX_PROBE_INTERVAL
     port, metrics_port = free_port(), free_port()
@@ -130,6 +133,11 @@ def main() -> int:
                       and e["t"] >= restored_at), default=float("nan")) - restored_at, 1)
         for t in TABLES
     }
+    detection = {
+        t: summary_ms([e["last"]["detection_seconds"] for e in watch.events
+                       if e["table"] == t and e["result"] == "detected"])
+        for t in TABLES
+    }
     bound = {t: round(interval + watch.timeout.get(t, 0.0), 1) for t in TABLES}
     met = {
         "healthy: every probe detected": all(
@@ -151,6 +159,9 @@ def main() -> int:
                     "probes_per_phase": probes_per_phase, "down_region": DOWN},
          {"healthy": healthy, "outage": outage, "restored": after,
           "probe_timeout_seconds": watch.timeout,
+          "detection_ms": detection,
+          "missed_reasons": sorted({f"{e['table']}: {e['last']['reason']}" for e in watch.events
+                                    if e["result"] == "missed"}),
           "first_missed_after_outage_seconds": first_missed,
           "first_detected_after_restore_seconds": first_detected_after},
          {"first_missed_after_outage_seconds": f"<= interval + timeout: {bound}"}, met)

@@ -268,7 +268,7 @@ class ProbeSettings(_Model):
         description=(
             "How long a probe may wait for its verdict before it counts as missed. Default: "
             "streams.settle_seconds + 3 x streams.poll_interval_max_seconds + the slowest "
-            "link's last canary lag."
+            "link's lag (the largest upper bound of its last 64 canaries)."
         ),
     )
 

@@ -179,8 +179,10 @@ class Service:
         def timeout() -> float:
             if config.conflicts.probe_timeout_seconds is not None:
                 return config.conflicts.probe_timeout_seconds
-            lags = [pair.last.lag for runner in self.runners for pair in runner.probes.values()
-                    if pair.last is not None]
+            # The slowest link: the largest upper bound of its recent canaries' lags (a
+            # probe's winner must reach every region before the item settles).
+            lags = [high for runner in self.runners for pair in runner.probes.values()
+                    for _, high in pair.history.samples]
             return default_timeout(
                 config.streams.settle_seconds, config.streams.poll_interval_max_seconds,
                 max(lags, default=0.0),

@@ -240,19 +240,21 @@ class ProbeRunner:
                 self._record(state, regions, outcome, pending.probe_id)
 
     async def _streams_off(self, target: ProbeTarget) -> list[str]:
-        """The regions whose table says its stream is off (a miss is rare: one call each)."""
-        off = []
-        for region in target.regions:
+        """The regions whose table says its stream is off (a miss is rare: one call each,
+        all at once, so a region that does not answer delays the others by one timeout)."""
+
+        async def off(region: str) -> bool:
             try:
                 answer = await self._clients.call(
                     region, "dynamodb", "describe_table", TableName=target.table
                 )
             except AwsCallError:
-                continue  # the reader's own error tells of this region
+                return False  # the reader's own error tells of this region
             spec = (answer.get("Table") or {}).get("StreamSpecification") or {}
-            if not spec.get("StreamEnabled", False):
-                off.append(region)
-        return off
+            return not spec.get("StreamEnabled", False)
+
+        found = await asyncio.gather(*(off(region) for region in target.regions))
+        return [region for region, is_off in zip(target.regions, found, strict=True) if is_off]
 
     async def run(self) -> None:
         """The supervised loop around `check`."""
