@@ -181,14 +181,19 @@ def judge_probe(
     verdicts: Sequence[Verdict],
     clock_error: float,
     waited: float,
+    timeout: float,
 ) -> Outcome:
     """Judge the verdicts reported for a probe whose writes `a` and `b` raced.
 
     Detected: exactly one loss, counted (certain), between the probe's two versions,
     with the loser and winner the images prove (their PROBE_MARK) and, when the round
     trips order the writes, the later one surviving. Anything else reported is
-    mislabelled, with the first rule it broke. `waited` is write to verdict, seconds.
+    mislabelled, with the first rule it broke. `waited` is write to verdict, seconds:
+    past `timeout` the probe was missed, whatever came.
     """
+    if waited > timeout:
+        return Outcome("missed", f"the verdict came {waited - timeout:.1f} s after the "
+                                 f"{timeout:g} s timeout")
     if len(verdicts) != 1:
         return Outcome("mislabelled", f"{len(verdicts)} losses reported, 1 expected")
     verdict = verdicts[0]

@@ -227,6 +227,7 @@ class ProbeRunner:
                     outcome = judge_probe(
                         *pending.writes, pending.verdicts, self._clock_error,
                         pending.first_verdict_at - pending.written_at,
+                        pending.deadline - pending.written_at,
                     )
                 elif now >= pending.deadline:
                     outcome = Outcome("missed", diagnose_miss(

@@ -113,12 +113,14 @@ def test_a_write_accepted_surely_later_must_win():
 # ---- judgement ---------------------------------------------------------------------------------
 
 def test_one_certain_loss_with_the_regions_the_images_prove_is_detected():
-    outcome = judge_probe(A, B, [verdict("us-east-1", "eu-west-1")], 0.005, waited=12.5)
+    outcome = judge_probe(A, B, [verdict("us-east-1", "eu-west-1")], 0.005, waited=12.5,
+                          timeout=20.0)
     assert outcome == Outcome("detected", "us-east-1 lost to eu-west-1", detection_seconds=12.5)
 
 
 def test_either_labelling_is_accepted_when_the_order_is_unknown():
-    outcome = judge_probe(A, B, [verdict("eu-west-1", "us-east-1")], 0.005, waited=1.0)
+    outcome = judge_probe(A, B, [verdict("eu-west-1", "us-east-1")], 0.005, waited=1.0,
+                          timeout=20.0)
     assert outcome.result == "detected"
 
 
@@ -138,17 +140,24 @@ def test_either_labelling_is_accepted_when_the_order_is_unknown():
     ],
 )
 def test_anything_but_the_one_proven_loss_is_mislabelled(verdicts, reason):
-    assert judge_probe(A, B, verdicts, 0.005, waited=3.0) == Outcome("mislabelled", reason)
+    assert judge_probe(A, B, verdicts, 0.005, waited=3.0, timeout=20.0) == Outcome("mislabelled", reason)
 
 
 def test_the_earlier_write_surviving_is_mislabelled_when_the_order_is_known():
     near = ProbeWrite("us-east-1", sent=10.0, received=10.004, floor=0.002)
     far = ProbeWrite("ap-southeast-1", sent=10.0, received=10.400, floor=0.190)
-    outcome = judge_probe(near, far, [verdict("ap-southeast-1", "us-east-1")], 0.005, waited=3.0)
+    outcome = judge_probe(near, far, [verdict("ap-southeast-1", "us-east-1")], 0.005,
+                          waited=3.0, timeout=20.0)
     assert outcome == Outcome(
         "mislabelled",
         "the write in us-east-1 survived, but the one in ap-southeast-1 was accepted later",
     )
+
+
+def test_a_verdict_after_the_timeout_is_a_miss():
+    outcome = judge_probe(A, B, [verdict("us-east-1", "eu-west-1")], 0.005, waited=12.5,
+                          timeout=10.0)
+    assert outcome == Outcome("missed", "the verdict came 2.5 s after the 10 s timeout")
 
 
 def test_only_probe_items_are_routed_away_from_the_conflict_counter():

@@ -12,11 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from monitor.aws import AwsClients
 from monitor.canary.table import ensure_canary_table
+from monitor.clock import SystemClock
 from monitor.config import Config, parse_config
 from monitor.emulator import EmulatorServer
 from monitor.emulator.control import ControlClient
+from monitor.metrics import Metrics
+from monitor.probes import ProbeRunner, ProbeTarget
 from monitor.service import Service
 from tests.helpers import REGIONS, add_replicas
 
@@ -149,3 +154,32 @@ async def test_a_stream_switched_off_in_one_region_is_named_by_the_missed_probe(
         await wait_for(lambda: probes(service, "Orders", "missed") >= 1, 20, "a missed probe")
         assert "eu-west-1: stream switched off" in last(service, "Orders")["reason"]
         assert probes(service, CANARY, "missed") == 0
+
+
+async def test_a_table_whose_key_cannot_hold_a_probe_key_is_skipped_and_says_why(
+    emu: EmulatorServer, client: Callable[..., Any]
+) -> None:
+    client(REGIONS[0]).create_table(
+        TableName="Readings",
+        KeySchema=[{"AttributeName": "SensorID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "SensorID", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    config = probe_config(emu.url, Path("unused.json"))
+    metrics = Metrics(CollectorRegistry(), "test")
+    clients = AwsClients(config.aws, metrics)
+    await clients.start(list(REGIONS))
+    try:
+        runner = ProbeRunner(
+            [ProbeTarget("Readings", tuple(REGIONS))], instance_id="t", clients=clients,
+            metrics=metrics, clock=SystemClock(), timeout=lambda: 5.0, settle_seconds=1.0,
+            ttl_seconds=3600, clock_error=0.005, region_up=dict, reader_facts=lambda table: [],
+        )
+        await runner.probe("Readings")
+    finally:
+        await clients.close()
+    assert metrics.registry.get_sample_value(
+        "gtmon_conflict_probes_total", {"table": "Readings", "result": "skipped"}) == 1
+    assert runner.status()["tables"]["Readings"]["last"]["reason"].startswith(
+        "key attribute 'SensorID' is of type N; a probe key needs string key attributes")
+    assert client(REGIONS[0]).scan(TableName="Readings")["Items"] == []  # nothing written
