@@ -236,7 +236,8 @@ class ProbeRunner:
                     ))
                 else:
                     continue
-                del state.pending[key]
+                if state.pending.pop(key, None) is None:
+                    continue  # abandoned at shutdown while the regions were described
                 regions = (pending.writes[0].region, pending.writes[1].region)
                 self._record(state, regions, outcome, pending.probe_id)
 
