@@ -156,6 +156,29 @@ async def test_a_stream_switched_off_in_one_region_is_named_by_the_missed_probe(
         assert probes(service, CANARY, "missed") == 0
 
 
+@asynccontextmanager
+async def probe_runner(url: str, *tables: str) -> AsyncIterator[ProbeRunner]:
+    """A probe runner alone (no daemon): it writes probes and judges nothing."""
+    config = probe_config(url, Path("unused.json"))
+    metrics = Metrics(CollectorRegistry(), "test")
+    clients = AwsClients(config.aws, metrics)
+    await clients.start(list(REGIONS))
+    try:
+        yield ProbeRunner(
+            [ProbeTarget(table, tuple(REGIONS)) for table in tables], instance_id="t",
+            clients=clients, metrics=metrics, clock=SystemClock(), timeout=lambda: 5.0,
+            settle_seconds=1.0, ttl_seconds=3600, clock_error=0.005, region_up=dict,
+            reader_facts=lambda table: [],
+        )
+    finally:
+        await clients.close()
+
+
+def skipped(runner: ProbeRunner, table: str) -> tuple[int, str]:
+    state = runner.status()["tables"][table]
+    return state["results"]["skipped"], state["last"]["reason"]
+
+
 async def test_a_table_whose_key_cannot_hold_a_probe_key_is_skipped_and_says_why(
     emu: EmulatorServer, client: Callable[..., Any]
 ) -> None:
@@ -165,21 +188,36 @@ async def test_a_table_whose_key_cannot_hold_a_probe_key_is_skipped_and_says_why
         AttributeDefinitions=[{"AttributeName": "SensorID", "AttributeType": "N"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    config = probe_config(emu.url, Path("unused.json"))
-    metrics = Metrics(CollectorRegistry(), "test")
-    clients = AwsClients(config.aws, metrics)
-    await clients.start(list(REGIONS))
-    try:
-        runner = ProbeRunner(
-            [ProbeTarget("Readings", tuple(REGIONS))], instance_id="t", clients=clients,
-            metrics=metrics, clock=SystemClock(), timeout=lambda: 5.0, settle_seconds=1.0,
-            ttl_seconds=3600, clock_error=0.005, region_up=dict, reader_facts=lambda table: [],
-        )
+    async with probe_runner(emu.url, "Readings") as runner:
         await runner.probe("Readings")
-    finally:
-        await clients.close()
-    assert metrics.registry.get_sample_value(
-        "gtmon_conflict_probes_total", {"table": "Readings", "result": "skipped"}) == 1
-    assert runner.status()["tables"]["Readings"]["last"]["reason"].startswith(
+    count, reason = skipped(runner, "Readings")
+    assert count == 1
+    assert reason.startswith(
         "key attribute 'SensorID' is of type N; a probe key needs string key attributes")
     assert client(REGIONS[0]).scan(TableName="Readings")["Items"] == []  # nothing written
+
+
+async def test_probes_that_cannot_race_are_skipped_not_judged(
+    emu: EmulatorServer, orders: None
+) -> None:
+    control = ControlClient(emu.url)
+    async with probe_runner(emu.url, "Orders") as runner:
+        # A write that fails (the region is not yet known to be down): no race was run.
+        control.fault("outage", region="eu-west-1", mode="error")
+        try:
+            await runner.probe("Orders")  # us-east-1 and eu-west-1, the rotation's first
+        finally:
+            control.fault("restore", region="eu-west-1")
+        count, reason = skipped(runner, "Orders")
+        assert count == 1 and reason.startswith("write failed: eu-west-1: "), reason
+        # A region 400 ms away takes its write after the other's has replicated (50 ms):
+        # the write's old image shows it, so the two did not race.
+        control.fault("latency", region="ap-southeast-1", ms=400)
+        try:
+            await runner.probe("Orders")  # us-east-1 and ap-southeast-1
+        finally:
+            control.fault("latency", region="ap-southeast-1", ms=0)
+        count, reason = skipped(runner, "Orders")
+        assert count == 2
+        assert reason == "not concurrent: the write in ap-southeast-1 replaced us-east-1's"
+        assert runner.status()["tables"]["Orders"]["waiting"] == 0
