@@ -118,6 +118,7 @@ class ProbeRunner:
             for result in RESULTS:
                 # Present from the start at 0, so increase() sees the first miss.
                 metrics.conflict_probes.labels(table, result)
+            metrics.conflict_probe_detection.labels(table)
 
     # ---- writing ----------------------------------------------------------------------------
 
