@@ -197,6 +197,10 @@ def judge_probe(
     if len(verdicts) != 1:
         return Outcome("mislabelled", f"{len(verdicts)} losses reported, 1 expected")
     verdict = verdicts[0]
+    if not verdict.certain:
+        return Outcome(
+            "mislabelled", f"reported as uncertain ({verdict.mode}), so it would not be counted"
+        )
     lost_by = _writer(verdict.lost_image)
     kept_by = _writer(verdict.winning_image)
     if {lost_by, kept_by} != {a.region, b.region}:
@@ -204,8 +208,6 @@ def judge_probe(
             "mislabelled",
             f"the reported loss is not between the probe's writes in {a.region} and {b.region}",
         )
-    if not verdict.certain:
-        return Outcome("mislabelled", "reported as uncertain, so it would not be counted")
     must_win = expected_winner(a, b, clock_error)
     if must_win is not None and kept_by != must_win:
         return Outcome(

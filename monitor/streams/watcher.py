@@ -69,7 +69,7 @@ from monitor.conflicts import (
     image_to_dynamodb_json,
 )
 from monitor.metrics import DetectorReading, Metrics, StreamReading
-from monitor.probes.judge import ReaderFacts, is_probe_verdict
+from monitor.probes.judge import PROBE_MARK, ReaderFacts, is_probe_verdict
 from monitor.streams.checkpoints import (
     CheckpointState,
     CheckpointStore,
@@ -219,7 +219,12 @@ class ConflictWatcher:
                 {name: table_regions},
                 DetectorSettings(
                     version_attribute=table.conflicts.version_attribute,
-                    writer_attribute=table.conflicts.writer_attribute,
+                    # Without a writer attribute of its own, a table's probe items are still
+                    # attributed by their mark: with three regions the streams alone cannot
+                    # tell a two-region race from a skip (docs/conflicts.md), and a probe is
+                    # there to prove the loss is found, not to measure inference. Writes
+                    # without the attribute are inferred as before.
+                    writer_attribute=table.conflicts.writer_attribute or PROBE_MARK,
                     settle_seconds=self.config.streams.settle_seconds,
                 ),
             )

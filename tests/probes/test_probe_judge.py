@@ -134,7 +134,7 @@ def test_either_labelling_is_accepted_when_the_order_is_unknown():
         ([verdict("us-east-1", "eu-west-1", loser="unknown")],
          "reported unknown lost to eu-west-1; us-east-1 lost to eu-west-1"),
         ([verdict("us-east-1", "eu-west-1", certain=False)],
-         "reported as uncertain, so it would not be counted"),
+         "reported as uncertain (exact), so it would not be counted"),
         ([verdict("us-east-1", None)],
          "the reported loss is not between the probe's writes in us-east-1 and eu-west-1"),
     ],
