@@ -15,6 +15,7 @@ import asyncio
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -195,6 +196,13 @@ def truth_by_seq(writes: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict
 # ---- a process's own footprint (Linux /proc, no psutil) -----------------------------------
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    """A loopback port free right now (for a child process to bind)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def stop_process(process: subprocess.Popen[Any]) -> int | None:

@@ -59,6 +59,7 @@ from _common import (
     create_global_table,
     delay_json,
     emit,
+    free_port,
     log,
     percentile,
     proc_cpu_seconds,
@@ -118,12 +119,6 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
 
 
 # ---- the daemon ---------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 class Daemon:
     def __init__(self, url: str, workdir: Path, interval: float, cost: int) -> None:

@@ -576,6 +576,39 @@ def health_panels() -> list[timeseries.Panel]:
     return [up, restarts, watermark, internal, evidence]
 
 
+def probe_panels() -> list[timeseries.Panel]:
+    """Conflict probes (issue 13): races gtmon stages to prove detection works."""
+    results = _timeseries(
+        "Conflict probes per hour by result",
+        "Probes (a two-region write race gtmon stages every conflicts.probe_interval_seconds) "
+        "per table and result over the last hour; max across replicas, which each race their "
+        "own. missed: no verdict within the probe timeout, so a real lost write would not be "
+        "reported either (GtmonConflictProbeMissed). Never part of the conflict panels above.",
+        "short",
+        _query(
+            "max by (table, result) (\n"
+            f"  increase(gtmon_conflict_probes_total{{{TABLE_SEL}}}[1h])\n"
+            ")",
+            "{{table}}: {{result}}",
+        ),
+        width=12,
+    )
+    detection = _timeseries(
+        "Conflict probe detection time p90 (1h)",
+        "From a probe's writes to the detector's verdict, 90th percentile over the last hour, "
+        "per table: the settle window, reader polls and the slowest link.",
+        "s",
+        _query(
+            "histogram_quantile(0.9, sum by (table, le) (\n"
+            f"  rate(gtmon_conflict_probe_detection_seconds_bucket{{{TABLE_SEL}}}[1h])\n"
+            "))",
+            "{{table}}",
+        ),
+        width=12,
+    )
+    return [results, detection]
+
+
 def _variable(name: str, label: str, query: str) -> dash.QueryVariable:
     return (
         dash.QueryVariable(name)
@@ -648,6 +681,7 @@ def build() -> dict[str, object]:
         ("Stream readers", stream_panels()),
         ("AWS calls and canaries", aws_and_canary_panels()),
         ("gtmon itself", health_panels()),
+        ("Conflict probes", probe_panels()),
     ]
     next_id = 1
     for title, panels in layout:

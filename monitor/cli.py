@@ -17,12 +17,16 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from monitor import __version__
 from monitor.config import AwsSettings, Config, ConfigError, load_config, validation_problems
 from monitor.logs import configure_logging
+
+if TYPE_CHECKING:
+    from monitor.cost import CostBreakdown, Prices
 
 __all__ = ["main"]
 
@@ -404,9 +408,59 @@ def _cost_shards(
     )
 
 
+def _probe_cost_rows(
+    config: Config,
+    rows: list[tuple[str, str, float]],
+    cost: CostBreakdown,
+    prices: Prices,
+) -> float:
+    """Append the conflict probes' rows to `gtmon cost`; returns what they add in USD.
+
+    The tables the daemon would probe (monitor.service decides which): every table with
+    conflicts and probes on, and the canary table when it is probed.
+    """
+    from monitor.cost import probe_cost, stream_reads_usd
+    from monitor.service import probed_canary_table
+
+    watched = [t for t in config.tables if t.conflicts.enabled]
+    if not (config.streams.enabled and config.conflicts.probes and watched):
+        return 0.0  # no stream readers, no probes (the canary table's neither)
+    probed = [t for t in watched if t.conflicts.probes]
+    canary = probed_canary_table(config)
+    regions = [len(config.table_regions(t)) for t in probed]
+    # The canary table holds a few items per instance: one open shard per replica.
+    canary_readers = len(config.regions) if canary is not None else 0
+    if canary is not None:
+        regions.append(len(config.regions))
+    probes = probe_cost(
+        regions, config.conflicts.probe_interval_seconds, canary_readers,
+        config.streams.poll_interval_max_seconds, prices,
+    )
+    # The free tier of stream reads is shared: the canary readers pay what they add.
+    streams_usd = (
+        stream_reads_usd(cost.stream_requests_per_month + probes.canary_stream_requests_per_month,
+                         prices)
+        - cost.streams_usd
+    )
+    every = config.conflicts.probe_interval_seconds
+    rows.append((
+        f"probe writes ({len(regions)} tbl)",
+        f"{probes.write_units_per_month / 1e6:.3f} M write units",
+        probes.writes_usd + probes.transfer_usd,
+    ))
+    if canary is not None:
+        rows.append((
+            "probe stream reads",
+            f"{probes.canary_stream_requests_per_month / 1e6:.2f} M requests",
+            streams_usd,
+        ))
+    print(f"  conflict probes every {every:g} s on {len(regions)} table(s)"
+          + (f", the canary table's stream read by {canary_readers} reader(s)" if canary else ""))
+    return probes.writes_usd + probes.transfer_usd + streams_usd
+
+
 def _cmd_cost(args: argparse.Namespace) -> int:
     from monitor.cost import (
-        CostBreakdown,
         Prices,
         burst_fraction,
         burst_requests,
@@ -488,11 +542,13 @@ def _cmd_cost(args: argparse.Namespace) -> int:
         ("replication transfer", f"{cost.transfer_gb_per_month:.3f} GB", cost.transfer_usd),
         ("storage", "canary items", cost.storage_usd),
     ]
+    total = cost.total_usd + _probe_cost_rows(config, rows, cost, prices)
     for name, volume, usd in rows:
         print(f"  {name:<26}{volume:>26}   ${usd:8.2f}")
-    print(f"  {'total, reads at budget':<26}{'':>26}   ${cost.total_usd:8.2f} per month")
+    print(f"  {'total, reads at budget':<26}{'':>26}   ${total:8.2f} per month")
     if measured_cost is not None:
-        print(f"  {'total, reads as measured':<26}{'':>26}   ${measured_cost.total_usd:8.2f} per month")
+        measured_total = measured_cost.total_usd + total - cost.total_usd
+        print(f"  {'total, reads as measured':<26}{'':>26}   ${measured_total:8.2f} per month")
     if readers:
         idle = stream_requests(readers, ceiling)
         always = stream_requests(readers, floor)

@@ -37,6 +37,7 @@ __all__ = [
     "ConflictSettings",
     "LogSettings",
     "MetricsSettings",
+    "ProbeSettings",
     "StreamSettings",
     "TableConfig",
     "load_config",
@@ -202,6 +203,24 @@ class CanarySettings(_Model):
         return self
 
 
+def _check_key_template(value: dict[str, str], placeholders: tuple[str, ...]) -> None:
+    """A key template (attribute -> value with placeholders): one or two attributes, bounded
+    length, and each placeholder in some value so keys of different owners never collide."""
+    if not value:
+        raise ValueError("needs at least the partition key attribute")
+    if len(value) > 2:
+        raise ValueError("a DynamoDB key has a partition key and at most a sort key")
+    for name, template in value.items():
+        _check_attribute_name(name)
+        # DynamoDB: partition key values up to 2048 bytes, sort keys 1024; the
+        # substituted values add at most ~80.
+        if len(template.encode("utf-8")) > 900:
+            raise ValueError(f"the template of {name!r} is longer than 900 bytes")
+    for placeholder in placeholders:
+        if not any(placeholder in v for v in value.values()):
+            raise ValueError(f"one key value must contain {placeholder}")
+
+
 class ConflictSettings(_Model):
     """Per-table last-writer-wins detection settings."""
 
@@ -211,6 +230,49 @@ class ConflictSettings(_Model):
     )
     writer_attribute: AttributeName | None = Field(
         default=None, description="Attribute holding the writing region or writer id."
+    )
+    # ---- conflict probes (issue 13) ----
+    probes: bool = Field(
+        default=True,
+        description="Write conflict probes into this table (`conflicts.probes` switches all off).",
+    )
+    probe_key: dict[str, str] | None = Field(
+        default=None,
+        description=(
+            "Key template of this table's probe items; {instance} and {probe} are substituted. "
+            "Default: every key attribute (strings only) gets 'gtmon-probe#{instance}#{probe}'."
+        ),
+    )
+
+    @field_validator("probe_key")
+    @classmethod
+    def _probe_template(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            _check_key_template(value, ("{instance}", "{probe}"))
+        return value
+
+
+class ProbeSettings(_Model):
+    """Conflict probes: a deliberate two-region write race, to prove detection works."""
+
+    probes: bool = Field(
+        default=True,
+        description=(
+            "Write a probe item in two regions at once, every probe_interval_seconds, into each "
+            "table with conflicts on (unless its conflicts.probes is false) and the canary "
+            "table, and check that the detector reports the lost write (docs/conflicts.md)."
+        ),
+    )
+    probe_interval_seconds: float = Field(default=300.0, ge=1, le=DAY)
+    probe_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=DAY,
+        description=(
+            "How long a probe may wait for its verdict before it counts as missed. Default: "
+            "streams.settle_seconds + 3 x streams.poll_interval_max_seconds + the slowest "
+            "link's lag (the largest upper bound of its last 64 canaries)."
+        ),
     )
 
 
@@ -234,16 +296,7 @@ class TableConfig(_Model):
     @classmethod
     def _template_names_source(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         if value is not None:
-            if not value:
-                raise ValueError("needs at least the partition key attribute")
-            if len(value) > 2:
-                raise ValueError("a DynamoDB key has a partition key and at most a sort key")
-            for name, template in value.items():
-                _check_attribute_name(name)
-                # DynamoDB: partition key values up to 2048 bytes, sort keys 1024; the
-                # substituted instance id and region add at most ~80.
-                if len(template.encode("utf-8")) > 900:
-                    raise ValueError(f"the template of {name!r} is longer than 900 bytes")
+            _check_key_template(value, ())
             if not any("{source}" in v for v in value.values()):
                 raise ValueError(
                     "one key value must contain {source} so each region's canary differs"
@@ -373,6 +426,7 @@ class Config(_Model):
     canary: CanarySettings = CanarySettings()
     streams: StreamSettings = StreamSettings()
     tables: list[TableConfig] = Field(default_factory=list)
+    conflicts: ProbeSettings = ProbeSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 

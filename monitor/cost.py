@@ -24,10 +24,12 @@ from dataclasses import dataclass
 __all__ = [
     "CostBreakdown",
     "Prices",
+    "ProbeCost",
     "burst_fraction",
     "burst_requests",
     "canary_cost",
     "mean_poll_seconds",
+    "probe_cost",
     "stream_reads_usd",
     "stream_requests",
 ]
@@ -141,3 +143,49 @@ def mean_poll_seconds(floor_seconds: float, ceiling_seconds: float, busy_fractio
     """
     rate = busy_fraction / floor_seconds + (1.0 - busy_fraction) / ceiling_seconds
     return 1.0 / rate
+
+
+# ---- conflict probes (issue 13) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeCost:
+    """What conflict probes add per month: their writes, and the canary table's readers."""
+
+    probes_per_month: float
+    write_units_per_month: float
+    transfer_gb_per_month: float
+    writes_usd: float
+    transfer_usd: float
+    canary_stream_requests_per_month: float
+
+
+def probe_cost(
+    table_regions: list[int],
+    interval_seconds: float,
+    canary_readers: int,
+    canary_poll_seconds: float,
+    prices: Prices,
+    item_bytes: int = 200,
+) -> ProbeCost:
+    """Monthly cost of one probe every `interval_seconds` in each table of `table_regions`
+    (the replica count of each probed table, the canary table's included).
+
+    A probe is two writes, each billed once per replica (R units) and replicated over
+    R-1 links, the losing one too. Probe items are fresh keys that expire by TTL, so
+    storage stays a few hundred items. The canary table is read for probes only:
+    `canary_readers` shard readers polling at the idle pace `canary_poll_seconds`; their
+    GetRecords calls are returned, to be priced together with the other readers' (the
+    free tier is shared).
+    """
+    per_table = SECONDS_PER_MONTH / interval_seconds
+    write_units = sum(2 * per_table * regions for regions in table_regions)
+    transfer_gb = sum(2 * per_table * (regions - 1) for regions in table_regions) * item_bytes / 1e9
+    return ProbeCost(
+        probes_per_month=per_table * len(table_regions),
+        write_units_per_month=write_units,
+        transfer_gb_per_month=transfer_gb,
+        writes_usd=write_units / 1e6 * prices.write_unit_per_million,
+        transfer_usd=transfer_gb * prices.transfer_per_gb,
+        canary_stream_requests_per_month=stream_requests(canary_readers, canary_poll_seconds),
+    )

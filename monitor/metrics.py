@@ -54,6 +54,8 @@ LAG_BUCKETS = (
     600.0,
 )
 AWS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A probe's verdict waits at least the settle window (10 s by default) plus reader polls.
+PROBE_BUCKETS = (1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 600.0)
 
 PAIR = ("table", "source_region", "target_region")
 
@@ -223,6 +225,22 @@ METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "Pending writes kept without their key because the link already listed "
         "streams.pending_keys_per_link writes: still counted exactly, missing from /api/at-risk "
         "key lists and write_at_risk events.",
+    ),
+    # ---- conflict probes (issue 13) ----
+    "gtmon_conflict_probes_total": (
+        "counter",
+        ("table", "result"),
+        "Conflict probes (a deliberate two-region write race on a probe item) by result: "
+        "detected (the detector reported the lost write with the right regions), missed (no "
+        "verdict within conflicts.probe_timeout_seconds: detection is not working), "
+        "mislabelled (reported, but not as the one loss the images prove), skipped (no race "
+        "was run: key schema, regions DOWN, a failed write). Never counted in "
+        "gtmon_lww_conflicts_total.",
+    ),
+    "gtmon_conflict_probe_detection_seconds": (
+        "histogram",
+        ("table",),
+        "From a conflict probe's writes to the detector's verdict on it (detected probes).",
     ),
 }
 
@@ -432,6 +450,10 @@ class Metrics:
         self.stream_gaps = counter("gtmon_stream_gaps_total")
         self.stream_images_missing = gauge("gtmon_stream_images_missing")
         self.stream_replication_lag = histogram("gtmon_stream_replication_lag_seconds", LAG_BUCKETS)
+        self.conflict_probes = counter("gtmon_conflict_probes_total")
+        self.conflict_probe_detection = histogram(
+            "gtmon_conflict_probe_detection_seconds", PROBE_BUCKETS
+        )
 
     def count_internal_error(self, component: str, error: BaseException) -> bool:
         """Count `error` once in gtmon_internal_errors_total; False if it was counted before.

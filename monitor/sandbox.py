@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import structlog
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -84,6 +85,7 @@ class SandboxOptions:
     state_dir: str | None = None
 
 
+SANDBOX_PROBE_INTERVAL = 20.0
 LOG_FILE = "gtmon-sandbox.log"
 CHECKPOINT_FILE = "gtmon-sandbox-checkpoints.json"
 
@@ -123,6 +125,8 @@ def sandbox_config(options: SandboxOptions, endpoint: str, state: Path) -> Confi
                 "checkpoint_path": str(state / CHECKPOINT_FILE),
                 "settle_seconds": 5,
             },
+            # Conflict probes every 20 s, not 300 s, so they show in the view at once.
+            "conflicts": {"probe_interval_seconds": SANDBOX_PROBE_INTERVAL},
             "metrics": {"host": options.host, "port": options.metrics_port},
             "log": {"format": "auto", "level": "info"},
         },
@@ -255,6 +259,24 @@ def _pending_line(pending: dict[str, Any]) -> Text | None:
     return text
 
 
+def _probe_lines(probes: dict[str, Any]) -> list[Text]:
+    """Detected probes per table (reported apart from the conflicts above), and a line per
+    table whose last probe was not detected, with the reason (where the fault is)."""
+    if not probes.get("enabled"):
+        return []
+    counts, lines = [], []
+    for table, state in sorted(probes.get("tables", {}).items()):
+        results = state.get("results", {})
+        judged = sum(results.get(r, 0) for r in ("detected", "missed", "mislabelled"))
+        counts.append(f"{table} {results.get('detected', 0)}/{judged}")
+        last = state.get("last") or {}
+        if last.get("result") not in (None, "detected"):
+            lines.append(_heading(
+                f"  [bold red]{table} {last['result']}:[/] " + escape(str(last.get("reason")))
+            ))
+    return [_heading("[bold]conflict probes detected:[/] " + ", ".join(counts)), *lines]
+
+
 def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, metrics_url: str) -> Group:
     """The live view: lag matrix per canary table, regions, conflicts; fits 80 columns x 24 rows."""
     pairs = status.get("pairs", [])
@@ -274,6 +296,8 @@ def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, m
     fixed = 2 + (1 + len(regions_info) if regions_info else 0) + 1 + (1 if traffic is not None else 0)
     pending = _pending_line(status.get("pending_writes") or {})
     fixed += 1 if pending is not None else 0
+    probes = _probe_lines(status.get("probes", {}))
+    fixed += len(probes)
 
     def left(lines: int) -> int:
         return _VIEW_ROWS - fixed - sum(2 + lines * n for n in counts.values())
@@ -325,6 +349,7 @@ def render(status: dict[str, Any], traffic: DemoTraffic | None, endpoint: str, m
                 how,
             )
         parts.append(conflict_table)
+    parts.extend(probes)
     if traffic is not None:
         parts.append(
             _heading(

@@ -36,15 +36,17 @@ from monitor.canary.remote import RemoteCanaryRunner
 from monitor.canary.runner import CanaryRunner, CanaryTarget, Measurement
 from monitor.canary.table import CANARY_KEY_ATTRIBUTE
 from monitor.clock import Clock, SystemClock
-from monitor.config import Config
+from monitor.config import Config, ConflictSettings, TableConfig
 from monitor.health import Health, ReaderFacts, evaluate
 from monitor.metrics import Metrics, PairReading
+from monitor.probes import PROBE_MARK, ProbeRunner, ProbeTarget
+from monitor.probes.judge import default_timeout
 from monitor.streams.watcher import ConflictWatcher
 from monitor.supervisor import Supervisor
 from monitor.web import WebServer
 from monitor.webconfig import WebConfig, load_web_config
 
-__all__ = ["STOP_PHASE_SECONDS", "Service", "StartError", "canary_targets"]
+__all__ = ["STOP_PHASE_SECONDS", "Service", "StartError", "canary_targets", "probed_canary_table"]
 
 _log = structlog.get_logger("gtmon.service")
 
@@ -75,6 +77,21 @@ def canary_targets(config: Config) -> list[CanaryTarget]:
     return targets
 
 
+def probed_canary_table(config: Config) -> TableConfig | None:
+    """The dedicated canary table as a table to watch for conflict probes, when it is probed.
+
+    Only gtmon writes it, so its probes need no template and are attributed exactly by the
+    probe mark; its readers cost stream reads, so it is probed only when some table is
+    watched for conflicts anyway (docs/conflicts.md, "Conflict probes").
+    """
+    dedicated = [t for t in canary_targets(config) if t.table == config.canary.table]
+    if not (config.conflicts.probes and config.canary.enabled and dedicated):
+        return None
+    return TableConfig(
+        name=config.canary.table, conflicts=ConflictSettings(writer_attribute=PROBE_MARK)
+    )
+
+
 class Service:
     """One monitor instance."""
 
@@ -95,13 +112,16 @@ class Service:
         )
         self.metrics.add_replication_state(self._readings)
         self.supervisor = Supervisor(self.metrics, self.clock)
+        canary_probed = probed_canary_table(config)
         self.watcher: ConflictWatcher | None = (
             ConflictWatcher(
-                config, self.clients, self.metrics, self.clock, supervisor=self.supervisor
+                config, self.clients, self.metrics, self.clock, supervisor=self.supervisor,
+                extra_tables=[canary_probed] if canary_probed is not None else [],
             )
             if config.streams.enabled and any(t.conflicts.enabled for t in config.tables)
             else None
         )
+        self.probes = self._probe_runner()
         if self.watcher is not None:
             watcher = self.watcher
 
@@ -114,6 +134,8 @@ class Service:
             for runner in self.runners:
                 runner.observers.append(floors_from)
             for table in self.watcher.tables.values():
+                if table not in config.tables:
+                    continue  # watched for probes only: no conflicts of its own
                 # Every series exists from the start at 0, so increase() sees the first conflict.
                 names = [*config.table_regions(table), "unknown"]
                 for winner in names:
@@ -139,6 +161,50 @@ class Service:
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._phase = "starting"  # running, stopping, stopped
         self._stopped = asyncio.Event()
+
+    def _probe_runner(self) -> ProbeRunner | None:
+        """Conflict probes for every watched table that has them on (the canary table too)."""
+        watcher, config = self.watcher, self.config
+        if watcher is None or not config.conflicts.probes:
+            return None
+        targets = [
+            ProbeTarget(
+                table.name, tuple(config.table_regions(table)), table.conflicts.probe_key,
+                table.conflicts.writer_attribute,
+            )
+            for table in watcher.tables.values()
+            if table.conflicts.probes
+        ]
+        if not targets:
+            return None
+
+        def timeout() -> float:
+            if config.conflicts.probe_timeout_seconds is not None:
+                return config.conflicts.probe_timeout_seconds
+            # The slowest link: the largest upper bound of its recent canaries' lags (a
+            # probe's winner must reach every region before the item settles).
+            lags = [high for runner in self.runners for pair in runner.probes.values()
+                    for _, high in pair.history.samples]
+            return default_timeout(
+                config.streams.settle_seconds, config.streams.poll_interval_max_seconds,
+                max(lags, default=0.0),
+            )
+
+        runner = ProbeRunner(
+            targets,
+            instance_id=config.instance_id,
+            clients=self.clients,
+            metrics=self.metrics,
+            clock=self.clock,
+            timeout=timeout,
+            settle_seconds=config.streams.settle_seconds,
+            ttl_seconds=config.canary.ttl_seconds,
+            clock_error=config.clock_error_seconds,
+            region_up=lambda: {r: self.clients.region_ok.get(r, True) for r in self.regions},
+            reader_facts=watcher.reader_facts,
+        )
+        watcher.probe_sink = runner.on_verdict
+        return runner
 
     def _runner(self, target: CanaryTarget) -> CanaryRunner:
         config = self.config
@@ -220,6 +286,9 @@ class Service:
         if self.watcher is not None:
             started.append(("stream readers", self.watcher.stop))
             await self.watcher.start()
+        if self.probes is not None:
+            started.append(("conflict probes", self._abandon_probes))
+            self.supervisor.spawn("conflict_probes", self.probes.run)
         started.append(("supervised components", self.supervisor.stop))
         self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         interval = self.config.canary.interval_seconds
@@ -237,6 +306,19 @@ class Service:
                     misfire_grace_time=max(1, int(interval)),
                     next_run_time=datetime.now(UTC),  # the first canary right away
                 )
+        if self.probes is not None:
+            every = self.config.conflicts.probe_interval_seconds
+            for table in self.probes.tables:
+                # The first probe one interval from now (readers catch up after a restart).
+                self._scheduler.add_job(
+                    self._run_probe,
+                    IntervalTrigger(seconds=every),
+                    args=[table],
+                    id=f"probe:{table}",
+                    coalesce=True,
+                    max_instances=1,
+                    misfire_grace_time=max(1, int(every)),
+                )
         self._scheduler.start()
         self._phase = "running"
         _log.info(
@@ -248,17 +330,32 @@ class Service:
         )
 
     async def _run_write(self, runner: CanaryRunner, source: str) -> None:
+        await self._run_job(
+            "canary_writer", runner.write(source), table=runner.target.table, region=source
+        )
+
+    async def _run_job(self, component: str, work: Awaitable[None], **where: str) -> None:
+        """Run one scheduled job, tracked for shutdown; AWS failures are handled inside the
+        job, so whatever escapes is a bug: counted and logged, and the next run goes on."""
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
         try:
-            await runner.write(source)
-        except Exception as exc:  # AWS failures are handled inside; this is a bug
-            self.metrics.count_internal_error("canary_writer", exc)
-            _log.exception("canary_write_bug", table=runner.target.table, region=source)
+            await work
+        except Exception as exc:
+            self.metrics.count_internal_error(component, exc)
+            _log.exception(f"{component}_bug", **where)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
+
+    async def _run_probe(self, table: str) -> None:
+        assert self.probes is not None
+        await self._run_job("conflict_probes", self.probes.probe(table), table=table)
+
+    async def _abandon_probes(self) -> None:
+        if self.probes is not None:
+            self.probes.abandon()
 
     async def stop(self) -> None:
         """Stop every part in reverse order; each phase runs, with its own deadline."""
@@ -269,6 +366,7 @@ class Service:
         phases: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("scheduler", self._stop_scheduler),
             *((f"canary {r.target.table}", r.stop) for r in self.runners),
+            *((("conflict probes", self._abandon_probes),) if self.probes is not None else ()),
             *((("stream readers", self.watcher.stop),) if self.watcher is not None else ()),
             ("supervised components", self.supervisor.stop),
             ("web", self.web.stop),
@@ -359,4 +457,5 @@ class Service:
             "conflicts": self._conflicts_status(),
             # Writes the target's stream has not shown, per table and link (streams/risk.py).
             "pending_writes": self.watcher.risk.status() if self.watcher is not None else {},
+            "probes": self.probes.status() if self.probes is not None else {"enabled": False},
         }

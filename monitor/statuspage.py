@@ -388,6 +388,29 @@ def _conflicts_section(status: dict[str, Any]) -> list[str]:
     return parts
 
 
+def _probes_section(status: dict[str, Any]) -> list[str]:
+    """Conflict probes per table: results and the last one with its reason (issue 13)."""
+    probes = status.get("probes") or {}
+    if not probes.get("enabled"):
+        return []
+    parts = [
+        "<h2>Conflict probes</h2>",
+        "<p class='muted'>Races gtmon stages to prove detection works; "
+        "never counted in the conflicts above.</p>",
+        "<table><tr><th>table</th><th>detected</th><th>missed</th><th>mislabelled</th>"
+        "<th>skipped</th><th>last</th></tr>",
+    ]
+    for table, state in sorted(probes.get("tables", {}).items()):
+        results = state.get("results", {})
+        last = state.get("last") or {}
+        latest = f"{last.get('result')}: {last.get('reason')}" if last else "none yet"
+        cells = [table, *(str(results.get(r, 0)) for r in
+                          ("detected", "missed", "mislabelled", "skipped")), latest]
+        parts.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
+    return parts
+
+
 # The page, top to bottom. Add a section here (a function of the status document).
 SECTIONS: tuple[Section, ...] = (
     _header,
@@ -397,6 +420,7 @@ SECTIONS: tuple[Section, ...] = (
     _readers_section,
     _regions_section,
     _conflicts_section,
+    _probes_section,
 )
 
 

@@ -96,6 +96,11 @@ ACROSS_REPLICAS: dict[str, str] = {
         "per replica, or one replica's buckets: both time the same records; never `sum`"
     ),
     "gtmon_replication_pending_truncated_total": "per replica",
+    "gtmon_conflict_probes_total": (
+        "per replica (keep `instance`): each replica races and judges its own probes; "
+        "`max by (table, result)` for whether any replica missed"
+    ),
+    "gtmon_conflict_probe_detection_seconds": "`sum` the buckets, then `histogram_quantile`",
 }
 
 LABELS: dict[str, str] = {
@@ -114,7 +119,10 @@ LABELS: dict[str, str] = {
         "canary metrics: `write` or `read`; AWS metrics: the API operation (`PutItem`, "
         "`GetItem`, `GetRecords`, ...)"
     ),
-    "result": "`ok` or `error`",
+    "result": (
+        "canary operations: `ok` or `error`; conflict probes: `detected`, `missed`, "
+        "`mislabelled` or `skipped`"
+    ),
     "code": (
         "AWS error code (`ThrottlingException`, `InternalServerError`, ...), or `ReadTimeout` / "
         "`ConnectionError` when the region did not answer"
@@ -129,7 +137,7 @@ LABELS: dict[str, str] = {
         "a supervised part of the daemon: `stream_reader` (with `table` and `region`), "
         "`conflict_detector`, `checkpoints`; internal errors also name where they were seen: "
         "`aws` (a call that failed other than by AWS), `stream_sink`, `stream_record`, "
-        "`canary_writer`"
+        "`canary_writer`; `conflict_probes` is both (the probe loop, and a probe write's bug)"
     ),
     "type": "exception class (`UnexpectedAnswer`, `AttributeError`, `ResponseParserError`, ...)",
 }
@@ -190,6 +198,7 @@ def render_metrics() -> str:
     buckets = {
         "gtmon_replication_lag_seconds": metrics.LAG_BUCKETS,
         "gtmon_aws_request_duration_seconds": getattr(metrics, "AWS_BUCKETS", ()),
+        "gtmon_conflict_probe_detection_seconds": getattr(metrics, "PROBE_BUCKETS", ()),
     }
     out += ["", "## Histogram buckets (upper bounds, seconds)", ""]
     for name, bounds in buckets.items():
@@ -253,6 +262,9 @@ FIELD_NOTES: dict[str, str] = {
     "tables": "The monitored global tables.",
     "tables[].name": "Table name.",
     "tables[].conflicts.enabled": "Detect conflicts on this table (needs `streams.enabled`).",
+    "conflicts.probe_interval_seconds": (
+        "How often each probed table gets a probe (two writes; see `gtmon cost`)."
+    ),
     "metrics.host": "Listen address.",
     "metrics.port": "Listen port (0: any free port).",
     "log": "Logging.",

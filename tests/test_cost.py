@@ -212,3 +212,39 @@ def test_measured_reads_come_from_a_running_daemons_api_status() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---- conflict probes (issue 13) ----------------------------------------------------------
+
+
+def test_a_probe_costs_two_writes_billed_per_replica_and_the_canary_readers() -> None:
+    from monitor.cost import probe_cost
+
+    probes = probe_cost([3, 2], 300.0, canary_readers=3, canary_poll_seconds=1.0, prices=Prices())
+    per_table = SECONDS_PER_MONTH / 300.0
+    assert probes.probes_per_month == pytest.approx(2 * per_table)
+    assert probes.write_units_per_month == pytest.approx(per_table * (2 * 3 + 2 * 2))
+    assert probes.writes_usd == pytest.approx(probes.write_units_per_month / 1e6 * 0.625)
+    assert probes.transfer_gb_per_month == pytest.approx(per_table * (2 * 2 + 2 * 1) * 200 / 1e9)
+    assert probes.canary_stream_requests_per_month == pytest.approx(stream_requests(3, 1.0))
+
+
+def test_the_command_lists_the_probes_unless_they_are_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["cost", "--config", EXAMPLE, "--shards", "1"]) == 0
+    out = capsys.readouterr().out
+    # Orders and the canary table, 3 regions, one probe every 300 s: 2 x 8766 x 2 x 3 units.
+    assert "conflict probes every 300 s on 2 table(s)" in out
+    assert "probe writes (2 tbl)             0.105 M write units   $    0.07" in out
+    # The canary table's readers poll at the ceiling; the free tier went to the others.
+    assert "probe stream reads                   7.89 M requests   $    1.58" in out
+    with_probes = float(out.split("total")[1].split("$")[1].split()[0])
+    config = tmp_path / "c.yaml"
+    config.write_text(Path(EXAMPLE).read_text() + "\nconflicts: {probes: false}\n")
+    assert main(["cost", "--config", str(config), "--shards", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "probe" not in out
+    assert float(out.split("total")[1].split("$")[1].split()[0]) == pytest.approx(
+        with_probes - 0.07 - 1.58, abs=0.02
+    )

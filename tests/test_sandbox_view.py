@@ -178,3 +178,38 @@ def test_live_view_shows_real_writes_pending_on_a_paused_link_and_still_fits_80x
     assert "pending writes: Orders us-east-1→eu-west-1 25 (12.3s)" in text
     drained = "\n".join(_screen(_pending(_status(tables), paused=0)))
     assert "pending writes: none" in drained
+
+
+# ---- conflict probes (issue 13) ----------------------------------------------------------
+
+
+def _probes(last_orders: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "enabled": True,
+        "tables": {
+            "Orders": {"results": {"detected": 7, "missed": 2, "mislabelled": 0, "skipped": 1},
+                       "last": last_orders, "waiting": 1},
+            "gtmon-canary": {"results": {"detected": 9, "missed": 0, "mislabelled": 0,
+                                         "skipped": 0},
+                             "last": {"result": "detected", "reason": "a lost to b"}, "waiting": 0},
+        },
+    }
+
+
+@pytest.mark.parametrize("tables", [["gtmon-canary"], ["gtmon-canary", "gtmon-canary-2"]])
+def test_live_view_shows_probe_results_and_a_miss_with_its_reason_within_80x24(tables):
+    status = {**_status(tables), "probes": _probes({
+        "result": "missed", "reason": "ap-southeast-1: stream not read ([boom])"})}
+    screen = _screen(status)
+    assert len(screen) <= 24 and all(len(line) <= 80 for line in screen)
+    line = next(line for line in screen if line.startswith("conflict probes detected:"))
+    assert "gtmon-canary 9/9" in line and "Orders 7/9" in line
+    # brackets in a reason are text, not markup
+    assert "  Orders missed: ap-southeast-1: stream not read ([boom])" in screen
+    # The conflicts line still counts real conflicts only.
+    assert any(line.startswith("last-writer-wins conflicts: 8 detected") for line in screen)
+
+
+def test_live_view_shows_no_probe_line_when_probes_are_off():
+    screen = _screen({**_status(["gtmon-canary"]), "probes": {"enabled": False}})
+    assert not any("conflict probes" in line for line in screen)

@@ -151,11 +151,11 @@ def test_stream_readers_show_records_lag_shards_errors_and_their_component() -> 
 
 
 def test_sections_are_the_extension_point() -> None:
-    def probes(status: dict[str, Any]) -> list[str]:
-        return [f"<h2>Probes: {len(status.get('probes', []))}</h2>"]
+    def widgets(status: dict[str, Any]) -> list[str]:
+        return [f"<h2>Widgets: {len(status.get('widgets', []))}</h2>"]
 
-    page = render_status_page({**paused_status(), "probes": [1, 2]}, (*SECTIONS, probes))
-    assert page.index("Last-writer-wins") < page.index("<h2>Probes: 2</h2>")
+    page = render_status_page({**paused_status(), "widgets": [1, 2]}, (*SECTIONS, widgets))
+    assert page.index("Last-writer-wins") < page.index("<h2>Widgets: 2</h2>")
 
 
 def test_a_sparkline_of_nothing_is_an_empty_frame() -> None:

@@ -227,3 +227,20 @@ def test_status_page_shows_pending_writes_per_link_and_readers_behind():
     assert "<td>25 <span class='muted'>(12.3 s)</span><br><span class='muted'>+2 reader behind" in page
     assert "<td>0 <span class='muted'>(–)</span></td>" in page
     assert "Writes at risk" not in render_status_page(STATUS)
+# ---- conflict probes (issue 13) ----------------------------------------------------------
+
+
+def test_status_page_shows_probes_apart_from_conflicts_with_the_last_reason() -> None:
+    probes = {
+        "enabled": True,
+        "tables": {"Orders": {
+            "results": {"detected": 4, "missed": 1, "mislabelled": 0, "skipped": 2},
+            "last": {"result": "missed", "reason": "eu-west-1: stream switched off <b>"},
+            "waiting": 0,
+        }},
+    }
+    page = render_status_page({**STATUS, "probes": probes})
+    assert "<h2>Conflict probes</h2>" in page and "never counted in the conflicts above" in page
+    assert ("<tr><td>Orders</td><td>4</td><td>1</td><td>0</td><td>2</td>"
+            "<td>missed: eu-west-1: stream switched off &lt;b&gt;</td></tr>") in page
+    assert "Conflict probes" not in render_status_page({**STATUS, "probes": {"enabled": False}})

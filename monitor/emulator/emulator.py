@@ -382,6 +382,11 @@ class Emulator:
             self.tables.forget_replica(name, region)
             self.streams.close_table(region, name)
             return payload
+        spec = section.get("StreamSpecification") or {}
+        if operation == "UpdateTable" and not spec.get("StreamEnabled"):
+            # Switched off in this replica (AWS refuses that on a global table; an operator's
+            # mistake on a replica is what conflict probes catch): no more records.
+            self.streams.close_table(region, name)
         if region in self.tables.replicas(name):
             section["Replicas"] = self.tables.describe_replicas(name, region)
             section["GlobalTableVersion"] = GLOBAL_TABLE_VERSION

@@ -138,7 +138,8 @@ class StreamStore:
         self._latest[(region, table_name)] = arn
 
     def close_table(self, region: str, table_name: str) -> None:
-        """The table was deleted: its stream stops taking records but stays readable."""
+        """The table was deleted, or its stream switched off: the stream stops taking
+        records but stays readable."""
         arn = self._latest.pop((region, table_name), None)
         if arn is not None:
             self._streams[arn].enabled = False

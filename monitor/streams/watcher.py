@@ -16,6 +16,10 @@ each region's watermark to the detector, polls it, and publishes every verdict:
   ``streams.log_item_images`` is true: items may hold personal data.
 - a bounded list of recent conflicts, newest first, for /api/status and the page.
 
+Verdicts about conflict probe items (their versions carry ``PROBE_MARK``, see
+`monitor.probes`) go to ``probe_sink`` instead: a probe is a race gtmon staged
+itself, and counting it would pollute users' alerts on real conflicts.
+
 A record's arrival bounds (the reader's ``arrived_after`` and ``arrived_by``,
 the detector's ``observed_after`` and ``observed_at``) are hard constraints for
 the detector, so they must be true. The latest bound always is (the record was
@@ -41,9 +45,11 @@ use in ``gtmon_internal_errors_total{component="stream_record"}``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import random
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -62,6 +68,7 @@ from monitor.conflicts import (
     image_to_json,
 )
 from monitor.metrics import DetectorReading, Metrics, StreamReading
+from monitor.probes.judge import PROBE_MARK, ReaderFacts, is_probe_verdict
 from monitor.streams.checkpoints import (
     CheckpointState,
     CheckpointStore,
@@ -134,6 +141,7 @@ class ConflictWatcher:
         recent_limit: int = 100,
         rng: random.Random | None = None,
         supervisor: Supervisor | None = None,
+        extra_tables: Sequence[TableConfig] = (),
     ) -> None:
         self.config = config
         self.clients = clients
@@ -147,7 +155,13 @@ class ConflictWatcher:
             config.streams.checkpoint_path, clients, config.instance_id
         )
         self.tables: dict[str, TableConfig] = {}
-        for table in config.tables if config.streams.enabled else []:
+        # `extra_tables`: tables watched for gtmon's own sake (the canary table, for probes).
+        known = {t.name for t in config.tables}
+        extra = [t for t in extra_tables if t.name not in known]
+        # The canary table is rewritten every canary interval: its readers would never idle.
+        # Only probe items matter there, attributed exactly, so they poll at the idle pace.
+        self._idle_paced = {t.name for t in extra}
+        for table in [*config.tables, *extra] if config.streams.enabled else []:
             regions = config.table_regions(table)
             if not table.conflicts.enabled:
                 continue
@@ -167,6 +181,8 @@ class ConflictWatcher:
         # uncertain rest, which the status page lists apart and never counts.
         self.conflicts_counted = 0
         self.observe_errors = 0
+        # Where verdicts about probe items go (the probe runner); never to the counter.
+        self.probe_sink: Callable[[Verdict, float], None] | None = None
         self.supervisor = supervisor or Supervisor(metrics, clock)
         self._components: list[Supervised] = []
         self._buckets: dict[str, TokenBucket] = {}
@@ -193,21 +209,31 @@ class ConflictWatcher:
         await self.clients.start(regions)
         for name, table in self.tables.items():
             table_regions = self.config.table_regions(table)
-            settings = DetectorSettings(
+            detector_settings = DetectorSettings(
                 version_attribute=table.conflicts.version_attribute,
-                writer_attribute=table.conflicts.writer_attribute,
+                # Without a writer attribute of its own, a table's probe items are still
+                # attributed by their mark: with three regions the streams alone cannot
+                # tell a two-region race from a skip (docs/conflicts.md), and a probe is
+                # there to prove the loss is found, not to measure inference. Writes
+                # without the attribute are inferred as before.
+                writer_attribute=table.conflicts.writer_attribute or PROBE_MARK,
                 settle_seconds=self.config.streams.settle_seconds,
             )
-            self.detectors[name] = Detector({name: table_regions}, settings)
-            self.risk.add_table(name, table_regions, settings)
+            self.detectors[name] = Detector({name: table_regions}, detector_settings)
+            self.risk.add_table(name, table_regions, detector_settings)
             for region in table_regions:
                 positions = {
                     shard: pos for (t, r, shard), pos in state.positions.items()
                     if t == name and r == region
                 }
+                settings = self.reader_settings
+                if name in self._idle_paced:
+                    settings = dataclasses.replace(
+                        settings, poll_interval_min=settings.poll_interval_max
+                    )
                 reader = StreamReader(
                     name, region, self.clients, self._on_record, clock=self.clock,
-                    settings=self.reader_settings, metrics=self.metrics,
+                    settings=settings, metrics=self.metrics,
                     describe_bucket=self._buckets.setdefault(region, describe_stream_bucket()),
                     positions=positions, rng=random.Random(self._rng.random()),
                 )
@@ -333,6 +359,10 @@ class ConflictWatcher:
             self.metrics.detector_tracked_keys.labels(table).set(detector.tracked_keys(table))
 
     def _publish(self, verdict: Verdict, now: float) -> None:
+        if is_probe_verdict(verdict):
+            if self.probe_sink is not None:
+                self.probe_sink(verdict, now)
+            return
         fingerprint = verdict_fingerprint(verdict)
         if not self.reported.should_report(fingerprint, now):
             _log.info("lww_conflict_already_reported", table=verdict.table,
@@ -469,6 +499,20 @@ class ConflictWatcher:
                 "last_error": self._checkpoint_error,
             },
         }
+
+    def reader_facts(self, table: str) -> list[ReaderFacts]:
+        """Per region of `table`: how far its reader has read and why it fails, if it does
+        (what a missed probe is diagnosed from)."""
+        facts = []
+        for (name, region), reader in self.readers.items():
+            if name != table:
+                continue
+            error = reader.last_error if reader.failing_since is not None else None
+            facts.append(ReaderFacts(
+                region, reader.watermark(),
+                f"{error['operation']}: {error['code']}: {error['message']}" if error else None,
+            ))
+        return facts
 
     def reader(self, table: str, region: str) -> StreamReader:
         """The reader of one table and region (for tests and diagnostics)."""

@@ -406,3 +406,17 @@ def test_streams_api_is_served_by_the_emulator_not_moto(emu: EmulatorServer, cli
     with urllib.request.urlopen(url, timeout=5) as response:
         state = json.loads(response.read())
     assert state["streams"]["records"] >= 1
+
+
+def test_a_stream_switched_off_in_one_replica_takes_no_more_records_and_stays_readable(
+    emu: EmulatorServer, client: Any
+) -> None:
+    ddb = make_global(client)
+    ddb["us-east-1"].put_item(TableName="Orders", Item=order_item("O-1", Status="a"))
+    settle(emu)
+    ddb["eu-west-1"].update_table(TableName="Orders", StreamSpecification={"StreamEnabled": False})
+    ddb["us-east-1"].put_item(TableName="Orders", Item=order_item("O-2", Status="b"))
+    settle(emu)
+    assert len(read_stream(client, "eu-west-1", "Orders")) == 1  # O-1 only, still readable
+    assert len(read_stream(client, "us-east-1", "Orders")) == 2
+    assert get(ddb["eu-west-1"], "Orders", {"OrderID": {"S": "O-2"}, "CustomerID": {"S": "C1"}})  # replicated
