@@ -52,6 +52,8 @@ LAG_BUCKETS = (
     600.0,
 )
 AWS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A kept schedule is a few milliseconds late; past half an interval it is not kept.
+SCHEDULE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 PAIR = ("table", "source_region", "target_region")
 
@@ -190,6 +192,19 @@ METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "1 while the replica's stream does not carry both images (its StreamViewType is not "
         "NEW_AND_OLD_IMAGES): conflict detection needs each write's old and new image, so lost "
         "writes in this table go unseen; 0 when it does.",
+    ),
+    # Canary schedule (issue 14): how late writes go out, and those never written.
+    "gtmon_canary_schedule_lag_seconds": (
+        "histogram",
+        ("table", "region"),
+        "How late each canary write went out: the moment its PutItem was sent minus the moment "
+        "the schedule (canary.interval_seconds) said it was due.",
+    ),
+    "gtmon_canary_writes_skipped_total": (
+        "counter",
+        ("table", "region"),
+        "Canary writes the schedule asked for that never went out: the daemon was still busy "
+        "with an earlier one (a slow or failing region, or too little CPU).",
     ),
 }
 
@@ -345,6 +360,9 @@ class Metrics:
         self.internal_errors = counter("gtmon_internal_errors_total")
         self.stream_gaps = counter("gtmon_stream_gaps_total")
         self.stream_images_missing = gauge("gtmon_stream_images_missing")
+        # Canary schedule (issue 14).
+        self.canary_schedule_lag = histogram("gtmon_canary_schedule_lag_seconds", SCHEDULE_BUCKETS)
+        self.canary_writes_skipped = counter("gtmon_canary_writes_skipped_total")
 
     def count_internal_error(self, component: str, error: BaseException) -> bool:
         """Count `error` once in gtmon_internal_errors_total; False if it was counted before.

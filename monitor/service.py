@@ -33,6 +33,7 @@ from monitor import __version__
 from monitor.aws import AwsClients
 from monitor.canary.remote import RemoteCanaryRunner
 from monitor.canary.runner import CanaryRunner, CanaryTarget, Measurement
+from monitor.canary.schedule import WriteSchedule
 from monitor.canary.table import CANARY_KEY_ATTRIBUTE
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config
@@ -225,10 +226,12 @@ class Service:
             for source in runner.target.regions:
                 if self.config.home_region not in (None, source):
                     continue
+                # Due now and every interval after: the job's first run is right away.
+                schedule = WriteSchedule(self.clock.monotonic(), interval)
                 self._scheduler.add_job(
                     self._run_write,
                     IntervalTrigger(seconds=interval),
-                    args=[runner, source],
+                    args=[runner, source, schedule],
                     id=f"canary:{runner.target.table}:{source}",
                     coalesce=True,
                     max_instances=1,
@@ -245,12 +248,12 @@ class Service:
             port=self.web.port,
         )
 
-    async def _run_write(self, runner: CanaryRunner, source: str) -> None:
+    async def _run_write(self, runner: CanaryRunner, source: str, schedule: WriteSchedule) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
         try:
-            await runner.write(source)
+            await runner.write(source, schedule)
         except Exception as exc:  # AWS failures are handled inside; this is a bug
             self.metrics.count_internal_error("canary_writer", exc)
             _log.exception("canary_write_bug", table=runner.target.table, region=source)
