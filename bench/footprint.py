@@ -139,6 +139,8 @@ class Daemon:
                 elif sample.name == "gtmon_canary_operations_total":
                     key = f"canary_{sample.labels['operation']}_{sample.labels['result']}"
                     found[key] = found.get(key, 0.0) + sample.value
+                elif sample.name == "gtmon_canary_writes_skipped_total":
+                    found["canary_writes_skipped"] = found.get("canary_writes_skipped", 0.0) + sample.value
         return found
 
     def mark(self) -> tuple[float, float, dict[str, float]]:
@@ -176,6 +178,8 @@ def report(daemon: Daemon, start: tuple[float, float, dict[str, float]],
             calls.get("canary_read_ok", 0.0) / calls["canary_write_ok"] / (len(REGIONS) - 1), 2
         ) if calls.get("canary_write_ok") else None,
         "canary_writes_per_s": round(calls.get("canary_write_ok", 0.0) / wall, 2),
+        # Due writes the daemon's scheduler dropped (gtmon_canary_writes_skipped_total).
+        "canary_writes_skipped": int(calls.get("canary_writes_skipped", 0.0)),
     }
 
 
