@@ -185,8 +185,9 @@ async def run(url: str, seconds: float, settle: float, top: int, pstats_path: st
         ]
 
     # TCP connections opened per call: keep-alive at work, or a connection per request?
-    opened = sum(v[1] for (f, _l, fn), v in raw.items()
-                 if fn == "_create_direct_connection" and "aiohttp" in f)
+    # Counted at socket.connect: cProfile counts every resumption of a coroutine as a call.
+    opened = sum(v[1] for (_f, _l, fn), v in raw.items()
+                 if fn == "<method 'connect' of '_socket.socket' objects>")
     windows["profiled"]["tcp_connections_opened_per_aws_call"] = round(opened / calls, 3)
     return {**windows, "self_time_by_category": shares, "heaviest_self": heaviest(2),
             "heaviest_cumulative": heaviest(3)}
