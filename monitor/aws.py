@@ -72,7 +72,10 @@ __all__ = [
 
 _log = structlog.get_logger("gtmon.aws")
 LANES = ("shared", "canary_write")
-WRITE_LANE_POOL = 16
+# At most one write per canary target is out at a time (the scheduler's max_instances=1),
+# and every target's write is due at the same moment: room for 64 targets at once.
+# Connections are opened on demand, so the room costs nothing unused.
+WRITE_LANE_POOL = 64
 
 
 class AwsCallError(Exception):
@@ -221,7 +224,6 @@ class AwsClients:
                 if (region, service) not in self._clients:
                     self._clients[(region, service)] = await self._open(region, service)
             if region not in self._write_lane:
-                # One write per canary target and interval: a small pool is plenty.
                 self._write_lane[region] = await self._open(region, "dynamodb", WRITE_LANE_POOL)
 
     async def _open(self, region: str, service: str, max_pool_connections: int = 64) -> Any:
