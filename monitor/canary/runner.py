@@ -260,6 +260,7 @@ class CanaryRunner:
                 for result in ("ok", "error"):
                     # Present from the start, so rate() and increase() see the first error.
                     metrics.canary_operations.labels(target.table, region, operation, result)
+            metrics.canary_writes_skipped.labels(target.table, region)
         self._tasks: list[asyncio.Task[None]] = []
         self._write_round_trip: dict[str, float] = {}  # smoothed, per source region
         self._write_floor = {region: RoundTripFloor() for region in target.regions}

@@ -114,6 +114,8 @@ async def test_the_daemon_reports_how_late_writes_go_out_and_warns_when_it_skips
             await wait_for(
                 lambda: sample("gtmon_canary_schedule_lag_seconds_count") >= 2, 10, "two writes"
             )
+            # Present from the start, so rate() and increase() see the first skipped write.
+            assert service.registry.get_sample_value("gtmon_canary_writes_skipped_total", labels) is not None
             # A black hole holds each write for the 1 s read timeout: the runs due meanwhile
             # are dropped by the scheduler (one write at a time), and the daemon says so.
             ControlClient(emu.url).fault("outage", region="eu-west-1", mode="blackhole")
