@@ -136,9 +136,14 @@ class Daemon:
                 if sample.name == "gtmon_aws_request_duration_seconds_count":
                     key = f"aws_{sample.labels['operation']}"
                     found[key] = found.get(key, 0.0) + sample.value
+                elif sample.name == "gtmon_aws_request_duration_seconds_sum":
+                    key = f"seconds_{sample.labels['operation']}"
+                    found[key] = found.get(key, 0.0) + sample.value
                 elif sample.name == "gtmon_canary_operations_total":
                     key = f"canary_{sample.labels['operation']}_{sample.labels['result']}"
                     found[key] = found.get(key, 0.0) + sample.value
+                elif sample.name == "gtmon_canary_writes_skipped_total":
+                    found["canary_writes_skipped"] = found.get("canary_writes_skipped", 0.0) + sample.value
         return found
 
     def mark(self) -> tuple[float, float, dict[str, float]]:
@@ -170,12 +175,21 @@ def report(daemon: Daemon, start: tuple[float, float, dict[str, float]],
         "aws_calls": int(aws_calls),
         "aws_calls_per_s": round(aws_calls / wall, 1),
         "cpu_ms_per_aws_call": round(cpu * 1000 / aws_calls, 2) if aws_calls else None,
-        "calls_by_kind": {k: int(v) for k, v in sorted(calls.items()) if v},
+        "calls_by_kind": {k: int(v) for k, v in sorted(calls.items()) if v and not k.startswith("seconds_")},
+        # Mean round trip by AWS operation in the window: a write slower than the interval
+        # makes the scheduler drop the next one (max_instances=1).
+        "aws_mean_ms_by_kind": {
+            k.removeprefix("seconds_"): round(v * 1000 / calls[f"aws_{k.removeprefix('seconds_')}"], 1)
+            for k, v in sorted(calls.items())
+            if k.startswith("seconds_") and calls.get(f"aws_{k.removeprefix('seconds_')}")
+        },
         # Each canary is read in the other regions: reads per canary per (source, target) pair.
         "reads_per_canary_per_pair": round(
             calls.get("canary_read_ok", 0.0) / calls["canary_write_ok"] / (len(REGIONS) - 1), 2
         ) if calls.get("canary_write_ok") else None,
         "canary_writes_per_s": round(calls.get("canary_write_ok", 0.0) / wall, 2),
+        # Due writes the daemon's scheduler dropped (gtmon_canary_writes_skipped_total).
+        "canary_writes_skipped": int(calls.get("canary_writes_skipped", 0.0)),
     }
 
 

@@ -24,6 +24,11 @@ is a bug or an unexpected answer: it is logged with its traceback, counted in
 `gtmon_internal_errors_total{component="aws"}` and raised unchanged (with a
 note naming the call), so the component that made the call crashes and its
 supervisor restarts it. It never changes `region_up` nor the region's last error.
+
+Canary writes have a lane of their own (`lane="canary_write"`): a second DynamoDB client
+per region, with its own connection pool, so a write never queues behind the pipelined
+canary reads that can fill the shared pool (five canary targets, 16 reads in flight per
+pair). Same settings, retries, metrics and error mapping as every other call.
 """
 
 from __future__ import annotations
@@ -66,6 +71,11 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("gtmon.aws")
+LANES = ("shared", "canary_write")
+# At most one write per canary target is out at a time (the scheduler's max_instances=1),
+# and every target's write is due at the same moment: room for 64 targets at once.
+# Connections are opened on demand, so the room costs nothing unused.
+WRITE_LANE_POOL = 64
 
 
 class AwsCallError(Exception):
@@ -193,41 +203,46 @@ class AwsClients:
         self._session = session
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[str, str], Any] = {}
+        self._write_lane: dict[str, Any] = {}  # region -> the canary writes' own client
         # Last error per region, for the status page.
         self.last_errors: dict[str, AwsCallError] = {}
         self.region_ok: dict[str, bool] = {}
 
-    def _boto_config(self) -> BotoConfig:
+    def _boto_config(self, max_pool_connections: int = 64) -> BotoConfig:
         return BotoConfig(
             connect_timeout=self.settings.connect_timeout_seconds,
             read_timeout=self.settings.read_timeout_seconds,
             # total_max_attempts counts the first try; botocore's max_attempts counts retries.
             retries={"total_max_attempts": self.settings.max_attempts, "mode": "standard"},
-            # Pipelined canary reads share a region's pool with its writes: room for both.
-            max_pool_connections=64,
+            # Pipelined canary reads fill the shared pool; canary writes have their own lane.
+            max_pool_connections=max_pool_connections,
         )
 
     async def start(self, regions: list[str]) -> None:
         for region in regions:
             for service in ("dynamodb", "dynamodbstreams"):
-                if (region, service) in self._clients:
-                    continue
-                try:
-                    client = await self._stack.enter_async_context(
-                        self._session.client(
-                            service,
-                            region_name=region,
-                            endpoint_url=self.settings.endpoint_url,
-                            config=self._boto_config(),
-                        )
-                    )
-                except BotoCoreError as exc:  # ProfileNotFound surfaces here with aioboto3
-                    raise AwsSetupError(f"cannot set up AWS clients for {region}: {exc}") from None
-                self._clients[(region, service)] = client
+                if (region, service) not in self._clients:
+                    self._clients[(region, service)] = await self._open(region, service)
+            if region not in self._write_lane:
+                self._write_lane[region] = await self._open(region, "dynamodb", WRITE_LANE_POOL)
+
+    async def _open(self, region: str, service: str, max_pool_connections: int = 64) -> Any:
+        try:
+            return await self._stack.enter_async_context(
+                self._session.client(
+                    service,
+                    region_name=region,
+                    endpoint_url=self.settings.endpoint_url,
+                    config=self._boto_config(max_pool_connections),
+                )
+            )
+        except BotoCoreError as exc:  # ProfileNotFound surfaces here with aioboto3
+            raise AwsSetupError(f"cannot set up AWS clients for {region}: {exc}") from None
 
     async def close(self) -> None:
         await self._stack.aclose()
         self._clients.clear()
+        self._write_lane.clear()
 
     async def call(
         self,
@@ -235,14 +250,21 @@ class AwsClients:
         service: str,
         operation: str,
         expected: tuple[type[AwsCallError], ...] = (),
+        lane: str = "shared",
         **kwargs: Any,
     ) -> Any:
         """Call `operation` (snake_case) in `region`; raises an AwsCallError subclass.
 
         Errors of the `expected` kinds (a probe for a table that may not exist yet)
         are raised without being counted or shown as the region's last error.
+        `lane="canary_write"` sends a DynamoDB call on the canary writes' own pool.
         """
-        client = self._clients.get((region, service))
+        if lane not in LANES:
+            raise ValueError(f"unknown lane {lane!r}; allowed: {', '.join(LANES)}")
+        if lane == "canary_write" and service == "dynamodb":
+            client = self._write_lane.get(region)
+        else:
+            client = self._clients.get((region, service))
         if client is None:
             raise KeyError(f"no {service} client for region {region} (clients started: "
                            f"{sorted({r for r, _ in self._clients})})")

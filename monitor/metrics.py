@@ -56,6 +56,8 @@ LAG_BUCKETS = (
 AWS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A probe's verdict waits at least the settle window (10 s by default) plus reader polls.
 PROBE_BUCKETS = (1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 600.0)
+# A kept schedule is a few milliseconds late; past half an interval it is not kept.
+SCHEDULE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 PAIR = ("table", "source_region", "target_region")
 
@@ -241,6 +243,19 @@ METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "histogram",
         ("table",),
         "From a conflict probe's writes to the detector's verdict on it (detected probes).",
+    ),
+    # Canary schedule (issue 14): how late writes go out, and those never written.
+    "gtmon_canary_schedule_lag_seconds": (
+        "histogram",
+        ("table", "region"),
+        "How late each canary write went out: the moment its PutItem was sent minus the moment "
+        "the schedule (canary.interval_seconds) said it was due.",
+    ),
+    "gtmon_canary_writes_skipped_total": (
+        "counter",
+        ("table", "region"),
+        "Canary writes the schedule asked for that never went out: the daemon was still busy "
+        "with an earlier one (a slow or failing region, or too little CPU).",
     ),
 }
 
@@ -454,6 +469,9 @@ class Metrics:
         self.conflict_probe_detection = histogram(
             "gtmon_conflict_probe_detection_seconds", PROBE_BUCKETS
         )
+        # Canary schedule (issue 14).
+        self.canary_schedule_lag = histogram("gtmon_canary_schedule_lag_seconds", SCHEDULE_BUCKETS)
+        self.canary_writes_skipped = counter("gtmon_canary_writes_skipped_total")
 
     def count_internal_error(self, component: str, error: BaseException) -> bool:
         """Count `error` once in gtmon_internal_errors_total; False if it was counted before.

