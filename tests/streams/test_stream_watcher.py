@@ -258,3 +258,48 @@ def test_publishing_labels_images_and_the_recent_list(tmp_path: Path, log_images
         assert ("lost_image" in event) is log_images
         assert ("evidence" in event) is log_images
         assert "a@b.c" in repr(event) if log_images else "a@b.c" not in repr(event)
+
+
+
+async def test_a_verdict_is_on_disk_before_it_is_published(tmp_path: Path) -> None:
+    """kill -9 right after a verdict is logged: the next start must know it was reported.
+
+    The fingerprint is saved before the verdict is counted and logged (not only by the
+    checkpoint loop, seconds later), so a watcher started from the same checkpoint file
+    suppresses the replayed verdict instead of counting it a second time.
+    """
+    cfg = config(tmp_path, "http://127.0.0.1:9")
+
+    def watcher() -> ConflictWatcher:
+        return ConflictWatcher(cfg, AwsClients(AwsSettings(endpoint_url="http://127.0.0.1:9")),
+                               Metrics(CollectorRegistry(), "test"), SystemClock())
+
+    first = watcher()
+    verdict = _verdict()
+    first._judge = lambda: [(verdict, time.time())]  # type: ignore[method-assign]
+    order: list[tuple[str, set[str]]] = []
+    save, announce = first.store.save, first._announce
+
+    async def save_and_note(state: Any) -> None:
+        await save(state)
+        order.append(("saved", set(state.reported)))
+
+    def announce_and_note(verdict: Verdict, fingerprint: str, now: float) -> None:
+        order.append(("published", {fingerprint}))
+        announce(verdict, fingerprint, now)
+
+    first.store.save = save_and_note  # type: ignore[method-assign]
+    first._announce = announce_and_note  # type: ignore[method-assign]
+    await first._tick_durably()
+    assert [what for what, _ in order] == ["saved", "published"]
+    assert order[1][1] <= order[0][1], "the published fingerprint was in the saved state"
+
+    # The restart: a new watcher loads the file; the replayed verdict is not counted again.
+    second = watcher()
+    second.reported = type(second.reported)((await second.store.load()).reported)
+    second._judge = lambda: [(verdict, time.time())]  # type: ignore[method-assign]
+    with structlog.testing.capture_logs() as logs:
+        await second._tick_durably()
+    assert [e["event"] for e in logs if "lww_conflict" in e["event"]] == [
+        "lww_conflict_already_reported"
+    ]
