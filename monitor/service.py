@@ -89,11 +89,11 @@ class Service:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry, __version__)
         self.clients = AwsClients(config.aws, self.metrics, session=session, monotonic=self.clock.monotonic)
+        self.supervisor = Supervisor(self.metrics, self.clock)
         self.runners = (
             [self._runner(target) for target in canary_targets(config)] if config.canary.enabled else []
         )
         self.metrics.add_replication_state(self._readings)
-        self.supervisor = Supervisor(self.metrics, self.clock)
         self.watcher: ConflictWatcher | None = (
             ConflictWatcher(
                 config, self.clients, self.metrics, self.clock, supervisor=self.supervisor
@@ -142,7 +142,8 @@ class Service:
         config = self.config
         if config.home_region is None:
             return CanaryRunner(
-                target, config.canary, config.instance_id, self.clients, self.metrics, self.clock
+                target, config.canary, config.instance_id, self.clients, self.metrics, self.clock,
+                self.supervisor,
             )
         return RemoteCanaryRunner(
             target,
@@ -154,6 +155,7 @@ class Service:
             config.home_region,
             config.canary.fleet,
             config.clock_error_seconds,
+            self.supervisor,
         )
 
     def _readings(self) -> list[PairReading]:

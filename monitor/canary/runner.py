@@ -43,6 +43,7 @@ from monitor.canary.status import PairFacts, PairState, Thresholds, evaluate
 from monitor.clock import Clock
 from monitor.config import CanarySettings
 from monitor.metrics import Metrics, PairReading
+from monitor.supervisor import Supervised, Supervisor
 from monitor.waiting import wait_event
 
 __all__ = ["CanaryRunner", "CanaryTarget", "Measurement", "PairProbe", "settled"]
@@ -238,6 +239,7 @@ class CanaryRunner:
         clients: AwsClients,
         metrics: Metrics,
         clock: Clock,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.target = target
         self.settings = settings
@@ -259,7 +261,9 @@ class CanaryRunner:
                 for result in ("ok", "error"):
                     # Present from the start, so rate() and increase() see the first error.
                     metrics.canary_operations.labels(target.table, region, operation, result)
-        self._tasks: list[asyncio.Task[None]] = []
+        # The service's supervisor (one place that knows every component), or our own.
+        self.supervisor = supervisor or Supervisor(metrics, clock)
+        self._loops: list[Supervised] = []
         self._write_round_trip: dict[str, float] = {}  # smoothed, per source region
         self._write_floor = {region: RoundTripFloor() for region in target.regions}
         # Called with every Measurement; benchmarks compare them to the emulator's ground truth.
@@ -275,14 +279,18 @@ class CanaryRunner:
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        """One supervised probe loop per pair, `canary_probe` labelled with the link
+        (region="source->target"): a loop that crashes shows as gtmon_component_up 0, is
+        restarted with backoff and carries on with the pair's pending canaries."""
         for probe in self.probes.values():
-            self._tasks.append(
-                asyncio.create_task(self._probe_loop(probe), name=f"probe {probe.source}->{probe.target}")
-            )
+            self._loops.append(self.supervisor.spawn(
+                "canary_probe", functools.partial(self._probe_loop, probe),
+                table=probe.table, region=f"{probe.source}->{probe.target}",
+            ))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        loops, self._loops = self._loops, []
+        await asyncio.gather(*(loop.stop() for loop in loops))
         for probe in self.probes.values():
             if probe.settle_later is not None:
                 probe.settle_later.cancel()
@@ -290,8 +298,7 @@ class CanaryRunner:
         reads = [t for probe in self.probes.values() for t in probe.in_flight]
         for task in reads:
             task.cancel()
-        await asyncio.gather(*self._tasks, *reads, return_exceptions=True)
-        self._tasks.clear()
+        await asyncio.gather(*reads, return_exceptions=True)
 
     # ---- writing --------------------------------------------------------------------------
 
