@@ -173,7 +173,12 @@ class Service:
             else []
         )
         down = [s.status() for s in self.supervisor.down()]
-        return evaluate(phase, down, readers, self.clock.wall())
+        canaries = [
+            ReaderFacts(runner.target.table, region, since, error)
+            for runner in self.runners
+            for region, since, error in runner.call_failures()
+        ]
+        return evaluate(phase, down, readers, self.clock.wall(), canaries=canaries)
 
     def ready(self) -> tuple[bool, str]:
         """For /readyz: ready or not, and in a few words why not (no names: it answers

@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from monitor.aws import AwsCallError, AwsClients
+from monitor.aws import AccessDenied, AwsCallError, AwsClients, NotFound
 from monitor.canary.lag import (
     Interval,
     LagEstimate,
@@ -266,6 +266,8 @@ class CanaryRunner:
         self._loops: list[Supervised] = []
         self._write_round_trip: dict[str, float] = {}  # smoothed, per source region
         self._write_floor = {region: RoundTripFloor() for region in target.regions}
+        # Per region called, the canary operations failing there: since when, last error.
+        self._failures: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
         # Called with every Measurement; benchmarks compare them to the emulator's ground truth.
         self.observers: list[Callable[[Measurement], None]] = []
         self.thresholds = Thresholds(
@@ -346,6 +348,7 @@ class CanaryRunner:
             await self._clients.call(source, "dynamodb", "put_item", TableName=self.target.table, Item=item)
         except AwsCallError as error:
             self._count(source, "write", "error")
+            self._call_failed(source, "put_item", error)
             _log.warning(
                 "canary_write_failed",
                 table=self.target.table,
@@ -359,6 +362,7 @@ class CanaryRunner:
             return
         received = self._clock.monotonic()
         self._count(source, "write", "ok")
+        self._call_worked(source, "put_item")
         self._write_round_trip[source] = (
             received - sent if expected_rtt is None else 0.8 * expected_rtt + 0.2 * (received - sent)
         )
@@ -373,6 +377,27 @@ class CanaryRunner:
 
     def _count(self, region: str, operation: str, result: str) -> None:
         self._metrics.canary_operations.labels(self.target.table, region, operation, result).inc()
+
+    def _call_failed(self, region: str, operation: str, error: AwsCallError) -> None:
+        failing = self._failures.setdefault(region, {})
+        since = failing[operation][0] if operation in failing else self._clock.wall()
+        failing[operation] = (since, {
+            "operation": operation, "code": error.code, "message": error.message,
+            # An operator must act (no such table, no permission): readiness fails at once.
+            "persistent": isinstance(error, NotFound | AccessDenied),
+        })
+
+    def _call_worked(self, region: str, operation: str) -> None:
+        self._failures.setdefault(region, {}).pop(operation, None)
+
+    def call_failures(self) -> list[tuple[str, float | None, dict[str, Any] | None]]:
+        """Per region the canary has called: since when a canary operation there has been
+        failing (None while all work) and its last error, for the readiness rules."""
+        rows: list[tuple[str, float | None, dict[str, Any] | None]] = []
+        for region, failing in self._failures.items():
+            oldest = min(failing.values(), key=operator.itemgetter(0), default=None)
+            rows.append((region, None, None) if oldest is None else (region, *oldest))
+        return rows
 
     # ---- probing --------------------------------------------------------------------------
 
@@ -496,6 +521,7 @@ class CanaryRunner:
         except AwsCallError as error:
             self._answered(probe)
             self._count(probe.target, "read", "error")
+            self._call_failed(probe.target, "get_item", error)
             probe.last_error = f"read in {probe.target}: {error.code}"
             if sent >= probe.backoff_until:
                 # Pipelined reads fail together; one burst of failures backs off once. At most
@@ -524,6 +550,7 @@ class CanaryRunner:
         probe.read_floor.add(round_trip)
         probe.backoff = 0.0
         self._count(probe.target, "read", "ok")
+        self._call_worked(probe.target, "get_item")
         probe.reads += 1
         self._absorb(probe, Interval(sent, received), response.get("Item") or {})
 
