@@ -14,14 +14,13 @@ So gtmon does both things the issue allows, each covering the other's gap:
 
 - **Checkpoint only settled positions.** Each shard's checkpoint holds two
   numbers: ``sequence``, the newest record read at least ``replay_seconds``
-  ago (by then the detector has judged it, unless a region was behind for
-  longer), from which a restart resumes (AFTER_SEQUENCE_NUMBER); and ``read``,
-  the newest record delivered at all. After a restart the reader re-reads the
-  short span between them and flags those records as replays (their
-  observation times are meaningless now and are not passed on). A time cutoff
-  is used rather than asking the detector which keys it still holds, because
-  the detector exposes only a count; if it ever offers the oldest pending
-  observation time, that is the exact cutoff.
+  ago and before the oldest record the detector still holds was observed
+  (`Detector.oldest_held`: an item waiting for a region that is behind keeps
+  every region's checkpoint before its records), from which a restart resumes
+  (AFTER_SEQUENCE_NUMBER); and ``read``, the newest record delivered at all.
+  After a restart the reader re-reads the span between them and flags those
+  records as replays (their observation times are meaningless now and are not
+  passed on).
 - **Persist fingerprints of reported verdicts** (bounded, with expiry) and
   suppress a verdict whose fingerprint was reported before the restart. A
   fingerprint is the table, item key, lost and winning images, delete flags

@@ -424,9 +424,13 @@ class StreamReader:
             self._watermark = candidate
         return self._watermark
 
-    def checkpoint(self, now: float) -> dict[str, ShardPosition]:
-        """Positions to persist: settled up to `now - replay_seconds`, keyed by shard id."""
+    def checkpoint(self, now: float, held_since: float | None = None) -> dict[str, ShardPosition]:
+        """Positions to persist: settled up to `now - replay_seconds`, and before `held_since`
+        (when the oldest record the detector still holds was observed), keyed by shard id."""
         cutoff = now - self.settings.replay_seconds
+        if held_since is not None:
+            # Delivered no earlier than observed: strictly before it is judged.
+            cutoff = min(cutoff, held_since - 0.001)
         out: dict[str, ShardPosition] = {}
         for shard in self._shards.values():
             while shard.delivered and shard.delivered[0][1] <= cutoff:

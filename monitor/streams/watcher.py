@@ -420,7 +420,9 @@ class ConflictWatcher:
         now = self.clock.wall()
         positions: dict[tuple[str, str, str], ShardPosition] = {}
         for (table, region), reader in self.readers.items():
-            for shard, pos in reader.checkpoint(now).items():
+            detector = self.detectors.get(table)
+            held = detector.oldest_held(table) if detector is not None else None
+            for shard, pos in reader.checkpoint(now, held).items():
                 positions[(table, region, shard)] = pos
         return CheckpointState(positions, self.reported.snapshot(now))
 

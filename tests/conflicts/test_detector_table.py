@@ -467,6 +467,25 @@ def test_region_merely_behind_is_not_a_conflict() -> None:
     assert det.tracked_keys("Orders") == 0
 
 
+def test_oldest_held_is_the_first_observation_of_an_unjudged_item() -> None:
+    """What the readers' checkpoints must stay behind: while ap is behind, the item is
+    held and `oldest_held` is when its first record was observed; judged, nothing is held."""
+    det = Detector({"Orders": REGIONS}, INFERRED)
+    assert det.oldest_held("Orders") is None
+    obs = observations(SEQUENTIAL)
+    feed(det, [o for o in obs if o.region != AP])
+    det.advance_watermark("Orders", US, 1000)
+    det.advance_watermark("Orders", EU, 1000)
+    det.advance_watermark("Orders", AP, 100)  # behind
+    assert det.poll(now=1000) == []
+    first = min(o.observed_at for o in obs if o.region != AP and o.observed_at is not None)
+    assert det.oldest_held("Orders") == first
+    feed(det, [o for o in obs if o.region == AP])
+    det.advance_watermark("Orders", AP, 1000)
+    assert det.poll(now=1000) == []
+    assert det.oldest_held("Orders") is None
+
+
 def test_waits_for_settle_margin_then_reports_once() -> None:
     det = Detector({"Orders": REGIONS}, INFERRED)
     feed(det, observations(SEED))
