@@ -347,18 +347,13 @@ class CanaryRunner:
         try:
             await self._clients.call(source, "dynamodb", "put_item", TableName=self.target.table, Item=item)
         except AwsCallError as error:
-            self._count(source, "write", "error")
-            self._call_failed(source, "put_item", error)
-            _log.warning(
-                "canary_write_failed",
-                table=self.target.table,
-                region=source,
-                code=error.code,
-                error=error.message,
-            )
-            for probe in targets:
-                probe.pending.pop(seq, None)
-                probe.last_error = f"write in {source}: {error.code}"
+            self._write_failed(source, targets, seq, error.code, error.message, error)
+            return
+        except Exception as exc:
+            # An answer no AWS would give (a garbage body): the AWS layer counted and logged
+            # it with its traceback. The write may have landed, but it was never answered:
+            # drop the canary as a failed write, or it would wait to be given up as lost.
+            self._write_failed(source, targets, seq, type(exc).__name__, str(exc), None)
             return
         received = self._clock.monotonic()
         self._count(source, "write", "ok")
@@ -378,11 +373,23 @@ class CanaryRunner:
     def _count(self, region: str, operation: str, result: str) -> None:
         self._metrics.canary_operations.labels(self.target.table, region, operation, result).inc()
 
-    def _call_failed(self, region: str, operation: str, error: AwsCallError) -> None:
+    def _write_failed(self, source: str, targets: list[PairProbe], seq: int, code: str,
+                      message: str, error: AwsCallError | None) -> None:
+        self._count(source, "write", "error")
+        self._call_failed(source, "put_item", code, message, error)
+        _log.warning("canary_write_failed", table=self.target.table, region=source, code=code,
+                     error=message)
+        for probe in targets:
+            probe.pending.pop(seq, None)
+            probe.last_error = f"write in {source}: {code}"
+
+    def _call_failed(self, region: str, operation: str, code: str, message: str,
+                     error: AwsCallError | None) -> None:
+        """`error` None: not an AWS error (an answer of the wrong shape)."""
         failing = self._failures.setdefault(region, {})
         since = failing[operation][0] if operation in failing else self._clock.wall()
         failing[operation] = (since, {
-            "operation": operation, "code": error.code, "message": error.message,
+            "operation": operation, "code": code, "message": message,
             # An operator must act (no such table, no permission): readiness fails at once.
             "persistent": isinstance(error, NotFound | AccessDenied),
         })
@@ -519,27 +526,12 @@ class CanaryRunner:
                 ProjectionExpression="gtmon_seq, gtmon_written_at",
             )
         except AwsCallError as error:
-            self._answered(probe)
-            self._count(probe.target, "read", "error")
-            self._call_failed(probe.target, "get_item", error)
-            probe.last_error = f"read in {probe.target}: {error.code}"
-            if sent >= probe.backoff_until:
-                # Pipelined reads fail together; one burst of failures backs off once. At most
-                # one read per interval (and per second): a longer wait would leave the
-                # canaries written after the region came back unread, with bounds as wide as
-                # the wait.
-                probe.backoff = min(max(1.0, self.settings.interval_seconds), max(0.5, probe.backoff * 2))
-                probe.backoff_until = self._clock.monotonic() + probe.backoff
-            _log.warning(
-                "canary_read_failed",
-                table=probe.table,
-                source=probe.source,
-                region=probe.target,
-                code=error.code,
-                error=error.message,
-                retry_in=probe.backoff,
-            )
-            self._settle(probe)  # this read may have been all that held a canary back
+            self._read_failed(probe, sent, error.code, error.message, error)
+            return
+        except Exception as exc:
+            # An answer no AWS would give (counted and logged with its traceback by the AWS
+            # layer): a failed read, so the canaries it held back settle and reads back off.
+            self._read_failed(probe, sent, type(exc).__name__, str(exc), None)
             return
         received = self._clock.monotonic()
         self._answered(probe)
@@ -553,6 +545,30 @@ class CanaryRunner:
         self._call_worked(probe.target, "get_item")
         probe.reads += 1
         self._absorb(probe, Interval(sent, received), response.get("Item") or {})
+
+    def _read_failed(self, probe: PairProbe, sent: float, code: str, message: str,
+                     error: AwsCallError | None) -> None:
+        self._answered(probe)
+        self._count(probe.target, "read", "error")
+        self._call_failed(probe.target, "get_item", code, message, error)
+        probe.last_error = f"read in {probe.target}: {code}"
+        if sent >= probe.backoff_until:
+            # Pipelined reads fail together; one burst of failures backs off once. At most
+            # one read per interval (and per second): a longer wait would leave the
+            # canaries written after the region came back unread, with bounds as wide as
+            # the wait.
+            probe.backoff = min(max(1.0, self.settings.interval_seconds), max(0.5, probe.backoff * 2))
+            probe.backoff_until = self._clock.monotonic() + probe.backoff
+        _log.warning(
+            "canary_read_failed",
+            table=probe.table,
+            source=probe.source,
+            region=probe.target,
+            code=code,
+            error=message,
+            retry_in=probe.backoff,
+        )
+        self._settle(probe)  # this read may have been all that held a canary back
 
     def _absorb(self, probe: PairProbe, read: Interval, item: dict[str, Any]) -> None:
         """Fold one answer into every pending canary, resolving those it settles."""
