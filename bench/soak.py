@@ -20,12 +20,13 @@ Issue 15, Deliver item 7. On loopback only:
   is one process's) and restarted from its checkpoints; its JSON log is appended across
   all three runs;
 - a random fault schedule (seeded; each kind once before any repeats) through the
-  emulator's control API, one fault at a time with gaps between them: link pauses (the
-  first one as long as the run allows, 5 min in the full run), region outages answering
-  errors and as a black hole, throttling, garbage answers and latency spikes. No fault
-  ends while the daemon is down or starting.
+  emulator's control API, one fault at a time with gaps of at least 16 s (enough
+  canaries to see each recovery): link pauses (the first fault, as long as the run
+  allows: 5 min in the full run), region outages answering errors and as a black hole,
+  throttling, garbage answers and latency spikes. No fault ends while the daemon is down
+  or starting. The 3-minute --quick run has room for four or five of the six kinds.
 
-Checks (`met`; the process exits 1 when one fails, and the JSON says which):
+Checks (`met`; the process exits 3 when one fails, and the JSON says which):
 
 - `lost_writes_counted_exactly_once`: every write of SoakExact the emulator's truth
   (`/gtmon/truth`) says was lost is matched by exactly one counted (certain) `lww_conflict`
@@ -111,6 +112,8 @@ RECOVERY_TARGET = 10
 RECOVERY_FACTOR = 1.5
 RSS_GROWTH_TARGET = 0.05
 PAUSE_MAX_S = 300.0
+GAP_MIN_S = 16.0
+CHECK_FAILED = 3  # exit code when a check fails (1 is a crash, 2 a usage error)
 KINDS = ("pause", "outage_error", "outage_blackhole", "throttle", "garbage", "latency")
 PAIRS = [(a, b) for a in REGIONS for b in REGIONS if a != b]
 
@@ -174,7 +177,7 @@ def plan_run(minutes: float, seed: int) -> Plan:
     plan = Plan(
         run_s=run_s,
         faults_from_s=min(90.0, 0.1 * run_s),
-        faults_until_s=run_s - min(240.0, 0.25 * run_s),
+        faults_until_s=run_s - min(240.0, 0.2 * run_s),
         traffic_until_s=run_s - min(90.0, 0.15 * run_s),
         # Both kills before minute 10, so the RSS check sees one process from minute 10 on.
         kills_s=(min(240.0, 0.3 * run_s), min(420.0, 0.5 * run_s)),
@@ -191,8 +194,10 @@ def plan_run(minutes: float, seed: int) -> Plan:
     t = plan.faults_from_s
     while True:
         if not kinds:
-            kinds = list(KINDS)
+            kinds = [k for k in KINDS if k != "pause"]
             rng.shuffle(kinds)
+            # The long pause first (then shuffled with the rest), so short runs have one too.
+            kinds.insert(0 if first_pause else rng.randrange(len(kinds) + 1), "pause")
         kind = kinds[0]
         if kind == "pause":
             seconds = PAUSE_MAX_S * max(scale, 0.05) if first_pause else \
@@ -213,7 +218,8 @@ def plan_run(minutes: float, seed: int) -> Plan:
         if kind == "pause":
             first_pause = False
         plan.faults.append(_fault(kind, start, start + seconds, rng))
-        t = start + seconds + rng.uniform(10.0, 40.0) * short
+        # At least RECOVERY_TARGET + RUN canaries between faults, to see each one's recovery.
+        t = start + seconds + GAP_MIN_S + rng.uniform(0.0, 30.0) * short
     return plan
 
 
@@ -278,10 +284,13 @@ def measurements(events: list[dict[str, Any]]) -> dict[tuple[str, str], list[dic
     return found
 
 
-def after_fault(faults: list[Fault], seen: dict[tuple[str, str], list[dict[str, float]]]
-                ) -> list[dict[str, Any]]:
+def after_fault(faults: list[Fault], seen: dict[tuple[str, str], list[dict[str, float]]],
+                starts: list[float]) -> list[dict[str, Any]]:
     """Per fault and affected pair: how soon after the end the pair was measured again, and
-    how many canaries it took to get the pre-fault error bound back."""
+    how many canaries it took to get the pre-fault error bound back. Recovery counts the
+    canaries written before the next fault began; a daemon (re)start (`starts`) from a
+    minute before the fault to the end of that span empties the read planner's history,
+    so such pairs are reported, not scored."""
     windows = [(f.started_at, f.ended_at) for f in faults if f.started_at and f.ended_at]
 
     def quiet(t: float) -> bool:
@@ -291,7 +300,11 @@ def after_fault(faults: list[Fault], seen: dict[tuple[str, str], list[dict[str, 
     for fault in faults:
         if fault.started_at is None or fault.ended_at is None:
             continue
-        row: dict[str, Any] = {**fault.to_json(), "pairs": {}}
+        until = min((a for a, _ in windows if a >= fault.ended_at), default=math.inf)
+        restarted = any(fault.started_at - 60.0 <= s < until for s in starts)
+        row: dict[str, Any] = {**fault.to_json(), "pairs": {}, "daemon_restarted": restarted,
+                               "next_fault_after_s": None if until == math.inf
+                               else round(until - fault.ended_at, 1)}
         for pair in fault.pairs:
             link = SANDBOX_LINK_DELAYS[pair]
             limit = INTERVAL_S + delay_bound_s(link) + READ_SLACK_S
@@ -300,9 +313,11 @@ def after_fault(faults: list[Fault], seen: dict[tuple[str, str], list[dict[str, 
             before = [m["error"] for m in pair_seen
                       if fault.started_at - 60.0 <= m["written"] < fault.started_at
                       and quiet(m["written"])]
-            errors = [m["error"] for m in pair_seen if m["written"] >= fault.ended_at][:30]
+            errors = [m["error"] for m in pair_seen if fault.ended_at <= m["written"] < until][:30]
             median = statistics.median(before) if len(before) >= RUN else None
             back = recovery_canaries(errors, median) if median is not None else None
+            scored = median is not None and not restarted and (
+                back is not None or len(errors) >= RECOVERY_TARGET + RUN - 1)
             row["pairs"][f"{pair[0]}->{pair[1]}"] = {
                 "measured_again_after_s": None if first is None else round(first - fault.ended_at, 2),
                 "limit_s": round(limit, 2),
@@ -311,6 +326,7 @@ def after_fault(faults: list[Fault], seen: dict[tuple[str, str], list[dict[str, 
                 "before_error_median_ms": None if median is None else round(median * 1000, 1),
                 "after_error_ms": [round(e * 1000, 1) for e in errors[:15]],
                 "recovery_canaries": back,
+                "recovery_scored": scored,
             }
         rows.append(row)
     return rows
@@ -628,11 +644,11 @@ def main() -> None:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     seen = measurements(events)
-    faults = after_fault(plan.faults, seen)
+    faults = after_fault(plan.faults, seen, [r["started_at"] for r in out["daemon"].runs])
     lost = score(out["truth"], counted_verdicts(events, EXACT_TABLE))
     orders = score(out["truth_orders"], counted_verdicts(events, ORDERS_TABLE))
     pair_rows = [p for f in faults for p in f["pairs"].values()]
-    scored = [p["recovery_canaries"] for p in pair_rows if p["before_n"] >= RUN]
+    scored = [p["recovery_canaries"] for p in pair_rows if p["recovery_scored"]]
     down = [f"{labels['component']} {labels['table']} {labels['region']}".strip()
             for labels, value in out["components_end"] if value != 1.0]
     daemon: Daemon = out["daemon"]
@@ -659,6 +675,7 @@ def main() -> None:
         "log_lines_not_json": not_json,
         "recovery_canaries_worst": max((s for s in scored if s is not None), default=None),
         "recovery_pairs_scored": len(scored),
+        "recovery_pairs_not_scored": len(pair_rows) - len(scored),
         "recovery_pairs_not_back_within_30": sum(s is None for s in scored),
     }
     results["load_average_every_minute"] = out["load"]
@@ -711,7 +728,7 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps({"bench": "soak", "params": params, "results": results,
                                               "targets": targets, "met": met}, indent=2) + "\n")
-    sys.exit(0 if all(met.values()) else 1)
+    sys.exit(0 if all(met.values()) else CHECK_FAILED)
 
 
 def _commit() -> str | None:
