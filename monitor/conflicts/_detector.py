@@ -256,13 +256,17 @@ class Detector:
         return out
 
     def oldest_held(self, table: str) -> float | None:
-        """When the earliest record still held for ``table`` was observed (None: none held).
+        """When the earliest record still held for ``table`` was observed (None: none held;
+        -inf while a verdict on the table waits for the next `poll`).
 
-        A reader's checkpoint must not pass a record the detector has not judged yet: after
-        a crash the record would not be read again, and the item would be judged on the
-        other regions' records alone (a kill -9 during a region's outage made the soak
-        count writes as lost that were not). O(items held); called per checkpoint.
+        A reader's checkpoint must not pass a record the detector has not judged and
+        published yet: after a crash the record would not be read again, and the item
+        would be judged on the other regions' records alone (a kill -9 during a region's
+        outage made the soak count writes as lost that were not). O(items held); called
+        per checkpoint.
         """
+        if any(verdict.table == table for verdict in self._ready):
+            return -math.inf
         seen = [item.first_seen for item in self._table(table).items.values()]
         oldest = min(seen, default=math.inf)
         return None if oldest == math.inf else oldest

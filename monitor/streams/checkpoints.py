@@ -13,10 +13,11 @@ that harder than saving "the last sequence number read":
 So gtmon does both things the issue allows, each covering the other's gap:
 
 - **Checkpoint only settled positions.** Each shard's checkpoint holds two
-  numbers: ``sequence``, the newest record read at least ``replay_seconds``
-  ago and before the oldest record the detector still holds was observed
-  (`Detector.oldest_held`: an item waiting for a region that is behind keeps
-  every region's checkpoint before its records), from which a restart resumes
+  numbers: ``sequence``, the newest record delivered before the oldest record
+  the detector still holds was observed (`Detector.oldest_held`: an item
+  waiting for a region that is behind keeps every region's checkpoint before
+  its records; an item judged while an older one is held may still have
+  records on both sides), from which a restart resumes
   (AFTER_SEQUENCE_NUMBER); and ``read``, the newest record delivered at all.
   After a restart the reader re-reads the span between them and flags those
   records as replays (their observation times are meaningless now and are not

@@ -422,7 +422,10 @@ class ConflictWatcher:
         for (table, region), reader in self.readers.items():
             detector = self.detectors.get(table)
             held = detector.oldest_held(table) if detector is not None else None
-            for shard, pos in reader.checkpoint(now, held).items():
+            # A record is delivered no earlier than it was observed: strictly before the
+            # oldest held record's observation, everything delivered has been judged.
+            judged_before = now if held is None else min(now, held - 0.001)
+            for shard, pos in reader.checkpoint(now, judged_before).items():
                 positions[(table, region, shard)] = pos
         return CheckpointState(positions, self.reported.snapshot(now))
 

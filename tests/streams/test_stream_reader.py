@@ -323,10 +323,12 @@ async def test_the_checkpoint_stays_before_records_the_detector_still_holds(
     tables = make_global(client)
     sink = Collector()
     async with running(reader(aws, sink)) as r:
-        await write(tables["us-east-1"], ["p0", "p1", "p2"], pause=0.3)
+        await write(tables["us-east-1"], ["p0"])
+        await wait_for(lambda: len(sink.records) == 1, what="p0")
+        await write(tables["us-east-1"], ["p1", "p2"])  # written after p0 was delivered
         await wait_for(lambda: len(sink.records) == 3, what="three records")
-        held_since = sink.records[1].arrived_by
-        positions = r.checkpoint(time.time(), held_since)
+        # What the watcher passes: just before the oldest held record was observed.
+        positions = r.checkpoint(time.time(), sink.records[1].arrived_by - 0.001)
         # Without it, everything read is settled.
         assert [p.sequence for p in r.checkpoint(time.time()).values()] == [
             sink.records[2].sequence_number]
