@@ -16,12 +16,17 @@ So gtmon does both things the issue allows, each covering the other's gap:
   numbers: ``sequence``, the newest record delivered before the oldest record
   the detector still holds was observed (`Detector.oldest_held`: an item
   waiting for a region that is behind keeps every region's checkpoint before
-  its records; an item judged while an older one is held may still have
-  records on both sides), from which a restart resumes
-  (AFTER_SEQUENCE_NUMBER); and ``read``, the newest record delivered at all.
-  After a restart the reader re-reads the span between them and flags those
-  records as replays (their observation times are meaningless now and are not
-  passed on).
+  its records), from which a restart resumes (AFTER_SEQUENCE_NUMBER); and
+  ``read``, the newest record delivered at all. After a restart the reader
+  re-reads the span between them and flags those records as replays (their
+  observation times are meaningless now and are not passed on).
+- **List the judged records in that span.** Items overlap in time: one judged
+  while an older one is still held can have records on both sides of the
+  cutoff, and re-read alone, one region's records of it would be judged as a
+  history of their own (the soak counted writes lost that were not). So the
+  state also keeps, per table and region, the sequence numbers of judged
+  records observed after the cutoff (less a margin); re-read, they are
+  skipped.
 - **Persist fingerprints of reported verdicts** (bounded, with expiry) and
   suppress a verdict whose fingerprint was reported before the restart. A
   fingerprint is the table, item key, lost and winning images, delete flags
@@ -74,6 +79,7 @@ _log = structlog.get_logger("gtmon.streams.checkpoints")
 ShardKey = tuple[str, str, str]
 
 FINGERPRINT_TTL_SECONDS = 24 * 3600.0
+MAX_JUDGED_ITEM = 12_000  # sequence numbers (up to ~30 bytes) in one DynamoDB item
 MAX_FINGERPRINTS = 100_000
 
 
@@ -98,10 +104,13 @@ class ShardPosition:
 
 @dataclass
 class CheckpointState:
-    """Everything a store keeps: shard positions and reported-verdict fingerprints."""
+    """Everything a store keeps: shard positions, reported-verdict fingerprints, and per
+    (table, region) the sequence numbers of records after the positions that were
+    already judged (not to be judged again when re-read)."""
 
     positions: dict[ShardKey, ShardPosition] = field(default_factory=dict)
     reported: dict[str, list[float]] = field(default_factory=dict)
+    judged: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +123,10 @@ class CheckpointState:
                 for (t, r, s), p in sorted(self.positions.items())
             ],
             "reported": {fp: list(times) for fp, times in sorted(self.reported.items())},
+            "judged": [
+                {"table": t, "region": r, "sequences": list(seqs)}
+                for (t, r), seqs in sorted(self.judged.items()) if seqs
+            ],
         }
 
     @classmethod
@@ -130,9 +143,16 @@ class CheckpointState:
                 )
             for fp, times in dict(data.get("reported", {})).items():
                 state.reported[str(fp)] = [float(t) for t in times]
+            for entry in data.get("judged", []):
+                where = (str(entry["table"]), str(entry["region"]))
+                state.judged[where] = [str(s) for s in entry["sequences"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: malformed checkpoint entry: {exc}") from None
         return state
+
+
+def _seq_order(seq: str) -> tuple[int, str]:
+    return (int(seq), "") if seq.isdigit() else (0, seq)
 
 
 def _opt_str(value: Any) -> str | None:
@@ -252,6 +272,10 @@ class DynamoDBCheckpointStore:
             elif sk.startswith("fp#"):
                 times = [float(v["N"]) for v in item.get("times", {}).get("L", [])]
                 state.reported[sk[3:]] = times
+            elif sk.startswith("jd#"):
+                _, table, region = sk.split("#", 2)
+                seqs = item.get("sequences", {}).get("SS", [])
+                state.judged[(table, region)] = sorted(seqs, key=_seq_order)
         return state
 
     def _items(self, state: CheckpointState) -> dict[str, dict[str, Any]]:
@@ -272,6 +296,12 @@ class DynamoDBCheckpointStore:
                 "times": {"L": [{"N": repr(t)} for t in times]},
                 "expires_at": {"N": str(int(max(times, default=0) + FINGERPRINT_TTL_SECONDS))},
             }
+        for (table, region), seqs in state.judged.items():
+            if seqs:  # a string set cannot be empty
+                sk = f"jd#{table}#{region}"
+                # An item holds 400 KB: the oldest (re-read first) when there are more.
+                kept = sorted(seqs, key=_seq_order)[:MAX_JUDGED_ITEM]
+                items[sk] = {"pk": pk, "sk": {"S": sk}, "sequences": {"SS": kept}}
         return items
 
     async def save(self, state: CheckpointState) -> None:

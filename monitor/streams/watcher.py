@@ -83,6 +83,9 @@ __all__ = ["ConflictWatcher", "verdict_fingerprint"]
 
 # An attribute only canary items carry (monitor/canary/runner.py writes it).
 CANARY_MARK = "gtmon_seq"
+# Judged records kept with a checkpoint from this long before its cutoff: more than a
+# record's delivery can trail its observation (one poll's answer, a busy event loop).
+JUDGED_MARGIN_SECONDS = 30.0
 
 _log = structlog.get_logger("gtmon.conflicts")
 
@@ -179,6 +182,9 @@ class ConflictWatcher:
         self.reported: ReportedConflicts = ReportedConflicts()
         self.conflicts_reported = 0
         self.observe_errors = 0
+        # Per (table, region): records judged before the last stop, to skip when re-read.
+        self._judged_unread: dict[tuple[str, str], set[str]] = {}
+        self.judged_skipped = 0
         self.supervisor = supervisor or Supervisor(metrics, clock)
         self._components: list[Supervised] = []
         self._buckets: dict[str, TokenBucket] = {}
@@ -195,6 +201,7 @@ class ConflictWatcher:
             return
         state = await self._load()
         self.reported = ReportedConflicts(state.reported)
+        self._judged_unread = {where: set(seqs) for where, seqs in state.judged.items()}
         regions = sorted({r for t in self.tables.values() for r in self.config.table_regions(t)})
         await self.clients.start(regions)
         for name, table in self.tables.items():
@@ -206,6 +213,7 @@ class ConflictWatcher:
                     writer_attribute=table.conflicts.writer_attribute,
                     settle_seconds=self.config.streams.settle_seconds,
                 ),
+                track_judged=True,
             )
             for region in table_regions:
                 positions = {
@@ -255,6 +263,14 @@ class ConflictWatcher:
         detector = self.detectors.get(item.table)
         if detector is None:
             return
+        if item.replayed:
+            unread = self._judged_unread.get((item.table, item.region))
+            if unread is not None and item.sequence_number in unread:
+                # Judged before the restart, with its item's records in the other regions,
+                # which lie before their checkpoints: alone, it would be judged wrongly.
+                unread.discard(item.sequence_number)
+                self.judged_skipped += 1
+                return
         data = item.record.get("dynamodb", {})
         if any(CANARY_MARK in (data.get(side) or {}) for side in ("NewImage", "OldImage")):
             # gtmon's own canary, embedded in a monitored table: one writer per key, so it
@@ -416,18 +432,29 @@ class ConflictWatcher:
         return state
 
     def checkpoint_state(self) -> CheckpointState:
-        """What would be saved now: settled positions of every reader and fingerprints."""
+        """What would be saved now: settled positions of every reader, fingerprints, and the
+        records after those positions that were judged already."""
         now = self.clock.wall()
-        positions: dict[tuple[str, str, str], ShardPosition] = {}
-        for (table, region), reader in self.readers.items():
-            detector = self.detectors.get(table)
-            held = detector.oldest_held(table) if detector is not None else None
+        cutoffs: dict[str, float] = {}
+        for table, detector in self.detectors.items():
+            held = detector.oldest_held(table)
             # A record is delivered no earlier than it was observed: strictly before the
             # oldest held record's observation, everything delivered has been judged.
-            judged_before = now if held is None else min(now, held - 0.001)
-            for shard, pos in reader.checkpoint(now, judged_before).items():
+            cutoffs[table] = now if held is None else min(now, held - 0.001)
+        positions: dict[tuple[str, str, str], ShardPosition] = {}
+        for (table, region), reader in self.readers.items():
+            for shard, pos in reader.checkpoint(now, cutoffs.get(table)).items():
                 positions[(table, region, shard)] = pos
-        return CheckpointState(positions, self.reported.snapshot(now))
+        # Judged records after the cutoff (read again after a crash, to be skipped), with a
+        # margin for the time between a record's observation and its delivery; and those
+        # loaded at start that have not been read again yet.
+        judged = {where: sorted(seqs) for where, seqs in self._judged_unread.items() if seqs}
+        for table, cutoff in cutoffs.items():
+            since = cutoff - JUDGED_MARGIN_SECONDS
+            for region, seqs in self.detectors[table].judged_since(table, since).items():
+                judged.setdefault((table, region), []).extend(seqs)
+            self.detectors[table].forget_judged(table, since)
+        return CheckpointState(positions, self.reported.snapshot(now), judged)
 
     async def save_checkpoints(self) -> None:
         """Persist positions and fingerprints; a failure is reported, never raised."""
@@ -485,6 +512,7 @@ class ConflictWatcher:
             "tables": tables,
             "conflicts_reported": self.conflicts_reported,
             "conflicts_suppressed_after_restart": self.reported.suppressed,
+            "judged_records_skipped_after_restart": self.judged_skipped,
             "recent_conflicts": list(self.recent),
             # What the detector may assume of each link (from the canary), and how often
             # the streams contradicted it (then arrival times alone were used).

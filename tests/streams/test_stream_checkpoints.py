@@ -29,6 +29,7 @@ def sample_state() -> CheckpointState:
             ("Orders", "eu-west-1", "shardId-3"): ShardPosition(None, "7", False),
         },
         reported={"ab12": [1000.0, 1005.5], "cd34": [999.25]},
+        judged={("Orders", "us-east-1"): ["106", "107"]},
     )
 
 
@@ -77,6 +78,7 @@ async def test_dynamodb_store_round_trip(client: Any, aws: AwsClients) -> None:
     smaller = sample_state()
     del smaller.positions[("Orders", "eu-west-1", "shardId-2")]
     smaller.reported.pop("cd34")
+    smaller.judged.clear()
     await store.save(smaller)
     assert await store.load() == smaller
     items = ddb.scan(TableName="gtmon-checkpoints")["Items"]
