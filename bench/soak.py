@@ -303,6 +303,7 @@ def after_fault(faults: list[Fault], seen: dict[tuple[str, str], list[dict[str, 
         until = min((a for a, _ in windows if a >= fault.ended_at), default=math.inf)
         restarted = any(fault.started_at - 60.0 <= s < until for s in starts)
         row: dict[str, Any] = {**fault.to_json(), "pairs": {}, "daemon_restarted": restarted,
+                               "applied_seconds": round(fault.ended_at - fault.started_at, 1),
                                "next_fault_after_s": None if until == math.inf
                                else round(until - fault.ended_at, 1)}
         for pair in fault.pairs:
@@ -557,6 +558,12 @@ def run(args: argparse.Namespace, plan: Plan, workdir: Path) -> dict[str, Any]:
                         control.fault(action, **params)
                         if what == "fault_start":
                             fault.started_at = time.time()
+                            # A slow restart may have delayed the start: the fault still
+                            # lasts as planned (its end moves with it).
+                            late = fault.started_at - t0 - fault.start_s
+                            actions = sorted(
+                                [(at + late if a is fault and w == "fault_end" else at, w, a)
+                                 for at, w, a in actions], key=lambda x: x[0])
                         else:
                             fault.ended_at = time.time()
                         log(f"{what} {fault.kind} {fault.params}")
