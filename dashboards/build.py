@@ -496,7 +496,26 @@ def aws_and_canary_panels() -> list[dash.Panel]:
         .span(8)
         .height(8)
     )
-    return [errors, latency, canary, replicas]
+    return [errors, latency, canary, replicas, canaries_lost()]
+
+
+def canaries_lost() -> timeseries.Panel:
+    """Canaries given up per link: how much of a stall the lag histogram will never show."""
+    return _timeseries(
+        "Canaries given up (1h)",
+        "Canaries not seen at the target within canary.timeout_seconds (default 120 s), per "
+        "link, summed over replicas (each writes its own): their lag is never measured. No "
+        "alert of its own: by then GtmonReplicationStalled (or GtmonRegionDown) is firing, "
+        "and stays on while the oldest-pending gauge rises from the oldest of them.",
+        "short",
+        _query(
+            "sum by (table, source_region, target_region) (\n"
+            f"  increase(gtmon_canary_lost_total{{{PAIR_SEL}}}[1h])\n"
+            ")",
+            "{{table}} {{source_region}} -> {{target_region}}",
+        ),
+        width=24,
+    ).thresholds(_thresholds((None, "green"), (1, "red")))
 
 
 def health_panels() -> list[timeseries.Panel]:
@@ -504,7 +523,8 @@ def health_panels() -> list[timeseries.Panel]:
     up = _timeseries(
         "Components up",
         "1 while a supervised component (stream reader per table and region, conflict detector, "
-        "checkpoints) runs, 0 while it waits to be restarted after a crash, per replica. "
+        "checkpoints, canary probe per link) runs, 0 while it waits to be restarted after a "
+        "crash, per replica. "
         "GtmonComponentDown warns after 5 minutes at 0; /readyz fails meanwhile.",
         "short",
         _query(

@@ -175,7 +175,11 @@ class CanarySettings(_Model):
         default=120.0,
         gt=0,
         le=DAY,
-        description="Stop polling a canary that has not arrived after this long.",
+        description=(
+            "A canary not seen at a target after this long is given up: no longer polled, its "
+            "lag never measured, counted in gtmon_canary_lost_total (the oldest-pending gauge "
+            "keeps counting from it until a read shows it)."
+        ),
     )
     max_reads_per_canary: int = Field(default=20, ge=2, le=1000)
     min_poll_interval_seconds: float = Field(default=0.02, gt=0, le=10)

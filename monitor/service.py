@@ -108,11 +108,11 @@ class Service:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry, __version__)
         self.clients = AwsClients(config.aws, self.metrics, session=session, monotonic=self.clock.monotonic)
+        self.supervisor = Supervisor(self.metrics, self.clock)
         self.runners = (
             [self._runner(target) for target in canary_targets(config)] if config.canary.enabled else []
         )
         self.metrics.add_replication_state(self._readings)
-        self.supervisor = Supervisor(self.metrics, self.clock)
         canary_probed = probed_canary_table(config)
         self.watcher: ConflictWatcher | None = (
             ConflictWatcher(
@@ -211,7 +211,8 @@ class Service:
         config = self.config
         if config.home_region is None:
             return CanaryRunner(
-                target, config.canary, config.instance_id, self.clients, self.metrics, self.clock
+                target, config.canary, config.instance_id, self.clients, self.metrics, self.clock,
+                self.supervisor,
             )
         return RemoteCanaryRunner(
             target,
@@ -223,6 +224,7 @@ class Service:
             config.home_region,
             config.canary.fleet,
             config.clock_error_seconds,
+            self.supervisor,
         )
 
     def _readings(self) -> list[PairReading]:
@@ -240,7 +242,12 @@ class Service:
             else []
         )
         down = [s.status() for s in self.supervisor.down()]
-        return evaluate(phase, down, readers, self.clock.wall())
+        canaries = [
+            ReaderFacts(runner.target.table, region, since, error)
+            for runner in self.runners
+            for region, since, error in runner.call_failures()
+        ]
+        return evaluate(phase, down, readers, self.clock.wall(), canaries=canaries)
 
     def ready(self) -> tuple[bool, str]:
         """For /readyz: ready or not, and in a few words why not (no names: it answers

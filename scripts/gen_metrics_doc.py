@@ -140,7 +140,8 @@ LABELS: dict[str, str] = {
     "reason": "why it happened; the values are listed in the metric's help text",
     "component": (
         "a supervised part of the daemon: `stream_reader` (with `table` and `region`), "
-        "`conflict_detector`, `checkpoints`; internal errors also name where they were seen: "
+        "`conflict_detector`, `checkpoints`, `canary_probe` (with `table`, and `region` the "
+        "link `source->target`); internal errors also name where they were seen: "
         "`aws` (a call that failed other than by AWS), `stream_sink`, `stream_record`, "
         "`canary_writer`; `conflict_probes` is both (the probe loop, and a probe write's bug)"
     ),
@@ -220,6 +221,13 @@ def render_metrics() -> str:
         "- Lag is measured on the daemon's own monotonic clock (one process writes and reads the",
         "  canary), so it has no clock skew; `gtmon_replication_lag_error_seconds` is the",
         "  half-width of the bound between the last read that missed and the first that hit.",
+        "- `gtmon_canary_lost_total` has no alert of its own: a canary is given up only after",
+        "  `canary.timeout_seconds` (default 120 s) without arriving, by which time the",
+        "  link's oldest-pending gauge has been above 30 s for minutes and",
+        "  `GtmonReplicationStalled` is firing (or `GtmonRegionDown`, when the target does not",
+        "  answer); the gauge keeps rising from the oldest lost canary until one arrives, so",
+        "  that alert stays on for the whole stall. The counter says how much of the stall",
+        "  the lag histogram will never show (dashboard: \"Canaries given up\").",
         "",
     ]
     return "\n".join(out)

@@ -74,6 +74,38 @@ def test_readiness_rules(
         assert len(health.warnings) == 1 and health.warnings[0].startswith(warning), health
 
 
+WRITE_MISSING = {"operation": "put_item", "code": "ResourceNotFoundException",
+                 "message": "Requested resource not found", "persistent": True}
+
+
+@pytest.mark.parametrize(
+    ("canaries", "ready", "problem", "warning"),
+    [
+        ([reader("us-east-1", table="gtmon-canary"), reader("eu-west-1", table="gtmon-canary")],
+         True, None, None),
+        # The canary table exists nowhere: no lag is measured, not ready at once.
+        ([reader("us-east-1", NOW, WRITE_MISSING, "gtmon-canary"),
+          reader("eu-west-1", NOW, WRITE_MISSING, "gtmon-canary")], False,
+         "table gtmon-canary: no canary call works in any region, lag is not measured "
+         "(us-east-1: put_item: ResourceNotFoundException", None),
+        # Missing in one region: the other pairs are measured; a warning naming the error.
+        ([reader("us-east-1", table="gtmon-canary"),
+          reader("eu-west-1", NOW, WRITE_MISSING, "gtmon-canary")], True, None,
+         "table gtmon-canary: canary calls fail in eu-west-1: put_item: ResourceNotFoundException"),
+        # Throttled everywhere: only after the grace.
+        ([reader("us-east-1", NOW - 10, THROTTLED, "gtmon-canary")], True, None, None),
+    ],
+    ids=["ok", "missing-everywhere", "missing-in-one-region", "throttled-in-grace"],
+)
+def test_canary_readiness_rules(
+    canaries: list[ReaderFacts], ready: bool, problem: str | None, warning: str | None,
+) -> None:
+    health = evaluate("running", [], [reader("us-east-1")], NOW, grace=60.0, canaries=canaries)
+    assert health.ready is ready
+    assert [p[:len(problem)] for p in health.problems] == ([] if problem is None else [problem])
+    assert [w[:len(warning)] for w in health.warnings] == ([] if warning is None else [warning])
+
+
 def test_the_readyz_summary_counts_problems_and_names_nothing() -> None:
     health = evaluate("running", [DOWN, DOWN], [reader("us-east-1", NOW, MISSING, "Secret")], NOW)
     assert health.summary == (

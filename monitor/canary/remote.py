@@ -30,6 +30,7 @@ from monitor.canary.runner import CanaryRunner, CanaryTarget, Measurement, PairP
 from monitor.clock import Clock
 from monitor.config import CanarySettings
 from monitor.metrics import Metrics
+from monitor.supervisor import Supervisor
 
 __all__ = ["RemoteCanaryRunner"]
 
@@ -63,9 +64,10 @@ class RemoteCanaryRunner(CanaryRunner):
         home_region: str,
         fleet: str,
         clock_error: float,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.home_region = home_region
-        super().__init__(target, settings, instance_id, clients, metrics, clock)
+        super().__init__(target, settings, instance_id, clients, metrics, clock, supervisor)
         self.key_owner = fleet
         self._clock_error = clock_error
         self._remote = {key: _Remote() for key in self.probes}

@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from monitor.aws import AwsCallError, AwsClients
+from monitor.aws import AccessDenied, AwsCallError, AwsClients, NotFound
 from monitor.canary.lag import (
     Interval,
     LagEstimate,
@@ -45,6 +45,7 @@ from monitor.canary.trend import LagTrend
 from monitor.clock import Clock
 from monitor.config import CanarySettings
 from monitor.metrics import Metrics, PairReading
+from monitor.supervisor import Supervised, Supervisor
 from monitor.waiting import wait_event
 
 __all__ = ["CanaryRunner", "CanaryTarget", "Measurement", "PairProbe", "settled"]
@@ -243,6 +244,7 @@ class CanaryRunner:
         clients: AwsClients,
         metrics: Metrics,
         clock: Clock,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.target = target
         self.settings = settings
@@ -265,9 +267,13 @@ class CanaryRunner:
                     # Present from the start, so rate() and increase() see the first error.
                     metrics.canary_operations.labels(target.table, region, operation, result)
             metrics.canary_writes_skipped.labels(target.table, region)
-        self._tasks: list[asyncio.Task[None]] = []
+        # The service's supervisor (one place that knows every component), or our own.
+        self.supervisor = supervisor or Supervisor(metrics, clock)
+        self._loops: list[Supervised] = []
         self._write_round_trip: dict[str, float] = {}  # smoothed, per source region
         self._write_floor = {region: RoundTripFloor() for region in target.regions}
+        # Per region called, the canary operations failing there: since when, last error.
+        self._failures: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
         # Called with every Measurement; benchmarks compare them to the emulator's ground truth.
         self.observers: list[Callable[[Measurement], None]] = []
         self.thresholds = Thresholds(
@@ -281,14 +287,18 @@ class CanaryRunner:
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        """One supervised probe loop per pair, `canary_probe` labelled with the link
+        (region="source->target"): a loop that crashes shows as gtmon_component_up 0, is
+        restarted with backoff and carries on with the pair's pending canaries."""
         for probe in self.probes.values():
-            self._tasks.append(
-                asyncio.create_task(self._probe_loop(probe), name=f"probe {probe.source}->{probe.target}")
-            )
+            self._loops.append(self.supervisor.spawn(
+                "canary_probe", functools.partial(self._probe_loop, probe),
+                table=probe.table, region=f"{probe.source}->{probe.target}",
+            ))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        loops, self._loops = self._loops, []
+        await asyncio.gather(*(loop.stop() for loop in loops))
         for probe in self.probes.values():
             if probe.settle_later is not None:
                 probe.settle_later.cancel()
@@ -296,8 +306,7 @@ class CanaryRunner:
         reads = [t for probe in self.probes.values() for t in probe.in_flight]
         for task in reads:
             task.cancel()
-        await asyncio.gather(*self._tasks, *reads, return_exceptions=True)
-        self._tasks.clear()
+        await asyncio.gather(*reads, return_exceptions=True)
 
     # ---- writing --------------------------------------------------------------------------
 
@@ -350,20 +359,17 @@ class CanaryRunner:
                 source, "dynamodb", "put_item", lane="canary_write", TableName=self.target.table, Item=item
             )
         except AwsCallError as error:
-            self._count(source, "write", "error")
-            _log.warning(
-                "canary_write_failed",
-                table=self.target.table,
-                region=source,
-                code=error.code,
-                error=error.message,
-            )
-            for probe in targets:
-                probe.pending.pop(seq, None)
-                probe.last_error = f"write in {source}: {error.code}"
+            self._write_failed(source, targets, seq, error.code, error.message, error)
+            return
+        except Exception as exc:
+            # An answer no AWS would give (a garbage body): the AWS layer counted and logged
+            # it with its traceback. The write may have landed, but it was never answered:
+            # drop the canary as a failed write, or it would wait to be given up as lost.
+            self._write_failed(source, targets, seq, type(exc).__name__, str(exc), None)
             return
         received = self._clock.monotonic()
         self._count(source, "write", "ok")
+        self._call_worked(source, "put_item")
         self._write_round_trip[source] = (
             received - sent if expected_rtt is None else 0.8 * expected_rtt + 0.2 * (received - sent)
         )
@@ -395,6 +401,39 @@ class CanaryRunner:
 
     def _count(self, region: str, operation: str, result: str) -> None:
         self._metrics.canary_operations.labels(self.target.table, region, operation, result).inc()
+
+    def _write_failed(self, source: str, targets: list[PairProbe], seq: int, code: str,
+                      message: str, error: AwsCallError | None) -> None:
+        self._count(source, "write", "error")
+        self._call_failed(source, "put_item", code, message, error)
+        _log.warning("canary_write_failed", table=self.target.table, region=source, code=code,
+                     error=message)
+        for probe in targets:
+            probe.pending.pop(seq, None)
+            probe.last_error = f"write in {source}: {code}"
+
+    def _call_failed(self, region: str, operation: str, code: str, message: str,
+                     error: AwsCallError | None) -> None:
+        """`error` None: not an AWS error (an answer of the wrong shape)."""
+        failing = self._failures.setdefault(region, {})
+        since = failing[operation][0] if operation in failing else self._clock.wall()
+        failing[operation] = (since, {
+            "operation": operation, "code": code, "message": message,
+            # An operator must act (no such table, no permission): readiness fails at once.
+            "persistent": isinstance(error, NotFound | AccessDenied),
+        })
+
+    def _call_worked(self, region: str, operation: str) -> None:
+        self._failures.setdefault(region, {}).pop(operation, None)
+
+    def call_failures(self) -> list[tuple[str, float | None, dict[str, Any] | None]]:
+        """Per region the canary has called: since when a canary operation there has been
+        failing (None while all work) and its last error, for the readiness rules."""
+        rows: list[tuple[str, float | None, dict[str, Any] | None]] = []
+        for region, failing in self._failures.items():
+            oldest = min(failing.values(), key=operator.itemgetter(0), default=None)
+            rows.append((region, None, None) if oldest is None else (region, *oldest))
+        return rows
 
     # ---- probing --------------------------------------------------------------------------
 
@@ -516,26 +555,12 @@ class CanaryRunner:
                 ProjectionExpression="gtmon_seq, gtmon_written_at",
             )
         except AwsCallError as error:
-            self._answered(probe)
-            self._count(probe.target, "read", "error")
-            probe.last_error = f"read in {probe.target}: {error.code}"
-            if sent >= probe.backoff_until:
-                # Pipelined reads fail together; one burst of failures backs off once. At most
-                # one read per interval (and per second): a longer wait would leave the
-                # canaries written after the region came back unread, with bounds as wide as
-                # the wait.
-                probe.backoff = min(max(1.0, self.settings.interval_seconds), max(0.5, probe.backoff * 2))
-                probe.backoff_until = self._clock.monotonic() + probe.backoff
-            _log.warning(
-                "canary_read_failed",
-                table=probe.table,
-                source=probe.source,
-                region=probe.target,
-                code=error.code,
-                error=error.message,
-                retry_in=probe.backoff,
-            )
-            self._settle(probe)  # this read may have been all that held a canary back
+            self._read_failed(probe, sent, error.code, error.message, error)
+            return
+        except Exception as exc:
+            # An answer no AWS would give (counted and logged with its traceback by the AWS
+            # layer): a failed read, so the canaries it held back settle and reads back off.
+            self._read_failed(probe, sent, type(exc).__name__, str(exc), None)
             return
         received = self._clock.monotonic()
         self._answered(probe)
@@ -546,8 +571,33 @@ class CanaryRunner:
         probe.read_floor.add(round_trip)
         probe.backoff = 0.0
         self._count(probe.target, "read", "ok")
+        self._call_worked(probe.target, "get_item")
         probe.reads += 1
         self._absorb(probe, Interval(sent, received), response.get("Item") or {})
+
+    def _read_failed(self, probe: PairProbe, sent: float, code: str, message: str,
+                     error: AwsCallError | None) -> None:
+        self._answered(probe)
+        self._count(probe.target, "read", "error")
+        self._call_failed(probe.target, "get_item", code, message, error)
+        probe.last_error = f"read in {probe.target}: {code}"
+        if sent >= probe.backoff_until:
+            # Pipelined reads fail together; one burst of failures backs off once. At most
+            # one read per interval (and per second): a longer wait would leave the
+            # canaries written after the region came back unread, with bounds as wide as
+            # the wait.
+            probe.backoff = min(max(1.0, self.settings.interval_seconds), max(0.5, probe.backoff * 2))
+            probe.backoff_until = self._clock.monotonic() + probe.backoff
+        _log.warning(
+            "canary_read_failed",
+            table=probe.table,
+            source=probe.source,
+            region=probe.target,
+            code=code,
+            error=message,
+            retry_in=probe.backoff,
+        )
+        self._settle(probe)  # this read may have been all that held a canary back
 
     def _absorb(self, probe: PairProbe, read: Interval, item: dict[str, Any]) -> None:
         """Fold one answer into every pending canary, resolving those it settles."""

@@ -70,9 +70,18 @@ class Detector:
     """
 
     def __init__(
-        self, regions_by_table: Mapping[str, Sequence[str]], settings: DetectorSettings
+        self,
+        regions_by_table: Mapping[str, Sequence[str]],
+        settings: DetectorSettings,
+        *,
+        track_judged: bool = False,
     ) -> None:
         self.settings = settings
+        # (observed, region, sequence number) of every record judged, per table, until
+        # `forget_judged`; only for a caller that prunes it (the watcher's checkpoints).
+        self._judged: dict[str, list[tuple[float, str, str]]] | None = (
+            {} if track_judged else None
+        )
         self._tables: dict[str, _Table] = {}
         for table, regions in regions_by_table.items():
             regs = tuple(dict.fromkeys(regions))
@@ -255,6 +264,43 @@ class Detector:
         out, self._ready = self._ready, []
         return out
 
+    def oldest_held(self, table: str) -> float | None:
+        """When the earliest record still held for ``table`` was observed (None: none held;
+        -inf while a verdict on the table waits for the next `poll`).
+
+        A reader's checkpoint must not pass a record the detector has not judged and
+        published yet: after a crash the record would not be read again, and the item
+        would be judged on the other regions' records alone (a kill -9 during a region's
+        outage made the soak count writes as lost that were not). O(items held); called
+        per checkpoint.
+        """
+        if any(verdict.table == table for verdict in self._ready):
+            return -math.inf
+        seen = [item.first_seen for item in self._table(table).items.values()]
+        oldest = min(seen, default=math.inf)
+        return None if oldest == math.inf else oldest
+
+    def judged_since(self, table: str, since: float) -> dict[str, list[str]]:
+        """Sequence numbers, per region, of the records judged (with `track_judged`) that were
+        observed at or after `since`.
+
+        After a crash a reader re-reads what lies after its settled checkpoint; records of
+        items judged before the crash must not come back alone (one region's records of
+        an item, the others' before the checkpoint: the detector would judge that part
+        of a history, as the soak saw). The watcher saves these with the checkpoint and
+        drops them when they are read again.
+        """
+        out: dict[str, list[str]] = {}
+        for seen, region, seq in (self._judged or {}).get(table, []):
+            if seen >= since:
+                out.setdefault(region, []).append(seq)
+        return out
+
+    def forget_judged(self, table: str, before: float) -> None:
+        """Drop judged records observed before `before` (their checkpoints have passed them)."""
+        if self._judged is not None and table in self._judged:
+            self._judged[table] = [j for j in self._judged[table] if j[0] >= before]
+
     def tracked_keys(self, table: str) -> int:
         """Items currently buffered for ``table`` (the gtmon_detector_tracked_keys gauge)."""
         return len(self._table(table).items)
@@ -345,6 +391,12 @@ class Detector:
         return {link: floor for link, (floor, since) in self._floors.items() if since >= last}
 
     def _judge(self, name: str, key: Image, records: Mapping[str, list[Observation]]) -> None:
+        if self._judged is not None:
+            self._judged.setdefault(name, []).extend(
+                (ob.observed_at if ob.observed_at is not None else ob.created_at, region,
+                 ob.sequence_number)
+                for region, recs in records.items() for ob in recs
+            )
         by_region = {}
         for region, recs in records.items():
             if not recs:

@@ -13,15 +13,20 @@ that harder than saving "the last sequence number read":
 So gtmon does both things the issue allows, each covering the other's gap:
 
 - **Checkpoint only settled positions.** Each shard's checkpoint holds two
-  numbers: ``sequence``, the newest record read at least ``replay_seconds``
-  ago (by then the detector has judged it, unless a region was behind for
-  longer), from which a restart resumes (AFTER_SEQUENCE_NUMBER); and ``read``,
-  the newest record delivered at all. After a restart the reader re-reads the
-  short span between them and flags those records as replays (their
-  observation times are meaningless now and are not passed on). A time cutoff
-  is used rather than asking the detector which keys it still holds, because
-  the detector exposes only a count; if it ever offers the oldest pending
-  observation time, that is the exact cutoff.
+  numbers: ``sequence``, the newest record delivered before the oldest record
+  the detector still holds was observed (`Detector.oldest_held`: an item
+  waiting for a region that is behind keeps every region's checkpoint before
+  its records), from which a restart resumes (AFTER_SEQUENCE_NUMBER); and
+  ``read``, the newest record delivered at all. After a restart the reader
+  re-reads the span between them and flags those records as replays (their
+  observation times are meaningless now and are not passed on).
+- **List the judged records in that span.** Items overlap in time: one judged
+  while an older one is still held can have records on both sides of the
+  cutoff, and re-read alone, one region's records of it would be judged as a
+  history of their own (the soak counted writes lost that were not). So the
+  state also keeps, per table and region, the sequence numbers of judged
+  records observed after the cutoff (less a margin); re-read, they are
+  skipped.
 - **Persist fingerprints of reported verdicts** (bounded, with expiry) and
   suppress a verdict whose fingerprint was reported before the restart. A
   fingerprint is the table, item key, lost and winning images, delete flags
@@ -76,6 +81,7 @@ ShardKey = tuple[str, str, str]
 FINGERPRINT_TTL_SECONDS = 24 * 3600.0
 PENDING_ITEM = "pending"
 MAX_PENDING_ITEM_BYTES = 350_000
+MAX_JUDGED_ITEM = 12_000  # sequence numbers (up to ~30 bytes) in one DynamoDB item
 MAX_FINGERPRINTS = 100_000
 
 
@@ -100,13 +106,16 @@ class ShardPosition:
 
 @dataclass
 class CheckpointState:
-    """Everything a store keeps: shard positions and reported-verdict fingerprints."""
+    """Everything a store keeps: shard positions, reported-verdict fingerprints, and per
+    (table, region) the sequence numbers of records after the positions that were
+    already judged (not to be judged again when re-read)."""
 
     positions: dict[ShardKey, ShardPosition] = field(default_factory=dict)
     reported: dict[str, list[float]] = field(default_factory=dict)
     # Writes at risk (monitor.streams.pending and .atrisk snapshots, JSON as they make it):
     # kept with the positions they belong to, so a restart resumes both from one instant.
     pending: dict[str, Any] = field(default_factory=dict)
+    judged: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +129,10 @@ class CheckpointState:
             ],
             "reported": {fp: list(times) for fp, times in sorted(self.reported.items())},
             **({"pending": self.pending} if self.pending else {}),
+            "judged": [
+                {"table": t, "region": r, "sequences": list(seqs)}
+                for (t, r), seqs in sorted(self.judged.items()) if seqs
+            ],
         }
 
     @classmethod
@@ -137,9 +150,16 @@ class CheckpointState:
             for fp, times in dict(data.get("reported", {})).items():
                 state.reported[str(fp)] = [float(t) for t in times]
             state.pending = dict(data.get("pending", {}))
+            for entry in data.get("judged", []):
+                where = (str(entry["table"]), str(entry["region"]))
+                state.judged[where] = [str(s) for s in entry["sequences"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: malformed checkpoint entry: {exc}") from None
         return state
+
+
+def _seq_order(seq: str) -> tuple[int, str]:
+    return (int(seq), "") if seq.isdigit() else (0, seq)
 
 
 def _opt_str(value: Any) -> str | None:
@@ -261,6 +281,10 @@ class DynamoDBCheckpointStore:
                 state.reported[sk[3:]] = times
             elif sk == PENDING_ITEM:
                 state.pending = json.loads(item["data"]["S"])
+            elif sk.startswith("jd#"):
+                _, table, region = sk.split("#", 2)
+                seqs = item.get("sequences", {}).get("SS", [])
+                state.judged[(table, region)] = sorted(seqs, key=_seq_order)
         return state
 
     def _items(self, state: CheckpointState) -> dict[str, dict[str, Any]]:
@@ -290,6 +314,12 @@ class DynamoDBCheckpointStore:
                        "streams only: writes read before it are not listed")
         elif data:
             items[PENDING_ITEM] = {"pk": pk, "sk": {"S": PENDING_ITEM}, "data": {"S": data}}
+        for (table, region), seqs in state.judged.items():
+            if seqs:  # a string set cannot be empty
+                sk = f"jd#{table}#{region}"
+                # An item holds 400 KB: the oldest (re-read first) when there are more.
+                kept = sorted(seqs, key=_seq_order)[:MAX_JUDGED_ITEM]
+                items[sk] = {"pk": pk, "sk": {"S": sk}, "sequences": {"SS": kept}}
         return items
 
     async def save(self, state: CheckpointState) -> None:

@@ -167,13 +167,17 @@ class ReaderSettings:
 
     @classmethod
     def from_config(cls, streams: StreamSettings, **overrides: Any) -> ReaderSettings:
-        """Reader settings from the config; the checkpoint replay span covers the settle window."""
+        """Reader settings from the config.
+
+        No replay window (`replay_seconds` 0): the watcher keeps every checkpoint before the
+        records the detector still holds (`Detector.oldest_held`), which is what a restart
+        must read again. A time window on top split judged items: one region's records of
+        an item fell after it and were replayed alone, and the detector judged that part
+        of a history as a conflict (bench/soak.py: writes counted lost that were not).
+        """
         values: dict[str, Any] = {
             "poll_interval_min": streams.poll_interval_min_seconds,
             "poll_interval_max": streams.poll_interval_max_seconds,
-            # Long enough for the detector to judge what it holds (settle window plus
-            # two polls and the rounding of creation times), so a restart replays it.
-            "replay_seconds": streams.settle_seconds + 2 * streams.poll_interval_max_seconds + 2.0,
         }
         values.update(overrides)
         return cls(**values)
@@ -435,9 +439,12 @@ class StreamReader:
             self._watermark = candidate
         return self._watermark
 
-    def checkpoint(self, now: float) -> dict[str, ShardPosition]:
-        """Positions to persist: settled up to `now - replay_seconds`, keyed by shard id."""
+    def checkpoint(self, now: float, judged_before: float | None = None) -> dict[str, ShardPosition]:
+        """Positions to persist, keyed by shard id: settled up to `now - replay_seconds` and,
+        when given, `judged_before` (every record delivered before it has been judged)."""
         cutoff = now - self.settings.replay_seconds
+        if judged_before is not None:
+            cutoff = min(cutoff, judged_before)
         out: dict[str, ShardPosition] = {}
         for shard in self._shards.values():
             while shard.delivered and shard.delivered[0][1] <= cutoff:

@@ -90,6 +90,9 @@ __all__ = ["ConflictWatcher", "verdict_fingerprint"]
 
 # An attribute only canary items carry (monitor/canary/runner.py writes it).
 CANARY_MARK = "gtmon_seq"
+# Judged records kept with a checkpoint from this long before its cutoff: more than a
+# record's delivery can trail its observation (one poll's answer, a busy event loop).
+JUDGED_MARGIN_SECONDS = 30.0
 
 _log = structlog.get_logger("gtmon.conflicts")
 
@@ -183,6 +186,9 @@ class ConflictWatcher:
         self.observe_errors = 0
         # Where verdicts about probe items go (the probe runner); never to the counter.
         self.probe_sink: Callable[[Verdict, float], None] | None = None
+        # Per (table, region): records judged before the last stop, to skip when re-read.
+        self._judged_unread: dict[tuple[str, str], set[str]] = {}
+        self.judged_skipped = 0
         self.supervisor = supervisor or Supervisor(metrics, clock)
         self._components: list[Supervised] = []
         self._buckets: dict[str, TokenBucket] = {}
@@ -205,6 +211,7 @@ class ConflictWatcher:
             return
         state = await self._load()
         self.reported = ReportedConflicts(state.reported)
+        self._judged_unread = {where: set(seqs) for where, seqs in state.judged.items()}
         regions = sorted({r for t in self.tables.values() for r in self.config.table_regions(t)})
         await self.clients.start(regions)
         for name, table in self.tables.items():
@@ -219,7 +226,8 @@ class ConflictWatcher:
                 writer_attribute=table.conflicts.writer_attribute or PROBE_MARK,
                 settle_seconds=self.config.streams.settle_seconds,
             )
-            self.detectors[name] = Detector({name: table_regions}, detector_settings)
+            self.detectors[name] = Detector({name: table_regions}, detector_settings,
+                                            track_judged=True)
             self.risk.add_table(name, table_regions, detector_settings)
             for region in table_regions:
                 positions = {
@@ -275,6 +283,14 @@ class ConflictWatcher:
         detector = self.detectors.get(item.table)
         if detector is None:
             return
+        if item.replayed:
+            unread = self._judged_unread.get((item.table, item.region))
+            if unread is not None and item.sequence_number in unread:
+                # Judged before the restart, with its item's records in the other regions,
+                # which lie before their checkpoints: alone, it would be judged wrongly.
+                unread.discard(item.sequence_number)
+                self.judged_skipped += 1
+                return
         data = item.record.get("dynamodb", {})
         if any(CANARY_MARK in (data.get(side) or {}) for side in ("NewImage", "OldImage")):
             # gtmon's own canary, embedded in a monitored table: one writer per key, so it
@@ -341,33 +357,67 @@ class ConflictWatcher:
     async def _detector_loop(self) -> None:
         # A detector bug ends this loop only (the readers go on); its supervisor restarts it.
         while True:
-            self._tick()
+            await self._tick_durably()
             await asyncio.sleep(self.detector_interval)
+
+    async def _tick_durably(self) -> None:
+        """`_tick`, with the new verdicts' fingerprints saved before they are published.
+
+        Saved only by the checkpoint loop, a verdict published up to `checkpoint_interval`
+        before a crash (kill -9, OOM) was published again after the restart: its records
+        are replayed and nothing on disk said it had been reported (bench/soak.py counted
+        2 duplicates in 14 losses over two kills). Saved first, only a crash in the instant
+        between the save and the log line can lose one; if the save fails, the verdicts
+        are published anyway (the failure is logged and on the status page).
+        """
+        fresh = [(verdict, fingerprint, now) for verdict, now in self._judge()
+                 if (fingerprint := self._claim(verdict, now)) is not None]
+        if fresh:
+            await self.save_checkpoints()
+        for verdict, fingerprint, now in fresh:
+            self._announce(verdict, fingerprint, now)
 
     def _tick(self) -> None:
         """Advance watermarks, collect verdicts, publish them, update the gauge."""
+        for verdict, now in self._judge():
+            self._publish(verdict, now)
+
+    def _judge(self) -> list[tuple[Verdict, float]]:
+        """Advance watermarks and poll the detectors: the verdicts due, with the time.
+        Verdicts on probe items go to the probe runner here, never to the counter."""
         for (table, region), mark in self._watermarks().items():
             self.detectors[table].advance_watermark(table, region, mark)
         self.risk.tick(self.clients.region_ok)
         now = self.clock.wall()
         floors = self.link_floors.floors(now)
         written = self.link_floors.written_at()
+        due: list[tuple[Verdict, float]] = []
         for table, detector in self.detectors.items():
             detector.set_link_floors(floors, written)
             for verdict in detector.poll(now):
-                self._publish(verdict, now)
+                if not is_probe_verdict(verdict):
+                    due.append((verdict, now))
+                elif self.probe_sink is not None:
+                    self.probe_sink(verdict, now)
             self.metrics.detector_tracked_keys.labels(table).set(detector.tracked_keys(table))
+        return due
 
     def _publish(self, verdict: Verdict, now: float) -> None:
-        if is_probe_verdict(verdict):
-            if self.probe_sink is not None:
-                self.probe_sink(verdict, now)
-            return
+        fingerprint = self._claim(verdict, now)
+        if fingerprint is not None:
+            self._announce(verdict, fingerprint, now)
+
+    def _claim(self, verdict: Verdict, now: float) -> str | None:
+        """The verdict's fingerprint, recorded as reported; None when it was reported before."""
         fingerprint = verdict_fingerprint(verdict)
         if not self.reported.should_report(fingerprint, now):
             _log.info("lww_conflict_already_reported", table=verdict.table,
                       key=image_to_json(verdict.key), fingerprint=fingerprint)
-            return
+            return None
+        return fingerprint
+
+    def _announce(self, verdict: Verdict, fingerprint: str, now: float) -> None:
+        """Count, list and log one verdict."""
         winner = verdict.winner_region or UNKNOWN
         loser = verdict.loser_region or UNKNOWN
         if verdict.certain:
@@ -418,13 +468,30 @@ class ConflictWatcher:
         return state
 
     def checkpoint_state(self) -> CheckpointState:
-        """What would be saved now: settled positions of every reader and fingerprints."""
+        """What would be saved now: settled positions of every reader, fingerprints, and the
+        records after those positions that were judged already."""
         now = self.clock.wall()
+        cutoffs: dict[str, float] = {}
+        for table, detector in self.detectors.items():
+            held = detector.oldest_held(table)
+            # A record is delivered no earlier than it was observed: strictly before the
+            # oldest held record's observation, everything delivered has been judged.
+            cutoffs[table] = now if held is None else min(now, held - 0.001)
         positions: dict[tuple[str, str, str], ShardPosition] = {}
         for (table, region), reader in self.readers.items():
-            for shard, pos in reader.checkpoint(now).items():
+            for shard, pos in reader.checkpoint(now, cutoffs.get(table)).items():
                 positions[(table, region, shard)] = pos
-        return CheckpointState(positions, self.reported.snapshot(now), self.risk.snapshot())
+        # Judged records after the cutoff (read again after a crash, to be skipped), with a
+        # margin for the time between a record's observation and its delivery; and those
+        # loaded at start that have not been read again yet.
+        judged = {where: sorted(seqs) for where, seqs in self._judged_unread.items() if seqs}
+        for table, cutoff in cutoffs.items():
+            since = cutoff - JUDGED_MARGIN_SECONDS
+            for region, seqs in self.detectors[table].judged_since(table, since).items():
+                judged.setdefault((table, region), []).extend(seqs)
+            self.detectors[table].forget_judged(table, since)
+        return CheckpointState(positions, self.reported.snapshot(now),
+                               pending=self.risk.snapshot(), judged=judged)
 
     async def save_checkpoints(self) -> None:
         """Persist positions and fingerprints; a failure is reported, never raised."""
@@ -483,6 +550,7 @@ class ConflictWatcher:
             "conflicts_reported": self.conflicts_reported,
             "conflicts_counted": self.conflicts_counted,
             "conflicts_suppressed_after_restart": self.reported.suppressed,
+            "judged_records_skipped_after_restart": self.judged_skipped,
             "recent_conflicts": list(self.recent),
             # What the detector may assume of each link (from the canary), and how often
             # the streams contradicted it (then arrival times alone were used).

@@ -105,7 +105,9 @@ async def test_a_black_hole_outage_downs_only_that_region(emu: EmulatorServer):
     await _outage_keeps_other_pairs_measured(emu, "blackhole")
 
 
-async def test_a_missing_canary_table_is_reported_with_its_aws_code_and_nothing_crashes(emu: EmulatorServer):
+async def test_a_missing_canary_table_fails_readiness_with_its_aws_code_and_nothing_crashes(
+    emu: EmulatorServer,
+):
     config = daemon_config(emu.url, canary={"table": "no-such-table"})
     async with running(config, create_table=False) as service:
         await wait_for(
@@ -137,6 +139,12 @@ async def test_a_missing_canary_table_is_reported_with_its_aws_code_and_nothing_
         )
         # A missing table is no outage: the region answered.
         assert sample(service, "gtmon_region_up", region="us-east-1") == 1
+        # But no lag can be measured anywhere: not ready, and the page says why.
+        await wait_for(lambda: not service.ready()[0], 10, "not ready")
+        assert "canary table(s) working in no region" in service.ready()[1]
+        problems = service.status()["health"]["problems"]
+        assert any(p.startswith("table no-such-table: no canary call works in any region")
+                   and "put_item: ResourceNotFoundException" in p for p in problems), problems
 
 
 async def test_rejected_credentials_are_reported_as_access_errors_while_other_regions_work(

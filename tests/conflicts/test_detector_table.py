@@ -467,6 +467,25 @@ def test_region_merely_behind_is_not_a_conflict() -> None:
     assert det.tracked_keys("Orders") == 0
 
 
+def test_oldest_held_is_the_first_observation_of_an_unjudged_item() -> None:
+    """What the readers' checkpoints must stay behind: while ap is behind, the item is
+    held and `oldest_held` is when its first record was observed; judged, nothing is held."""
+    det = Detector({"Orders": REGIONS}, INFERRED)
+    assert det.oldest_held("Orders") is None
+    obs = observations(SEQUENTIAL)
+    feed(det, [o for o in obs if o.region != AP])
+    det.advance_watermark("Orders", US, 1000)
+    det.advance_watermark("Orders", EU, 1000)
+    det.advance_watermark("Orders", AP, 100)  # behind
+    assert det.poll(now=1000) == []
+    first = min(o.observed_at for o in obs if o.region != AP and o.observed_at is not None)
+    assert det.oldest_held("Orders") == first
+    feed(det, [o for o in obs if o.region == AP])
+    det.advance_watermark("Orders", AP, 1000)
+    assert det.poll(now=1000) == []
+    assert det.oldest_held("Orders") is None
+
+
 def test_waits_for_settle_margin_then_reports_once() -> None:
     det = Detector({"Orders": REGIONS}, INFERRED)
     feed(det, observations(SEED))
@@ -580,3 +599,27 @@ def test_a_floor_counts_only_if_its_canary_travelled_after_the_items_records(
         det.advance_watermark("Orders", r, 200.0)
     verdicts = det.poll(200.0)
     assert [v.certain for v in verdicts] == [counted]
+
+
+def test_judged_records_are_remembered_until_forgotten() -> None:
+    """With track_judged, every judged record's region and sequence number, by observation
+    time: what the watcher saves so a restart does not judge them again alone."""
+    det = Detector({"Orders": REGIONS}, INFERRED, track_judged=True)
+    obs = observations(SEED)
+    feed(det, obs)
+    assert det.judged_since("Orders", 0.0) == {}  # held, not judged
+    watermark_all(det, 10_000)
+    assert det.poll(now=10_000)
+    judged = det.judged_since("Orders", 0.0)
+    assert {r: sorted(s) for r, s in judged.items()} == {
+        r: sorted(o.sequence_number for o in obs if o.region == r) for r in {o.region for o in obs}
+    }
+    latest = max(o.observed_at for o in obs if o.observed_at is not None)
+    assert sum(map(len, det.judged_since("Orders", latest).values())) >= 1
+    det.forget_judged("Orders", latest + 1)
+    assert det.judged_since("Orders", 0.0) == {}
+    untracked = Detector({"Orders": REGIONS}, INFERRED)
+    feed(untracked, obs)
+    watermark_all(untracked, 10_000)
+    untracked.poll(now=10_000)
+    assert untracked.judged_since("Orders", 0.0) == {}

@@ -193,6 +193,7 @@ def test_required_content(dashboard: dict[str, Any]) -> None:
         "gtmon_aws_request_errors_total",
         "gtmon_aws_request_duration_seconds_bucket",
         "gtmon_canary_operations_total",
+        "gtmon_canary_lost_total",
     ):
         assert series in used, f"no panel shows {series}"
     # Conflicts by winner and loser region, errors by code.

@@ -32,6 +32,7 @@ def sample_state() -> CheckpointState:
         # Writes at risk ride along as the JSON their snapshot makes (streams/risk.py).
         pending={"tables": {"Orders": {"writes": [{"id": 3, "open": ["eu-west-1"]}]}},
                  "incidents": []},
+        judged={("Orders", "us-east-1"): ["106", "107"]},
     )
 
 
@@ -81,6 +82,7 @@ async def test_dynamodb_store_round_trip(client: Any, aws: AwsClients) -> None:
     del smaller.positions[("Orders", "eu-west-1", "shardId-2")]
     smaller.reported.pop("cd34")
     smaller.pending = {}  # nothing pending any more: its item goes
+    smaller.judged.clear()
     await store.save(smaller)
     assert await store.load() == smaller
     items = ddb.scan(TableName="gtmon-checkpoints")["Items"]

@@ -315,6 +315,31 @@ async def test_restart_replays_unsettled_records_flagged_as_replays(
     assert not any(r.fresh for r in again.records[:3])
 
 
+async def test_the_checkpoint_stays_before_records_the_detector_still_holds(
+    client: Any, aws: AwsClients
+) -> None:
+    """No replay window, but the detector still holds p1 (another region is behind): the
+    settled position stays before p1, so a restart reads p1 and p2 again."""
+    tables = make_global(client)
+    sink = Collector()
+    async with running(reader(aws, sink)) as r:
+        await write(tables["us-east-1"], ["p0"])
+        await wait_for(lambda: len(sink.records) == 1, what="p0")
+        await write(tables["us-east-1"], ["p1", "p2"])  # written after p0 was delivered
+        await wait_for(lambda: len(sink.records) == 3, what="three records")
+        # What the watcher passes: just before the oldest held record was observed.
+        positions = r.checkpoint(time.time(), sink.records[1].arrived_by - 0.001)
+        # Without it, everything read is settled.
+        assert [p.sequence for p in r.checkpoint(time.time()).values()] == [
+            sink.records[2].sequence_number]
+    (position,) = positions.values()
+    assert position.sequence == sink.records[0].sequence_number
+    again = Collector()
+    async with running(reader(aws, again, positions=positions)):
+        await wait_for(lambda: len(again.records) == 2, what="the held records again")
+    assert again.keys() == ["p1", "p2"] and all(r.replayed for r in again.records)
+
+
 async def test_missing_table_is_reported_and_picked_up_once_created(
     client: Any, aws: AwsClients, metrics: Metrics
 ) -> None:

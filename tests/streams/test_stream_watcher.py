@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from pathlib import Path
@@ -16,11 +17,18 @@ from streams_helpers import REGIONS, make_global, put, read_through, wait_for
 from monitor.aws import AwsClients
 from monitor.clock import SystemClock
 from monitor.config import AwsSettings, Config, parse_config
-from monitor.conflicts import UNKNOWN, Verdict, canonical_image, canonical_key
+from monitor.conflicts import (
+    UNKNOWN,
+    Detector,
+    DetectorSettings,
+    Verdict,
+    canonical_image,
+    canonical_key,
+)
 from monitor.emulator import EmulatorServer
 from monitor.emulator.control import ControlClient
 from monitor.metrics import Metrics
-from monitor.streams.reader import ReaderSettings
+from monitor.streams.reader import ReaderSettings, StreamRecord
 from monitor.streams.watcher import ConflictWatcher
 
 pytestmark = pytest.mark.timeout(90)
@@ -176,9 +184,13 @@ async def test_sequential_writes_through_normal_lag_report_nothing(
         assert run.watcher.status()["tables"]["Orders"]["regions"]["us-east-1"]["records"] == 12
 
 
+@pytest.mark.parametrize("listed_as_judged", [True, False])
 async def test_restart_does_not_report_a_conflict_again(
-    emu: EmulatorServer, client: Any, tmp_path: Path
+    emu: EmulatorServer, client: Any, tmp_path: Path, listed_as_judged: bool
 ) -> None:
+    """Re-read after a restart, the conflict's records are skipped when the checkpoint lists
+    them as judged; when it does not (a crash after the verdict, before the next save), they
+    are judged again and the saved fingerprint recognises the verdict."""
     tables = make_global(client)
     # Exact mode: replayed records carry no observation times (see checkpoints), so only
     # attributes make the re-judged verdict certain again, and it must be recognised.
@@ -190,13 +202,22 @@ async def test_restart_does_not_report_a_conflict_again(
         await wait_for(lambda: first.total() >= 1, what="the conflict in the first run")
         await first.settled()
     assert first.total() == 1
-    assert (tmp_path / "cp.json").exists()
+    saved = json.loads((tmp_path / "cp.json").read_text())
+    assert saved["judged"]
+    if not listed_as_judged:
+        (tmp_path / "cp.json").write_text(json.dumps({**saved, "judged": []}))
 
     async with Run(cfg, replaying) as second:
-        await wait_for(
-            lambda: second.watcher.status()["conflicts_suppressed_after_restart"] >= 1,
-            what="the replayed conflict to be recognised",
-        )
+        if listed_as_judged:
+            await wait_for(
+                lambda: second.watcher.status()["judged_records_skipped_after_restart"] >= 3,
+                what="the conflict's records skipped when re-read",
+            )
+        else:
+            await wait_for(
+                lambda: second.watcher.status()["conflicts_suppressed_after_restart"] >= 1,
+                what="the replayed conflict to be recognised",
+            )
         await second.settled()
         assert second.total() == 0
         assert second.watcher.status()["recent_conflicts"] == []
@@ -258,3 +279,91 @@ def test_publishing_labels_images_and_the_recent_list(tmp_path: Path, log_images
         assert ("lost_image" in event) is log_images
         assert ("evidence" in event) is log_images
         assert "a@b.c" in repr(event) if log_images else "a@b.c" not in repr(event)
+
+
+
+async def test_a_verdict_is_on_disk_before_it_is_published(tmp_path: Path) -> None:
+    """kill -9 right after a verdict is logged: the next start must know it was reported.
+
+    The fingerprint is saved before the verdict is counted and logged (not only by the
+    checkpoint loop, seconds later), so a watcher started from the same checkpoint file
+    suppresses the replayed verdict instead of counting it a second time.
+    """
+    cfg = config(tmp_path, "http://127.0.0.1:9")
+
+    def watcher() -> ConflictWatcher:
+        return ConflictWatcher(cfg, AwsClients(AwsSettings(endpoint_url="http://127.0.0.1:9")),
+                               Metrics(CollectorRegistry(), "test"), SystemClock())
+
+    first = watcher()
+    verdict = _verdict()
+    first._judge = lambda: [(verdict, time.time())]  # type: ignore[method-assign]
+    order: list[tuple[str, set[str]]] = []
+    save, announce = first.store.save, first._announce
+
+    async def save_and_note(state: Any) -> None:
+        await save(state)
+        order.append(("saved", set(state.reported)))
+
+    def announce_and_note(verdict: Verdict, fingerprint: str, now: float) -> None:
+        order.append(("published", {fingerprint}))
+        announce(verdict, fingerprint, now)
+
+    first.store.save = save_and_note  # type: ignore[method-assign]
+    first._announce = announce_and_note  # type: ignore[method-assign]
+    await first._tick_durably()
+    assert [what for what, _ in order] == ["saved", "published"]
+    assert order[1][1] <= order[0][1], "the published fingerprint was in the saved state"
+
+    # The restart: a new watcher loads the file; the replayed verdict is not counted again.
+    second = watcher()
+    second.reported = type(second.reported)((await second.store.load()).reported)
+    second._judge = lambda: [(verdict, time.time())]  # type: ignore[method-assign]
+    with structlog.testing.capture_logs() as logs:
+        await second._tick_durably()
+    assert [e["event"] for e in logs if "lww_conflict" in e["event"]] == [
+        "lww_conflict_already_reported"
+    ]
+
+
+def _record(seq: str, region: str, replayed: bool) -> StreamRecord:
+    now = time.time()
+    return StreamRecord(
+        "Orders", region, "shardId-1", seq,
+        {"eventName": "INSERT", "awsRegion": region, "dynamodb": {
+            "Keys": {"OrderID": {"S": "o-7"}},
+            "NewImage": {"OrderID": {"S": "o-7"}, "OrderStatus": {"S": "Paid"}},
+            "SequenceNumber": seq, "ApproximateCreationDateTime": int(now)}},
+        now, False, None, replayed, now,
+    )
+
+
+def test_records_judged_before_a_restart_are_not_judged_again_when_re_read(tmp_path: Path) -> None:
+    """A checkpoint lists the records judged after its positions; re-read after a restart
+    they are skipped (alone, one region's records of an item would be judged as a history
+    of their own), while the same sequence read fresh, or any other replay, is observed."""
+    first = ConflictWatcher(config(tmp_path, "http://127.0.0.1:9"),
+                            AwsClients(AwsSettings(endpoint_url="http://127.0.0.1:9")),
+                            Metrics(CollectorRegistry(), "test"), SystemClock())
+    first.detectors["Orders"] = Detector({"Orders": REGIONS}, DetectorSettings(settle_seconds=0),
+                                         track_judged=True)
+    for region in REGIONS:
+        first._on_record(_record("100", region, replayed=False))
+    for region in REGIONS:
+        first.detectors["Orders"].advance_watermark("Orders", region, time.time() + 10)
+    first._judge()
+    state = first.checkpoint_state()
+    assert state.judged == {("Orders", r): ["100"] for r in REGIONS}
+
+    second = ConflictWatcher(config(tmp_path, "http://127.0.0.1:9"),
+                             AwsClients(AwsSettings(endpoint_url="http://127.0.0.1:9")),
+                             Metrics(CollectorRegistry(), "test"), SystemClock())
+    second.detectors["Orders"] = Detector({"Orders": REGIONS}, DetectorSettings(settle_seconds=0),
+                                          track_judged=True)
+    second._judged_unread = {where: set(seqs) for where, seqs in state.judged.items()}
+    second._on_record(_record("100", "us-east-1", replayed=True))  # judged before: skipped
+    second._on_record(_record("101", "eu-west-1", replayed=True))  # not judged: observed
+    assert second.judged_skipped == 1
+    assert second.detectors["Orders"].tracked_keys("Orders") == 1
+    # Not yet re-read elsewhere: still listed in the next checkpoint.
+    assert second.checkpoint_state().judged == {("Orders", r): ["100"] for r in REGIONS[1:]}
