@@ -383,8 +383,7 @@ class ConflictWatcher:
             self._publish(verdict, now)
 
     def _judge(self) -> list[tuple[Verdict, float]]:
-        """Advance watermarks and poll the detectors: the verdicts due, with the time.
-        Verdicts on probe items go to the probe runner here, never to the counter."""
+        """Advance watermarks and poll the detectors: the verdicts due, with the time."""
         for (table, region), mark in self._watermarks().items():
             self.detectors[table].advance_watermark(table, region, mark)
         self.risk.tick(self.clients.region_ok)
@@ -394,11 +393,7 @@ class ConflictWatcher:
         due: list[tuple[Verdict, float]] = []
         for table, detector in self.detectors.items():
             detector.set_link_floors(floors, written)
-            for verdict in detector.poll(now):
-                if not is_probe_verdict(verdict):
-                    due.append((verdict, now))
-                elif self.probe_sink is not None:
-                    self.probe_sink(verdict, now)
+            due.extend((verdict, now) for verdict in detector.poll(now))
             self.metrics.detector_tracked_keys.labels(table).set(detector.tracked_keys(table))
         return due
 
@@ -408,7 +403,13 @@ class ConflictWatcher:
             self._announce(verdict, fingerprint, now)
 
     def _claim(self, verdict: Verdict, now: float) -> str | None:
-        """The verdict's fingerprint, recorded as reported; None when it was reported before."""
+        """The verdict's fingerprint, recorded as reported; None when it was reported before,
+        or when it is about a conflict probe's item: those go to the probe runner, never to
+        the counter or the fingerprint store."""
+        if is_probe_verdict(verdict):
+            if self.probe_sink is not None:
+                self.probe_sink(verdict, now)
+            return None
         fingerprint = verdict_fingerprint(verdict)
         if not self.reported.should_report(fingerprint, now):
             _log.info("lww_conflict_already_reported", table=verdict.table,
