@@ -682,7 +682,15 @@ def build() -> dict[str, object]:
                 f"label_values({PENDING_BY_TABLE}, target_region)",
             )
         )
-        .with_variable(_variable("region", "Region", "label_values(gtmon_region_up, region)"))
+        .with_variable(
+            _variable(
+                "region",
+                "Region",
+                # Regions, and the supervised components placed on a link (a canary probe
+                # loop's region is "source->target"), so their panels can be picked too.
+                'label_values({__name__=~"gtmon_region_up|gtmon_component_up"}, region)',
+            )
+        )
     )
 
     layout: list[tuple[str, list[dash.Panel]]] = [

@@ -267,6 +267,10 @@ class CanaryRunner:
                     # Present from the start, so rate() and increase() see the first error.
                     metrics.canary_operations.labels(target.table, region, operation, result)
             metrics.canary_writes_skipped.labels(target.table, region)
+        for source, target_region in self.probes:
+            # Present at 0 from the start: the dashboard's "Canaries given up" has data, and
+            # increase() sees the first loss.
+            metrics.canary_lost.labels(target.table, source, target_region)
         # The service's supervisor (one place that knows every component), or our own.
         self.supervisor = supervisor or Supervisor(metrics, clock)
         self._loops: list[Supervised] = []
