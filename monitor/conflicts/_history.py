@@ -145,8 +145,24 @@ def build_chains(by_region: Mapping[str, Sequence[Observation]]) -> list[_Chain]
         common = {n for n in raw[0][2] if n is not None}
         for _, _, ids in raw[1:]:
             common &= {n for n in ids if n is not None}
+    # A region's first record may overwrite a version that another region's stream shows
+    # being written (its own record of that write was judged in an earlier episode): the
+    # same version, so name the root after it and what was written over it descends from
+    # it. Only an image written once in this episode can be matched without a guess.
+    written: dict[Image, int] = {}  # image -> most times one region's stream shows it written
+    for _, records, _ in raw:
+        counts: dict[Image, int] = {}
+        for rec in records:
+            if rec.new_image is not None:
+                counts[rec.new_image] = counts.get(rec.new_image, 0) + 1
+        for image, n in counts.items():
+            written[image] = max(written.get(image, 0), n)
     chains: list[_Chain] = []
     for region, records, ids in raw:
+        root: NodeId = ("R", records[0].old_image)
+        old = records[0].old_image
+        if old is not None and written.get(old) == 1:
+            root = ("I", old, 0)
         nodes: list[NodeId] = []
         for i, node in enumerate(ids):
             if node is not None:
@@ -161,7 +177,7 @@ def build_chains(by_region: Mapping[str, Sequence[Observation]]) -> list[_Chain]
                     succ = later
                     break
             nodes.append(("D", succ, between))
-        chains.append(_Chain(region, ("R", records[0].old_image), nodes, list(records)))
+        chains.append(_Chain(region, root, nodes, list(records)))
     return chains
 
 
@@ -228,6 +244,10 @@ class _Segment:
         self.closed_by_cut = closed_by_cut
         self.before = self._precedence()
         self.attributed: set[NodeId] = set()  # origin given by the writer attribute
+        # Writes whose attribute names a region of this episode that does not show them:
+        # that region's record lies outside what is judged, so the origin the rest of the
+        # evidence picks contradicts the attribute, and no verdict on them is proof.
+        self.unattributable: set[NodeId] = set()
         self._timing_vars()
 
     def _timing_vars(self) -> None:
@@ -348,6 +368,8 @@ class _Segment:
             if region is not None and region in seen:
                 self.attributed.add(node)
                 return [region]
+            if region is not None and region in self.chain_of:
+                self.unattributable.add(node)
         if s.version_attribute is not None and node[0] == "I":
             mine = self._version(node)
             if mine is not None:
@@ -651,7 +673,7 @@ def _verdicts(
             mode = "ambiguous"
         elif "timing" in (loser_by, winner_by) or "canary" in (loser_by, winner_by):
             mode = "inferred"
-        certain = True
+        certain = lost not in seg.unattributable and winner not in seg.unattributable
         if degraded:
             # The search was cut short or the streams contradict the replication model:
             # what the worlds seen agree on is not proof.

@@ -623,3 +623,46 @@ def test_judged_records_are_remembered_until_forgotten() -> None:
     watermark_all(untracked, 10_000)
     untracked.poll(now=10_000)
     assert untracked.judged_since("Orders", 0.0) == {}
+
+
+# -- partial histories: one region's earlier records judged in an earlier episode ------
+
+# us-east-1 wrote B then C during a pause of us->ap; us's and eu's records of B were
+# judged before (a restart, a forced judgement), so this episode starts with us already
+# holding B. ap got both when the link resumed.
+LATE_ARRIVAL = {
+    US: [("B:4:us-east-1", "C:5:us-east-1", 171)],
+    EU: [("B:4:us-east-1", "C:5:us-east-1", 171, 171.1)],
+    AP: [("A:3:us-east-1", "B:4:us-east-1", 390), ("B:4:us-east-1", "C:5:us-east-1", 390.1)],
+}
+
+
+@pytest.mark.parametrize(
+    ("settings", "streams"),
+    [
+        (WRITER, LATE_ARRIVAL),
+        (INFERRED, {r: [(e[0].split(":")[0], e[1].split(":")[0], *e[2:]) for e in es]
+                    for r, es in LATE_ARRIVAL.items()}),
+    ],
+    ids=["writer_attribute", "no_attributes"],
+)
+def test_a_version_one_region_held_before_the_episode_is_its_ancestor_not_a_loss(
+    settings: DetectorSettings, streams: dict[str, Sequence[Entry]]
+) -> None:
+    """The version a region's first record overwrites is the one another region's stream
+    shows being written: the same version, so what was written over it descends from it
+    (the soak counted B lost to C here)."""
+    verdicts = judge("Orders", KEY, by_region(streams), settings).verdicts
+    assert [v for v in verdicts if v.certain] == []
+
+
+def test_a_write_whose_named_writer_does_not_show_it_is_never_counted() -> None:
+    """The writer attribute names us-east-1, whose stream holds C but not B: B's own
+    record lies outside what is judged. Whatever the other streams suggest, a loss of
+    B is not proof."""
+    streams = {
+        US: [("X:4:us-east-1", "C:5:us-east-1", 171)],
+        AP: [("A:3:us-east-1", "B:4:us-east-1", 390), ("B:4:us-east-1", "C:5:us-east-1", 390.1)],
+    }
+    verdicts = judge("Orders", KEY, by_region(streams), WRITER).verdicts
+    assert verdicts and not any(v.certain for v in verdicts)
