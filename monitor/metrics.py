@@ -190,6 +190,15 @@ METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "(arrival times fit no history; judged without them), canary_contradicted (a link was "
         "faster than its canary floor; judged without floors).",
     ),
+    "gtmon_checkpoint_judged_dropped_total": (
+        "counter",
+        ("table",),
+        "Judged stream records left out of the checkpoints (the last 12,000 per table are listed "
+        "while an unjudged item holds the checkpoints back, as in a long link pause): "
+        "after a crash these records are read again without the rest of their item's history; "
+        "the detector does not count a write its writer attribute shows it cannot judge, but "
+        "on tables without attributes such a partial history may be judged.",
+    ),
     "gtmon_stream_images_missing": (
         "gauge",
         ("table", "region"),
@@ -463,6 +472,7 @@ class Metrics:
         self.component_restarts = counter("gtmon_component_restarts_total")
         self.internal_errors = counter("gtmon_internal_errors_total")
         self.stream_gaps = counter("gtmon_stream_gaps_total")
+        self.checkpoint_judged_dropped = counter("gtmon_checkpoint_judged_dropped_total")
         self.stream_images_missing = gauge("gtmon_stream_images_missing")
         self.stream_replication_lag = histogram("gtmon_stream_replication_lag_seconds", LAG_BUCKETS)
         self.conflict_probes = counter("gtmon_conflict_probes_total")

@@ -88,6 +88,9 @@ ACROSS_REPLICAS: dict[str, str] = {
     "gtmon_detector_degraded_total": (
         "`max by (table, reason)`: both replicas judge the same streams"
     ),
+    "gtmon_checkpoint_judged_dropped_total": (
+        "per replica: each keeps its own checkpoints; `max by (table)` for whether any did"
+    ),
     "gtmon_web_connections_refused_total": "per replica: each serves its own port",
     "gtmon_web_auth_failures_total": "`sum by (reason)`: each replica refuses its own requests",
     "gtmon_stream_images_missing": "`max by (table, region)`: both replicas read the same stream",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -74,13 +75,16 @@ class Detector:
         regions_by_table: Mapping[str, Sequence[str]],
         settings: DetectorSettings,
         *,
-        track_judged: bool = False,
+        track_judged: int = 0,
     ) -> None:
         self.settings = settings
-        # (observed, region, sequence number) of every record judged, per table, until
-        # `forget_judged`; only for a caller that prunes it (the watcher's checkpoints).
-        self._judged: dict[str, list[tuple[float, str, str]]] | None = (
-            {} if track_judged else None
+        # (observed, region, sequence number) of the last `track_judged` records judged, per
+        # table, until `forget_judged`: for a caller that saves them with its checkpoints.
+        # A long stall holds the checkpoints back while records keep being judged; the cap
+        # bounds memory then, and `judged_dropped` counts what it let go.
+        self._judged_cap = track_judged
+        self._judged: dict[str, deque[tuple[float, str, str]]] | None = (
+            {} if track_judged > 0 else None
         )
         self._tables: dict[str, _Table] = {}
         for table, regions in regions_by_table.items():
@@ -103,6 +107,7 @@ class Detector:
             "prefixes_forced": 0,
             "timing_contradicted": 0,
             "canary_contradicted": 0,
+            "judged_dropped": 0,
         }
 
     @property
@@ -114,7 +119,8 @@ class Detector:
         ``timing_contradicted`` counts items whose arrival times fit no history (the
         reader's bounds were wrong), ``canary_contradicted`` those that fit none with
         the link floors (a link delivered faster than the canary had measured); both
-        were judged on the looser evidence instead.
+        were judged on the looser evidence instead. ``judged_dropped`` counts judged
+        records let go over the `track_judged` cap before `forget_judged` reached them.
         """
         return {"records": self._records, **self._stats}
 
@@ -299,7 +305,8 @@ class Detector:
     def forget_judged(self, table: str, before: float) -> None:
         """Drop judged records observed before `before` (their checkpoints have passed them)."""
         if self._judged is not None and table in self._judged:
-            self._judged[table] = [j for j in self._judged[table] if j[0] >= before]
+            kept = [j for j in self._judged[table] if j[0] >= before]
+            self._judged[table] = deque(kept, maxlen=self._judged_cap)
 
     def tracked_keys(self, table: str) -> int:
         """Items currently buffered for ``table`` (the gtmon_detector_tracked_keys gauge)."""
@@ -392,7 +399,13 @@ class Detector:
 
     def _judge(self, name: str, key: Image, records: Mapping[str, list[Observation]]) -> None:
         if self._judged is not None:
-            self._judged.setdefault(name, []).extend(
+            judged = self._judged.get(name)
+            if judged is None:
+                judged = self._judged[name] = deque(maxlen=self._judged_cap)
+            over = len(judged) + sum(map(len, records.values())) - self._judged_cap
+            if over > 0:
+                self._stats["judged_dropped"] += over
+            judged.extend(
                 (ob.observed_at if ob.observed_at is not None else ob.created_at, region,
                  ob.sequence_number)
                 for region, recs in records.items() for ob in recs

@@ -81,7 +81,9 @@ ShardKey = tuple[str, str, str]
 FINGERPRINT_TTL_SECONDS = 24 * 3600.0
 PENDING_ITEM = "pending"
 MAX_PENDING_ITEM_BYTES = 350_000
-MAX_JUDGED_ITEM = 12_000  # sequence numbers (up to ~30 bytes) in one DynamoDB item
+# Judged records a detector keeps per table (a bound on memory and on the file's size in a
+# long stall), and what one DynamoDB item holds (sequence numbers of up to ~30 bytes).
+MAX_JUDGED_ITEM = 12_000
 MAX_FINGERPRINTS = 100_000
 
 

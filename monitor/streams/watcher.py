@@ -70,6 +70,7 @@ from monitor.conflicts import (
 from monitor.metrics import DetectorReading, Metrics, StreamReading
 from monitor.probes.judge import PROBE_MARK, ReaderFacts, is_probe_verdict
 from monitor.streams.checkpoints import (
+    MAX_JUDGED_ITEM,
     CheckpointState,
     CheckpointStore,
     ReportedConflicts,
@@ -189,6 +190,7 @@ class ConflictWatcher:
         # Per (table, region): records judged before the last stop, to skip when re-read.
         self._judged_unread: dict[tuple[str, str], set[str]] = {}
         self.judged_skipped = 0
+        self._judged_dropped: dict[str, int] = {}  # detector's judged_dropped already counted
         self.supervisor = supervisor or Supervisor(metrics, clock)
         self._components: list[Supervised] = []
         self._buckets: dict[str, TokenBucket] = {}
@@ -226,8 +228,11 @@ class ConflictWatcher:
                 writer_attribute=table.conflicts.writer_attribute or PROBE_MARK,
                 settle_seconds=self.config.streams.settle_seconds,
             )
-            self.detectors[name] = Detector({name: table_regions}, detector_settings,
-                                            track_judged=True)
+            self.detectors[name] = Detector(
+                {name: table_regions}, detector_settings,
+                track_judged=MAX_JUDGED_ITEM,
+            )
+            self.metrics.checkpoint_judged_dropped.labels(name)
             self.risk.add_table(name, table_regions, detector_settings)
             for region in table_regions:
                 positions = {
@@ -487,10 +492,17 @@ class ConflictWatcher:
         # loaded at start that have not been read again yet.
         judged = {where: sorted(seqs) for where, seqs in self._judged_unread.items() if seqs}
         for table, cutoff in cutoffs.items():
+            detector = self.detectors[table]
             since = cutoff - JUDGED_MARGIN_SECONDS
-            for region, seqs in self.detectors[table].judged_since(table, since).items():
+            for region, seqs in detector.judged_since(table, since).items():
                 judged.setdefault((table, region), []).extend(seqs)
-            self.detectors[table].forget_judged(table, since)
+            detector.forget_judged(table, since)
+            # Judged records the detector let go over its cap, not listed from now on.
+            dropped = detector.stats["judged_dropped"]
+            if dropped > self._judged_dropped.get(table, 0):
+                self.metrics.checkpoint_judged_dropped.labels(table).inc(
+                    dropped - self._judged_dropped.get(table, 0))
+                self._judged_dropped[table] = dropped
         return CheckpointState(positions, self.reported.snapshot(now),
                                pending=self.risk.snapshot(), judged=judged)
 

@@ -604,7 +604,7 @@ def test_a_floor_counts_only_if_its_canary_travelled_after_the_items_records(
 def test_judged_records_are_remembered_until_forgotten() -> None:
     """With track_judged, every judged record's region and sequence number, by observation
     time: what the watcher saves so a restart does not judge them again alone."""
-    det = Detector({"Orders": REGIONS}, INFERRED, track_judged=True)
+    det = Detector({"Orders": REGIONS}, INFERRED, track_judged=100_000)
     obs = observations(SEED)
     feed(det, obs)
     assert det.judged_since("Orders", 0.0) == {}  # held, not judged
@@ -666,3 +666,16 @@ def test_a_write_whose_named_writer_does_not_show_it_is_never_counted() -> None:
     }
     verdicts = judge("Orders", KEY, by_region(streams), WRITER).verdicts
     assert verdicts and not any(v.certain for v in verdicts)
+
+
+def test_judged_records_kept_for_checkpoints_are_capped_and_the_excess_counted() -> None:
+    """A long stall holds the checkpoints back while records keep being judged: the list
+    kept for them stays at its cap (the newest), and what it let go is counted."""
+    det = Detector({"Orders": REGIONS}, INFERRED, track_judged=4)
+    obs = observations(SEED)  # 5 records
+    feed(det, obs)
+    watermark_all(det, 10_000)
+    det.poll(now=10_000)
+    kept = det.judged_since("Orders", 0.0)
+    assert sum(map(len, kept.values())) == 4
+    assert det.stats["judged_dropped"] == len(obs) - 4

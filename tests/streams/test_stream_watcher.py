@@ -346,7 +346,7 @@ def test_records_judged_before_a_restart_are_not_judged_again_when_re_read(tmp_p
                             AwsClients(AwsSettings(endpoint_url="http://127.0.0.1:9")),
                             Metrics(CollectorRegistry(), "test"), SystemClock())
     first.detectors["Orders"] = Detector({"Orders": REGIONS}, DetectorSettings(settle_seconds=0),
-                                         track_judged=True)
+                                         track_judged=100_000)
     for region in REGIONS:
         first._on_record(_record("100", region, replayed=False))
     for region in REGIONS:
@@ -359,7 +359,7 @@ def test_records_judged_before_a_restart_are_not_judged_again_when_re_read(tmp_p
                              AwsClients(AwsSettings(endpoint_url="http://127.0.0.1:9")),
                              Metrics(CollectorRegistry(), "test"), SystemClock())
     second.detectors["Orders"] = Detector({"Orders": REGIONS}, DetectorSettings(settle_seconds=0),
-                                          track_judged=True)
+                                          track_judged=100_000)
     second._judged_unread = {where: set(seqs) for where, seqs in state.judged.items()}
     second._on_record(_record("100", "us-east-1", replayed=True))  # judged before: skipped
     second._on_record(_record("101", "eu-west-1", replayed=True))  # not judged: observed
