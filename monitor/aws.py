@@ -204,8 +204,9 @@ class AwsClients:
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[str, str], Any] = {}
         self._write_lane: dict[str, Any] = {}  # region -> the canary writes' own client
-        # Last error per region, for the status page.
+        # Last error per region and when it happened (epoch seconds), for the status page.
         self.last_errors: dict[str, AwsCallError] = {}
+        self.last_error_at: dict[str, float] = {}
         self.region_ok: dict[str, bool] = {}
 
     def _boto_config(self, max_pool_connections: int = 64) -> BotoConfig:
@@ -306,6 +307,7 @@ class AwsClients:
             self.region_ok[region] = True
         else:
             self.last_errors[region] = error
+            self.last_error_at[region] = time.time()
             if isinstance(error, RegionUnavailable):
                 self.region_ok[region] = False
         if self.metrics is not None:

@@ -461,6 +461,7 @@ class Service:
                     f"{errors[region].message}"
                     if region in errors
                     else None,
+                    "last_error_at": self.clients.last_error_at.get(region),
                 }
                 for region in self.regions
             },

@@ -312,11 +312,18 @@ def _readers_section(status: dict[str, Any]) -> list[str]:
 
 
 def _regions_section(status: dict[str, Any]) -> list[str]:
-    parts = ["<h2>Regions</h2><table><tr><th>region</th><th>up</th><th>last error</th></tr>"]
+    """Up or DOWN, and the last failed call with its time: in a region that is up again it
+    is history (muted), not the present."""
+    parts = ["<h2>Regions</h2><table><tr><th>region</th><th>up</th><th>last error</th>"
+             "<th>at</th></tr>"]
     for region, info in sorted((status.get("regions") or {}).items()):
         up = "<span class='up'>up</span>" if info["up"] else "<span class='down'>DOWN</span>"
+        error = _e(info.get("last_error") or "")
+        if error and info["up"]:
+            error = f"<span class='muted'>{error}</span>"
+        at = _when(info.get("last_error_at")) if info.get("last_error") else ""
         parts.append(
-            f"<tr><td>{_e(region)}</td><td>{up}</td><td>{_e(info.get('last_error') or '')}</td></tr>"
+            f"<tr><td>{_e(region)}</td><td>{up}</td><td>{error}</td><td>{_e(at)}</td></tr>"
         )
     parts.append("</table>")
     return parts

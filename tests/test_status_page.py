@@ -241,3 +241,19 @@ async def test_the_page_of_a_paused_link_over_http(emu: EmulatorServer, tmp_path
     finally:
         ControlClient(emu.url).fault("resume", **{"from": "us-east-1", "to": "eu-west-1"})
         await asyncio.to_thread(traffic.stop)
+
+
+def test_a_regions_last_error_has_its_time_and_is_muted_once_the_region_is_up_again() -> None:
+    status = paused_status()
+    status["regions"] = {
+        "eu-west-1": {"up": True, "last_error": "get_item: ThrottlingException: slow down",
+                      "last_error_at": NOW - 600},
+        "us-east-1": {"up": False, "last_error": "put_item: EndpointConnectionError: refused",
+                      "last_error_at": NOW - 5},
+    }
+    regions = render_status_page(status).split("<h2>Regions</h2>")[1].split("</table>")[0]
+    west, east = regions.split("<tr>")[2:4]
+    assert time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(NOW - 600)) in west
+    assert "<span class='muted'>get_item: ThrottlingException" in west
+    assert "DOWN" in east and time.strftime("%H:%M:%S UTC", time.gmtime(NOW - 5)) in east
+    assert "muted" not in east
