@@ -29,11 +29,12 @@ def configure_logging(
         if use_json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamper,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -41,7 +42,18 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    # Libraries log through the standard library; keep their noise out of the service log.
-    logging.basicConfig(level=logging.WARNING, stream=out)  # type: ignore[arg-type]
+    # Libraries log through the standard library: their lines get the same format (one
+    # JSON object per line for a service's log shipper, traceback included), and their
+    # noise below ERROR stays out of the service log.
+    handler = logging.StreamHandler(out)  # type: ignore[arg-type]
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                           timestamper],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer],
+    ))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
     for noisy in ("botocore", "aiobotocore", "apscheduler", "werkzeug", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

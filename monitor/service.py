@@ -53,6 +53,8 @@ _log = structlog.get_logger("gtmon.service")
 
 #: Deadline of each phase of `Service.stop`.
 STOP_PHASE_SECONDS = 5.0
+# Scheduled runs still waiting for AWS at stop get this long to finish before they are cancelled.
+IN_FLIGHT_GRACE_SECONDS = 3.0
 
 
 class StartError(Exception):
@@ -352,6 +354,12 @@ class Service:
             self._in_flight.add(task)
         try:
             await work
+        except asyncio.CancelledError:
+            if self._phase not in ("stopping", "stopped"):
+                raise
+            # Still waiting for AWS when the stop's grace ran out: abandoned, said once here
+            # (the scheduler would log the cancellation as a job's crash, with a traceback).
+            _log.info("job_abandoned_at_stop", component=component, **where)
         except Exception as exc:
             self.metrics.count_internal_error(component, exc)
             _log.exception(f"{component}_bug", **where)
@@ -389,9 +397,11 @@ class Service:
     async def _stop_scheduler(self) -> None:
         if self._scheduler is not None:
             scheduler, self._scheduler = self._scheduler, None
-            scheduler.shutdown(wait=False)
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=3)
+            # No new runs; the ones in flight get a grace (shutdown cancels them at once).
+            scheduler.pause()
+            if self._in_flight:
+                await asyncio.wait(set(self._in_flight), timeout=IN_FLIGHT_GRACE_SECONDS)
+            scheduler.shutdown(wait=False)  # cancels what is left: it ends quietly in _run_job
 
     @staticmethod
     async def _run_phases(phases: Iterable[tuple[str, Callable[[], Awaitable[None]]]]) -> None:

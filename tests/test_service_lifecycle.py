@@ -126,3 +126,28 @@ async def test_stop_runs_every_phase_whatever_earlier_ones_raised_or_how_long_th
     assert all(s.task is not None and s.task.done() for s in service.supervisor.components)
     await original_runner_stop()  # what the hung phase would have done
     assert gtmon_tasks() == []
+
+
+async def test_a_write_still_waiting_for_aws_at_stop_is_abandoned_in_one_line_not_a_traceback(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(service_module, "IN_FLIGHT_GRACE_SECONDS", 0.2)
+    service = Service(config(emu.url, tmp_path))
+    runner = service.runners[0]
+    hanging = asyncio.Event()
+
+    async def write_that_never_answers(*_: Any) -> None:
+        hanging.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(runner, "write", write_that_never_answers)
+    await service.start()
+    await asyncio.wait_for(hanging.wait(), 10)
+    with structlog.testing.capture_logs() as logs, caplog.at_level("ERROR"):
+        await service.stop()
+        await asyncio.sleep(0)  # let the cancelled job's task finish
+    abandoned = [e for e in logs if e["event"] == "job_abandoned_at_stop"]
+    assert abandoned and abandoned[0]["component"] == "canary_writer"
+    assert not [r for r in caplog.records if r.name.startswith("apscheduler")], caplog.text
+    assert gtmon_tasks() == []
