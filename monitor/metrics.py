@@ -188,7 +188,9 @@ METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "prefix_forced (part of a hot item, cut for memory), truncated (the search was cut "
         "short), inconsistent (the streams fit no replication history), timing_contradicted "
         "(arrival times fit no history; judged without them), canary_contradicted (a link was "
-        "faster than its canary floor; judged without floors).",
+        "faster than its canary floor; judged without floors), partial (judged on part of its "
+        "history: the regions' streams start from different versions or a region's records are "
+        "missing, after a restart or a forced judgement; what it finds is logged, never counted).",
     ),
     "gtmon_checkpoint_judged_dropped_total": (
         "counter",

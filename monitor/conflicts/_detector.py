@@ -108,6 +108,7 @@ class Detector:
             "timing_contradicted": 0,
             "canary_contradicted": 0,
             "judged_dropped": 0,
+            "items_partial": 0,
         }
 
     @property
@@ -119,7 +120,9 @@ class Detector:
         ``timing_contradicted`` counts items whose arrival times fit no history (the
         reader's bounds were wrong), ``canary_contradicted`` those that fit none with
         the link floors (a link delivered faster than the canary had measured); both
-        were judged on the looser evidence instead. ``judged_dropped`` counts judged
+        were judged on the looser evidence instead. ``items_partial`` counts items judged
+        on part of their history (regions starting from different versions, or a region's
+        records missing): nothing found in them was counted. ``judged_dropped`` counts judged
         records let go over the `track_judged` cap before `forget_judged` reached them.
         """
         return {"records": self._records, **self._stats}
@@ -384,7 +387,12 @@ class Detector:
         self._stats["items_settled"] += 1
         if forced:
             self._stats["items_forced"] += 1
-        self._judge(name, key, item.by_region)
+        # A region with no record here holds the judged prefix's cut, if there was one;
+        # otherwise its part of the history is unknown (judged before a restart, or it has
+        # not spoken in max_pending_seconds): what is found is not proof.
+        unknown = () if item.floors is not None else tuple(
+            r for r in t.regions if not item.by_region.get(r))
+        self._judge(name, key, item.by_region, unknown)
 
     def _floors_for(self, by_region: Mapping[str, Sequence[Observation]]) -> LinkFloors:
         """The floors whose newest canary was written after every record here arrived."""
@@ -397,7 +405,10 @@ class Detector:
         )
         return {link: floor for link, (floor, since) in self._floors.items() if since >= last}
 
-    def _judge(self, name: str, key: Image, records: Mapping[str, list[Observation]]) -> None:
+    def _judge(
+        self, name: str, key: Image, records: Mapping[str, list[Observation]],
+        unknown: Sequence[str] = (),
+    ) -> None:
         if self._judged is not None:
             judged = self._judged.get(name)
             if judged is None:
@@ -417,7 +428,9 @@ class Detector:
             by_region[region] = _in_apply_order(recs) if len(recs) > 1 else recs
         if _uniform(by_region):
             return
-        result = judge(name, key, by_region, self.settings, self._floors_for(by_region))
+        result = judge(name, key, by_region, self.settings, self._floors_for(by_region), unknown)
+        if result.partial:
+            self._stats["items_partial"] += 1
         if result.timing_contradicted:
             self._stats["timing_contradicted"] += 1
         if result.canary_contradicted:
@@ -500,6 +513,7 @@ def judge(
     by_region: Mapping[str, Sequence[Observation]],
     settings: DetectorSettings,
     floors: LinkFloors | None = None,
+    unknown: Sequence[str] = (),
 ) -> Analysis:
     """Judge one item's records directly (no buffering): for tests and offline use."""
-    return analyze(table, key, by_region, settings, floors)
+    return analyze(table, key, by_region, settings, floors, unknown)

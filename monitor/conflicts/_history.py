@@ -105,6 +105,9 @@ class Analysis:
     # canary's link floors (a link got faster than measured): a looser level was used.
     timing_contradicted: bool = False
     canary_contradicted: bool = False
+    # The regions' streams start from different versions: part of the item's history was
+    # judged before (a restart, a forced judgement); nothing found here is counted.
+    partial: bool = False
 
 
 def _image_of(node: NodeId) -> Image | None:
@@ -539,15 +542,23 @@ def analyze(
     by_region: Mapping[str, Sequence[Observation]],
     settings: DetectorSettings,
     floors: LinkFloors | None = None,
+    unknown: Sequence[str] = (),
 ) -> Analysis:
     """Judge one settled episode of one item; ``by_region`` holds records in apply order.
 
     ``floors`` are the least delays of the directed links (the canary's), or None.
+    ``unknown``: regions of the table whose part of this episode is not known (no
+    records, and no judged prefix says what they hold).
     """
     chains = build_chains(by_region)
     blurred = _tombstones_blurred(chains)
     segments = _split(chains)
-    result = Analysis([], [], len(segments))
+    # A whole episode starts where every region stands on the same version (nothing yet,
+    # the last version all held, or a judged prefix's cut). Different starts mean some
+    # region's earlier records are not here: a start that is not older than everything
+    # written here breaks the analysis (it may descend from a write it calls lost).
+    partial = len({ch.root for ch in chains}) > 1 or bool(unknown)
+    result = Analysis([], [], len(segments), partial=partial)
     for seg_chains in segments:
         written = {n for ch in seg_chains for n in ch.nodes}
         if len(written) <= 1:
@@ -570,6 +581,8 @@ def analyze(
         found = _verdicts(table, key, seg, levels[: depth + 1], settings, trunc or relaxed)
         if blurred:
             found = [_blur(v) for v in found]
+        if partial:
+            found = [_unproven(v) for v in found]
         result.verdicts.extend(found)
     return result
 
@@ -615,6 +628,17 @@ def _blur(v: Verdict) -> Verdict:
         candidates=v.candidates or ((v.lost_image,) if v.lost_image is not None else ()),
         evidence="several deletes of this item cannot be told apart across regions "
         "(tombstones carry no attributes); a write was probably lost: " + v.evidence,
+    )
+
+
+def _unproven(v: Verdict) -> Verdict:
+    if not v.certain:
+        return v
+    return replace(
+        v,
+        certain=False,
+        evidence=v.evidence + "; the regions' streams start from different versions here "
+        "(part of this item's history was judged before), so this is not proof",
     )
 
 

@@ -105,6 +105,7 @@ DEGRADED_REASONS = {
     "items_inconsistent": "inconsistent",
     "timing_contradicted": "timing_contradicted",
     "canary_contradicted": "canary_contradicted",
+    "items_partial": "partial",
 }
 
 
