@@ -8,23 +8,16 @@ machine is too short and too noisy for the targets to mean anything.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.quick import QuickBenches
 
 
-@pytest.mark.timeout(180)
-def test_auth_flood_quick() -> None:
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "auth_flood.py"), "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=150,
-    )
+@pytest.mark.timeout(400)
+@pytest.mark.quick_bench("auth_flood")
+def test_auth_flood_quick(quick_benches: QuickBenches) -> None:
+    done = quick_benches.result("auth_flood")
     assert done.returncode == 0, done.stderr[-4000:]
     output = done.stdout.strip()
     report = json.loads(output[output.index("\n{") + 1 :] if not output.startswith("{") else output)
@@ -44,4 +37,3 @@ def test_auth_flood_quick() -> None:
     client_hello = results["half_open_client_hello"]
     assert client_hello["refused"].get("connections_refused:max_connections", 0) > 0
     assert results["daemon_exit_code"] == 0
-    assert time.monotonic() - started < 120

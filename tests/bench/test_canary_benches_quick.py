@@ -7,23 +7,14 @@ short (and CI machines too noisy) for the targets to mean anything.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.quick import QuickBenches
 
 
-def run_quick(name: str) -> dict:
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    elapsed = time.monotonic() - started
+def run_quick(benches: QuickBenches, name: str) -> dict:
+    done = benches.result(name)
     assert done.returncode == 0, done.stderr[-4000:]
     output = done.stdout.strip()
     # The JSON object is the last thing printed.
@@ -32,13 +23,13 @@ def run_quick(name: str) -> dict:
     assert report["bench"] == name
     assert report["params"]["quick"] is True
     assert report["met"] and all(isinstance(v, bool) for v in report["met"].values())
-    assert elapsed < 60, f"--quick took {elapsed:.0f} s"
     return report
 
 
-@pytest.mark.timeout(150)
-def test_lag_accuracy_quick():
-    report = run_quick("lag_accuracy")
+@pytest.mark.timeout(400)
+@pytest.mark.quick_bench("lag_accuracy")
+def test_lag_accuracy_quick(quick_benches: QuickBenches) -> None:
+    report = run_quick(quick_benches, "lag_accuracy")
     results = report["results"]
     assert results["unmatched_measurements"] == 0
     assert {"rtt0", "rtt80", "rtt220"} <= set(results["pooled"])
@@ -77,9 +68,10 @@ def check_per_region(report: dict) -> None:
             "per_region_reads_per_canary_per_pair"} <= set(report["met"])
 
 
-@pytest.mark.timeout(150)
-def test_stall_quick():
-    report = run_quick("stall")
+@pytest.mark.timeout(400)
+@pytest.mark.quick_bench("stall")
+def test_stall_quick(quick_benches: QuickBenches) -> None:
+    report = run_quick(quick_benches, "stall")
     trials = report["results"]["trials"]
     assert trials
     for trial in trials:
@@ -88,9 +80,10 @@ def test_stall_quick():
         assert trial["resume_to_normal_s"] is not None
 
 
-@pytest.mark.timeout(150)
-def test_footprint_quick():
-    report = run_quick("footprint")
+@pytest.mark.timeout(400)
+@pytest.mark.quick_bench("footprint")
+def test_footprint_quick(quick_benches: QuickBenches) -> None:
+    report = run_quick(quick_benches, "footprint")
     results = report["results"]
     for name in ("five_tables", "dedicated"):
         assert results[name]["rss_mb_max"] > 0
@@ -104,9 +97,10 @@ def test_footprint_quick():
     assert five > 2 * one
 
 
-@pytest.mark.timeout(150)
-def test_stall_memory_quick():
-    report = run_quick("stall_memory")
+@pytest.mark.timeout(400)
+@pytest.mark.quick_bench("stall_memory")
+def test_stall_memory_quick(quick_benches: QuickBenches) -> None:
+    report = run_quick(quick_benches, "stall_memory")
     cases = report["results"]["cases"]
     assert set(cases) == {"timeout=60s", "timeout=3600s"}
     for case in cases.values():
@@ -124,9 +118,10 @@ def test_stall_memory_quick():
     assert cases["timeout=60s"]["lost_canaries"] > 0  # a 2-minute pause in quick mode
 
 
-@pytest.mark.timeout(150)
-def test_fault_recovery_quick():
-    report = run_quick("fault_recovery")
+@pytest.mark.timeout(400)
+@pytest.mark.quick_bench("fault_recovery")
+def test_fault_recovery_quick(quick_benches: QuickBenches) -> None:
+    report = run_quick(quick_benches, "fault_recovery")
     pause = report["results"]["faults"]["pause"]
     pair = pause["pairs"]["us-east-1->eu-west-1"]
     assert pair["before_n"] > 0 and pair["before_error_median_ms"] is not None

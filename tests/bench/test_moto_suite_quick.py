@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.bench.quick import QuickBenches
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,13 +58,12 @@ def test_the_comparison_names_every_test_whose_outcome_differs(tmp_path: Path) -
     ]
 
 
-@pytest.mark.timeout(300)
-def test_moto_suite_has_the_same_outcome_against_gtmon_emulator_as_against_moto_server() -> None:
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "moto_suite.py"), "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=280,
-    )
+@pytest.mark.timeout(400)
+@pytest.mark.quick_bench("moto_suite")
+def test_moto_suite_has_the_same_outcome_against_gtmon_emulator_as_against_moto_server(
+    quick_benches: QuickBenches,
+) -> None:
+    done = quick_benches.result("moto_suite")
     if done.returncode == 2:  # the suite is not fetched: a gap in CI must be visible, never a skip
         pytest.fail(done.stderr.strip(), pytrace=False)
     assert done.returncode in (0, 1), done.stderr[-4000:]  # 1: a difference, shown below
@@ -79,4 +77,3 @@ def test_moto_suite_has_the_same_outcome_against_gtmon_emulator_as_against_moto_
     assert results["tests"] >= 60
     assert results["moto_server"]["passed"] + results["moto_server"]["skipped"] == results["tests"]
     assert results["moto_server"]["passed"] >= 60
-    assert time.monotonic() - started < 240

@@ -9,21 +9,16 @@ this instant depend on the machine's load (the readers' polling) and are not che
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.quick import QuickBenches
 
 
-@pytest.mark.timeout(150)
-def test_pending_bench_quick() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "pending.py"), "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
+@pytest.mark.timeout(400)
+@pytest.mark.quick_bench("pending")
+def test_pending_bench_quick(quick_benches: QuickBenches) -> None:
+    done = quick_benches.result("pending")
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(done.stdout)
     assert set(report) == {"bench", "params", "results", "targets", "met"}
