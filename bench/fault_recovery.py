@@ -15,7 +15,9 @@ planner's history (64 canaries), each fault in turn, through the emulator's cont
 
 - pause us-east-1 -> eu-west-1 (the issue's case);
 - outage of ap-southeast-1 answering errors (its four pairs);
-- outage of ap-southeast-1 as a black hole (requests hang until the read timeout).
+- outage of ap-southeast-1 as a black hole (requests hang until the read timeout);
+- a latency spike: every call to ap-southeast-1 takes 1.8 +- 0.36 s, then its usual round
+  trip again.
 
 For every affected pair: the median stated bound of the canaries written in the
 baseline before the fault, the bounds of the canaries written after the fault ended,
@@ -48,7 +50,7 @@ from monitor.canary.table import ensure_canary_table
 from monitor.config import parse_config
 from monitor.emulator.control import ControlClient
 from monitor.logs import configure_logging
-from monitor.sandbox import REGIONS
+from monitor.sandbox import REGIONS, SANDBOX_CLIENT_LATENCY
 from monitor.service import Service
 
 TARGET_CANARIES = 10
@@ -70,6 +72,15 @@ FAULTS: dict[str, dict[str, Any]] = {
     "outage_blackhole": {
         "start": ("outage", {"region": DOWN, "mode": "blackhole"}),
         "end": ("restore", {"region": DOWN}),
+        "pairs": [(a, b) for a in REGIONS for b in REGIONS if a != b and DOWN in (a, b)],
+    },
+    # Every call to the region takes about 1.8 s (the soak's latency spikes), then its
+    # usual round trip again.
+    "latency": {
+        "start": ("latency", {"region": DOWN, "ms": 1800.0, "jitter_ms": 360.0, "kind": "uniform"}),
+        "end": ("latency", {"region": DOWN, "ms": SANDBOX_CLIENT_LATENCY[DOWN].ms,
+                            "jitter_ms": SANDBOX_CLIENT_LATENCY[DOWN].jitter_ms,
+                            "kind": SANDBOX_CLIENT_LATENCY[DOWN].kind}),
         "pairs": [(a, b) for a in REGIONS for b in REGIONS if a != b and DOWN in (a, b)],
     },
 }
