@@ -383,6 +383,14 @@ class CanaryRunner:
             if pending is not None:
                 pending.write = Interval(sent, received)
                 pending.acked = True
+                if expected_rtt is not None:
+                    # The plan looks at the replica from the commit the expected round trip
+                    # implied; the write's own answer places the commit half its error away.
+                    # The expectation is smoothed, so right after a latency spike it is
+                    # seconds off for a dozen writes: without this the reads still to come
+                    # looked that far from the arrival, and the bounds stayed wide.
+                    pending.plan_base += (received - sent - expected_rtt) / 2
+                    probe.wake.set()
                 self._settle(probe)
         _log.debug("canary_written", table=self.target.table, region=source, seq=seq)
 
