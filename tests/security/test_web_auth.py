@@ -91,7 +91,9 @@ async def test_a_flood_of_wrong_passwords_never_stalls_the_event_loop(
             thread.join(timeout=30)
 
     worst = await loop_stalls(4.0, threading.Thread(target=flood))
-    assert worst < 0.1, f"the loop stalled {worst:.3f} s (one bcrypt is ~0.25 s)"
+    # Below one bcrypt (~0.25 s), with room for 16 flooding threads contending for the GIL on
+    # a loaded machine (0.1 s failed once in a full run beside a soak, load 1.3).
+    assert worst < 0.2, f"the loop stalled {worst:.3f} s (one bcrypt is ~0.25 s)"
     assert 200 not in statuses and 401 in statuses and 429 in statuses
     # The limiter and the queue, not bcrypt, answered most: at most the burst plus the refill
     # was checked.
