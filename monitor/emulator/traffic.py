@@ -144,6 +144,10 @@ class DemoTraffic:
                 self.unattributed_writes += 1
         except (ClientError, BotoCoreError):
             self.errors += 1  # an injected outage or throttle; the demo carries on
+        except (AttributeError, KeyError, TypeError, ValueError):
+            # `gtmon fault garbage`: botocore's parser trips over a body of the wrong shape
+            # with whatever the shape hits. Counted; the writer thread must not die of it.
+            self.errors += 1
 
     def _writer(self, region: str) -> None:
         client = _client(self.endpoint, region)

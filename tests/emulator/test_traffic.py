@@ -6,6 +6,7 @@ from __future__ import annotations
 from emu_helpers import settle
 
 from monitor.emulator import EmulatorServer
+from monitor.emulator.control import ControlClient
 from monitor.emulator.traffic import ORDERS_TABLE, DemoTraffic, create_orders_table
 from tests.helpers import REGIONS, wait_sync
 
@@ -45,3 +46,22 @@ def test_demo_traffic_leaves_updatedin_out_of_some_writes_and_every_third_staged
     assert any("UpdatedIn" in w.image for w in ordinary)
     assert any("UpdatedIn" not in w.image for w in ordinary)
     assert traffic.unattributed_writes == len(without) + sum("UpdatedIn" not in w.image for w in ordinary)
+
+
+def test_demo_writers_live_through_garbage_answers(emu: EmulatorServer) -> None:
+    """`gtmon fault garbage` in the sandbox: botocore trips over the bodies (an
+    AttributeError, not a ClientError), which used to end that region's writer thread."""
+    create_orders_table(emu.url, REGIONS)
+    control = ControlClient(emu.url)
+    control.fault("garbage", region="eu-west-1", fraction=1.0)
+    traffic = DemoTraffic(emu.url, ["eu-west-1"], writes_per_second=50, conflict_every_seconds=0,
+                          seed=3)
+    traffic.start()
+    try:
+        wait_sync(lambda: traffic.errors >= 6, timeout=20, what="six garbled answers")
+        control.fault("garbage", region="eu-west-1", fraction=0)
+        before = traffic.writes
+        wait_sync(lambda: traffic.writes >= before + 5, timeout=20,
+                  what="the writer writing again after the garbage")
+    finally:
+        traffic.stop()
