@@ -192,6 +192,14 @@ METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "history: the regions' streams start from different versions or a region's records are "
         "missing, after a restart or a forced judgement; what it finds is logged, never counted).",
     ),
+    "gtmon_checkpoint_errors_total": (
+        "counter",
+        ("operation",),
+        "Failed loads and saves of the stream checkpoints (`streams.checkpoint_path` or the "
+        "DynamoDB store; saved every few seconds). While saves fail, a restart reads the "
+        "streams again from the last saved positions and may count conflicts reported since a "
+        "second time.",
+    ),
     "gtmon_checkpoint_judged_dropped_total": (
         "counter",
         ("table",),
@@ -475,6 +483,9 @@ class Metrics:
         self.internal_errors = counter("gtmon_internal_errors_total")
         self.stream_gaps = counter("gtmon_stream_gaps_total")
         self.checkpoint_judged_dropped = counter("gtmon_checkpoint_judged_dropped_total")
+        self.checkpoint_errors = counter("gtmon_checkpoint_errors_total")
+        for operation in ("load", "save"):
+            self.checkpoint_errors.labels(operation)
         self.stream_images_missing = gauge("gtmon_stream_images_missing")
         self.stream_replication_lag = histogram("gtmon_stream_replication_lag_seconds", LAG_BUCKETS)
         self.conflict_probes = counter("gtmon_conflict_probes_total")

@@ -308,7 +308,20 @@ def _readers_section(status: dict[str, Any]) -> list[str]:
             ]
             parts.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     parts.append("</table>")
+    parts.append(_checkpoint_line((status.get("conflicts") or {}).get("checkpoint") or {}))
     return parts
+
+
+def _checkpoint_line(checkpoint: dict[str, Any]) -> str:
+    """Where the readers' positions are saved, when last, and the error while saves fail
+    (a restart then reads again from the last saved positions)."""
+    saved = checkpoint.get("last_saved_at")
+    text = (f"Checkpoints: {_e(checkpoint.get('store', '–'))}, last saved "
+            f"{_e(_when(saved) if saved is not None else 'never')}")
+    error = checkpoint.get("last_error")
+    if error:
+        text += f" <span class='down'>failing: {_e(error)}</span>"
+    return f"<p class='small'>{text}</p>"
 
 
 def _regions_section(status: dict[str, Any]) -> list[str]:

@@ -88,6 +88,9 @@ ACROSS_REPLICAS: dict[str, str] = {
     "gtmon_detector_degraded_total": (
         "`max by (table, reason)`: both replicas judge the same streams"
     ),
+    "gtmon_checkpoint_errors_total": (
+        "per replica: each saves its own checkpoints"
+    ),
     "gtmon_checkpoint_judged_dropped_total": (
         "per replica: each keeps its own checkpoints; `max by (table)` for whether any did"
     ),

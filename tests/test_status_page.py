@@ -257,3 +257,15 @@ def test_a_regions_last_error_has_its_time_and_is_muted_once_the_region_is_up_ag
     assert "<span class='muted'>get_item: ThrottlingException" in west
     assert "DOWN" in east and time.strftime("%H:%M:%S UTC", time.gmtime(NOW - 5)) in east
     assert "muted" not in east
+
+
+def test_the_checkpoint_store_shows_its_last_save_and_a_failing_save() -> None:
+    status = paused_status()
+    status["conflicts"]["checkpoint"] = {"store": "file /var/lib/gtmon/cp.json",
+                                         "last_saved_at": NOW - 20, "last_error": None}
+    page = render_status_page(status)
+    saved = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(NOW - 20))
+    assert f"Checkpoints: file /var/lib/gtmon/cp.json, last saved {saved}" in page
+    assert "failing" not in page
+    status["conflicts"]["checkpoint"]["last_error"] = "[Errno 28] No space left on device"
+    assert "failing: [Errno 28] No space left on device" in render_status_page(status)

@@ -466,6 +466,7 @@ class ConflictWatcher:
             # Monitoring goes on from the streams' start; fingerprints are gone, so
             # conflicts still in the streams may be reported a second time: say so.
             self._checkpoint_error = str(exc)
+            self.metrics.checkpoint_errors.labels("load").inc()
             _log.error("checkpoint_load_failed", store=self.store.describe(), error=str(exc),
                        consequence="reading from TRIM_HORIZON; recent conflicts may be "
                        "reported again")
@@ -513,6 +514,7 @@ class ConflictWatcher:
             await self.store.save(self.checkpoint_state())
         except Exception as exc:  # a full disk must not stop monitoring
             self._checkpoint_error = str(exc)
+            self.metrics.checkpoint_errors.labels("save").inc()
             _log.error("checkpoint_save_failed", store=self.store.describe(), error=str(exc))
             return
         self._checkpoint_error = None

@@ -367,3 +367,30 @@ def test_records_judged_before_a_restart_are_not_judged_again_when_re_read(tmp_p
     assert second.detectors["Orders"].tracked_keys("Orders") == 1
     # Not yet re-read elsewhere: still listed in the next checkpoint.
     assert second.checkpoint_state().judged == {("Orders", r): ["100"] for r in REGIONS[1:]}
+
+
+async def test_a_failing_checkpoint_save_is_counted_shown_and_cleared_by_the_next_good_one(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config(tmp_path, emu.url)
+    run = Run(cfg)
+    store = run.watcher.store
+    working_save = store.save
+
+    async def full_disk(state: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "save", full_disk)
+    await run.watcher.save_checkpoints()
+    await run.watcher.save_checkpoints()
+    registry = run.metrics.registry
+    assert registry.get_sample_value("gtmon_checkpoint_errors_total", {"operation": "save"}) == 2
+    assert registry.get_sample_value("gtmon_checkpoint_errors_total", {"operation": "load"}) == 0
+    checkpoint = run.watcher.status()["checkpoint"]
+    assert "No space left on device" in checkpoint["last_error"]
+    assert checkpoint["last_saved_at"] is None
+    monkeypatch.setattr(store, "save", working_save)
+    await run.watcher.save_checkpoints()
+    checkpoint = run.watcher.status()["checkpoint"]
+    assert checkpoint["last_error"] is None and checkpoint["last_saved_at"] is not None
+    await run.clients.close()
