@@ -317,10 +317,9 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from monitor.aws import AwsSetupError
-    from monitor.canary.runner import CanaryTarget
+    from monitor.canary.runner import CanaryTarget, canary_targets
     from monitor.check import UNKNOWN, run_check
     from monitor.config import parse_config
-    from monitor.service import canary_targets
 
     try:
         if args.config:
@@ -460,6 +459,7 @@ def _probe_cost_rows(
 
 
 def _cmd_cost(args: argparse.Namespace) -> int:
+    from monitor.canary.runner import canary_targets
     from monitor.cost import (
         Prices,
         burst_fraction,
@@ -469,7 +469,6 @@ def _cmd_cost(args: argparse.Namespace) -> int:
         stream_reads_usd,
         stream_requests,
     )
-    from monitor.service import canary_targets
 
     config = load_config(args.config)
     if args.bursts_per_day < 0:

@@ -33,9 +33,8 @@ from prometheus_client import CollectorRegistry
 from monitor import __version__, atrisk_api
 from monitor.aws import AwsClients
 from monitor.canary.remote import RemoteCanaryRunner
-from monitor.canary.runner import CanaryRunner, CanaryTarget, Measurement
+from monitor.canary.runner import CanaryRunner, CanaryTarget, Measurement, canary_targets
 from monitor.canary.schedule import WriteSchedule
-from monitor.canary.table import CANARY_KEY_ATTRIBUTE
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config, ConflictSettings, TableConfig
 from monitor.health import Health, ReaderFacts, evaluate
@@ -47,7 +46,7 @@ from monitor.supervisor import Supervisor
 from monitor.web import WebServer
 from monitor.webconfig import WebConfig, load_web_config
 
-__all__ = ["STOP_PHASE_SECONDS", "Service", "StartError", "canary_targets", "probed_canary_table"]
+__all__ = ["STOP_PHASE_SECONDS", "Service", "StartError", "probed_canary_table"]
 
 _log = structlog.get_logger("gtmon.service")
 
@@ -59,25 +58,6 @@ IN_FLIGHT_GRACE_SECONDS = 3.0
 
 class StartError(Exception):
     """The service could not start; the message is meant for a person."""
-
-
-def canary_targets(config: Config) -> list[CanaryTarget]:
-    """The dedicated canary table (unless every table embeds its canary) plus embedded ones."""
-    targets = []
-    if not config.tables or any(t.canary_key is None for t in config.tables):
-        targets.append(
-            CanaryTarget(
-                config.canary.table,
-                tuple(config.regions),
-                ((CANARY_KEY_ATTRIBUTE, "{instance}#{source}"),),
-            )
-        )
-    for table in config.tables:
-        if table.canary_key is not None:
-            targets.append(
-                CanaryTarget(table.name, tuple(config.table_regions(table)), tuple(table.canary_key.items()))
-            )
-    return targets
 
 
 def probed_canary_table(config: Config) -> TableConfig | None:

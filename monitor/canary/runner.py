@@ -21,9 +21,10 @@ import asyncio
 import bisect
 import functools
 import operator
+import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +42,10 @@ from monitor.canary.lag import (
 from monitor.canary.polling import LagHistory, plan_reads
 from monitor.canary.schedule import Slot, WriteSchedule
 from monitor.canary.status import PairFacts, PairState, Thresholds, evaluate
+from monitor.canary.table import CANARY_KEY_ATTRIBUTE
 from monitor.canary.trend import LagTrend
 from monitor.clock import Clock
-from monitor.config import CanarySettings
+from monitor.config import CanarySettings, Config
 from monitor.metrics import Metrics, PairReading
 from monitor.supervisor import Supervised, Supervisor
 from monitor.waiting import wait_event
@@ -78,6 +80,51 @@ class CanaryTarget:
             attr: {"S": template.format(instance=instance, source=source)}
             for attr, template in self.key_template
         }
+
+    def owns(self, keys: Mapping[str, Any]) -> bool:
+        """Whether a stream record's `Keys` are a canary item of this target, written by any
+        monitor instance from any of its regions.
+
+        The conflict watcher leaves canary items out by this, not by their `gtmon_seq`
+        attribute: an application item that happens to carry one is still judged.
+        """
+        if len(keys) != len(self.key_template):
+            return False
+        for attr, template in self.key_template:
+            value = keys.get(attr)
+            text = value.get("S") if isinstance(value, Mapping) else None
+            if not isinstance(text, str) or not _key_pattern(template, self.regions).fullmatch(text):
+                return False
+        return True
+
+
+def canary_targets(config: Config) -> list[CanaryTarget]:
+    """The dedicated canary table (unless every table embeds its canary) plus embedded ones."""
+    targets = []
+    if not config.tables or any(t.canary_key is None for t in config.tables):
+        targets.append(
+            CanaryTarget(
+                config.canary.table,
+                tuple(config.regions),
+                ((CANARY_KEY_ATTRIBUTE, "{instance}#{source}"),),
+            )
+        )
+    for table in config.tables:
+        if table.canary_key is not None:
+            targets.append(
+                CanaryTarget(table.name, tuple(config.table_regions(table)), tuple(table.canary_key.items()))
+            )
+    return targets
+
+
+@functools.lru_cache(maxsize=64)
+def _key_pattern(template: str, regions: tuple[str, ...]) -> re.Pattern[str]:
+    """A key template as a pattern: {instance} any text, {source} one of the regions."""
+    sources = "|".join(re.escape(r) for r in regions)
+    escaped = re.escape(template)
+    for placeholder, pattern in (("{instance}", ".+?"), ("{source}", f"(?:{sources})")):
+        escaped = escaped.replace(re.escape(placeholder), pattern)
+    return re.compile(escaped)
 
 
 @dataclass(frozen=True)

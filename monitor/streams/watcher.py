@@ -55,6 +55,7 @@ from typing import Any
 import structlog
 
 from monitor.aws import AwsClients
+from monitor.canary.runner import CanaryTarget, canary_targets
 from monitor.clock import Clock
 from monitor.config import Config, TableConfig
 from monitor.conflicts import (
@@ -175,6 +176,11 @@ class ConflictWatcher:
                           reason="a table in one region has no conflicts")
                 continue
             self.tables[table.name] = table
+        # Where gtmon's own canaries are written (embedded in a table, or the canary table).
+        self._canaries: dict[str, CanaryTarget] = (
+            {target.table: target for target in canary_targets(config)}
+            if config.canary.enabled else {}
+        )
         self.detectors: dict[str, Detector] = {}
         # Fed by the canary (`observe_canary`): each link's least delay, for the detector.
         self.link_floors = LinkFloorTracker(factor=config.streams.canary_floor_factor)
@@ -299,10 +305,13 @@ class ConflictWatcher:
                 return
         data = item.record.get("dynamodb", {})
         if any(CANARY_MARK in (data.get(side) or {}) for side in ("NewImage", "OldImage")):
-            # gtmon's own canary, embedded in a monitored table: one writer per key, so it
-            # cannot conflict, and rewritten every interval it would sit in the detector
-            # as a never-quiet item.
-            return
+            canary = self._canaries.get(item.table)
+            if canary is not None and canary.owns(data.get("Keys") or {}):
+                # gtmon's own canary: one writer per key, so it cannot conflict, and
+                # rewritten every interval it would sit in the detector as a never-quiet
+                # item. Known by its key: an application's item that carries the mark
+                # attribute too is judged like any other.
+                return
         self._burst(item.table)
         try:
             # The reader's arrival bounds, only when both are known (see the reader).

@@ -137,14 +137,18 @@ async def test_a_burst_does_not_cut_a_backoff_short() -> None:
 # ---- the watcher's trigger ------------------------------------------------------------------
 
 
-def _config(tmp_path: Path, url: str = "http://127.0.0.1:9", **streams: Any) -> Config:
+def _config(tmp_path: Path, url: str = "http://127.0.0.1:9", canary_key: dict[str, str] | None = None,
+            **streams: Any) -> Config:
+    orders: dict[str, Any] = {"name": "Orders"}
+    if canary_key is not None:
+        orders["canary_key"] = canary_key
     return parse_config({
         "instance_id": "test",
         "regions": REGIONS,
         "aws": {"endpoint_url": url, "connect_timeout_seconds": 1, "read_timeout_seconds": 1,
                 "max_attempts": 1},
         "streams": {"checkpoint_path": str(tmp_path / "cp.json"), **streams},
-        "tables": [{"name": "Orders"}, {"name": "Other"}],
+        "tables": [orders, {"name": "Other"}],
     })
 
 
@@ -198,7 +202,7 @@ def test_no_burst_when_switched_off_or_for_canary_items(tmp_path: Path) -> None:
     off, _ = _watcher(_config(tmp_path, burst_seconds=0))
     off._on_record(_record("o-1"))
     assert not any(reader.bursting() for reader in off.readers.values())
-    on, detector = _watcher(_config(tmp_path))
+    on, detector = _watcher(_config(tmp_path, canary_key={"OrderID": "__gtmon__#{instance}#{source}"}))
     assert on.config.streams.burst_seconds == 5.0  # the default
     # gtmon's own canary, rewritten every interval, would keep a table bursting for ever.
     on._on_record(_record("__gtmon__#a#us-east-1", gtmon_seq={"N": "1"}))

@@ -38,3 +38,9 @@ def test_canary_items_embedded_in_a_monitored_table_are_not_tracked(tmp_path):
     assert detector.tracked_keys("Orders") == 0
     watcher._on_record(record("order-1", {"Status": {"S": "Paid"}}))
     assert detector.tracked_keys("Orders") == 1
+    # An application item carrying the canary's mark attribute is still judged: only the
+    # canary's key makes a canary.
+    watcher._on_record(record("order-2", {"gtmon_seq": {"N": "7"}}))
+    assert detector.tracked_keys("Orders") == 2
+    watcher._on_record(record("__gtmon__#a#sa-east-1", {"gtmon_seq": {"N": "8"}}))
+    assert detector.tracked_keys("Orders") == 3  # not a region of this table
