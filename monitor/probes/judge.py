@@ -13,7 +13,9 @@ the round trips only when one write was certainly accepted after the other
 
 from __future__ import annotations
 
+import functools
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -158,12 +160,34 @@ def _writer(image: Image | None) -> str | None:
     return None
 
 
-def is_probe_verdict(verdict: Verdict) -> bool:
-    """A verdict about a probe item (any monitor's): its versions carry PROBE_MARK."""
-    return any(
+def is_probe_verdict(verdict: Verdict, template: Mapping[str, str] | None = None) -> bool:
+    """A verdict about a probe item (any monitor's): its key has the shape of the table's
+    probe keys (`template`, the `conflicts.probe_key`; None: the default on every key
+    attribute) and its versions carry PROBE_MARK.
+
+    The key, not the mark alone: an application item that carries the mark attribute is
+    judged and counted like any other, never routed away from the counter.
+    """
+    if not any(
         _writer(image) is not None
         for image in (verdict.lost_image, verdict.winning_image, *verdict.candidates)
-    )
+    ):
+        return False
+    key = dict(verdict.key)
+    for name, (kind, value) in key.items():
+        wanted = DEFAULT_PROBE_TEMPLATE if template is None else template.get(name)
+        if wanted is None or kind != "S" or not _probe_pattern(wanted).fullmatch(str(value)):
+            return False
+    return template is None or set(template) == set(key)
+
+
+@functools.lru_cache(maxsize=64)
+def _probe_pattern(template: str) -> re.Pattern[str]:
+    """A probe key template as a pattern: {instance} and {probe} any text."""
+    escaped = re.escape(template)
+    for placeholder in ("{instance}", "{probe}"):
+        escaped = escaped.replace(re.escape(placeholder), ".+?")
+    return re.compile(escaped)
 
 
 @dataclass(frozen=True)

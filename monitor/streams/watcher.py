@@ -421,7 +421,8 @@ class ConflictWatcher:
         """The verdict's fingerprint, recorded as reported; None when it was reported before,
         or when it is about a conflict probe's item: those go to the probe runner, never to
         the counter or the fingerprint store."""
-        if is_probe_verdict(verdict):
+        table = self.tables.get(verdict.table)
+        if is_probe_verdict(verdict, table.conflicts.probe_key if table is not None else None):
             if self.probe_sink is not None:
                 self.probe_sink(verdict, now)
             return None

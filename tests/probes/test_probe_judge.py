@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -164,6 +165,16 @@ def test_only_probe_items_are_routed_away_from_the_conflict_counter():
     assert is_probe_verdict(verdict("us-east-1", "eu-west-1"))
     ordinary = verdict(None, None)
     assert not is_probe_verdict(ordinary)
+    # An application item that carries the mark attribute is not a probe: its key is not
+    # a probe key, and its lost writes are counted.
+    marked = replace(verdict("us-east-1", "eu-west-1"), key=canonical_key({"pk": {"S": "order-7"}}))
+    assert not is_probe_verdict(marked)
+    # A configured template (conflicts.probe_key) decides the shape.
+    custom = replace(verdict("us-east-1", "eu-west-1"),
+                     key=canonical_key({"pk": {"S": "probes/a/1"}}))
+    assert is_probe_verdict(custom, {"pk": "probes/{instance}/{probe}"})
+    assert not is_probe_verdict(custom)
+    assert not is_probe_verdict(verdict("us-east-1", "eu-west-1"), {"pk": "probes/{instance}/{probe}"})
 
 
 # ---- why a probe was missed --------------------------------------------------------------------
