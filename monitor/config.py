@@ -353,6 +353,17 @@ class StreamSettings(_Model):
             "back to the adaptive interval. 0 turns bursts off. Cost: see `gtmon cost`."
         ),
     )
+    detector_memory_mb: float = Field(
+        default=256.0,
+        ge=1,
+        le=65536,
+        description=(
+            "Per table: the estimated memory of the stream records the conflict detector holds "
+            "while it waits for every region (items of up to 400 KB, a paused link). Past it "
+            "the items whose last write is oldest are judged on what has been read "
+            "(gtmon_detector_degraded_total{reason=\"buffer_full\"})."
+        ),
+    )
     pending_keys_per_link: int = Field(
         default=1000,
         ge=0,

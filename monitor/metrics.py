@@ -190,7 +190,8 @@ METRIC_DOCS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "(arrival times fit no history; judged without them), canary_contradicted (a link was "
         "faster than its canary floor; judged without floors), partial (judged on part of its "
         "history: the regions' streams start from different versions or a region's records are "
-        "missing, after a restart or a forced judgement; what it finds is logged, never counted).",
+        "missing, after a restart or a forced judgement; what it finds is logged, never counted), "
+        "buffer_full (judged early: the records held passed streams.detector_memory_mb).",
     ),
     "gtmon_checkpoint_errors_total": (
         "counter",

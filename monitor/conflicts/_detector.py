@@ -45,6 +45,7 @@ class _Item:
     next_look: float = -math.inf
     base: Image | None = None
     floors: dict[str, tuple[int, str]] | None = None
+    footprint: int = 0  # estimated bytes of the records held (see `footprint`)
 
 
 @dataclass(slots=True)
@@ -55,6 +56,19 @@ class _Table:
     buckets: dict[int, list[Image]] = field(default_factory=dict)
     heap: list[int] = field(default_factory=list)
     waiting: dict[Image, None] = field(default_factory=dict)
+    footprint: int = 0
+
+
+def footprint(ob: Observation) -> int:
+    """Estimated bytes a held record takes: a fixed part, a part per top-level attribute of
+    each image (canonical images are tuples of tuples) and the item's own bytes.
+
+    Measured with tracemalloc over 2000 records each of three item shapes (5 attributes of
+    20 bytes, 20 of 500, 2 of 10 000): 4027, 30 376 and 42 404 bytes per record, against
+    4346, 32 176 and 42 544 estimated.
+    """
+    attributes = len(ob.old_image or ()) + len(ob.new_image or ())
+    return 400 + 250 * attributes + ob.size_bytes
 
 
 def _seq_key(ob: Observation) -> tuple[int, str]:
@@ -107,6 +121,7 @@ class Detector:
             "prefixes_forced": 0,
             "timing_contradicted": 0,
             "canary_contradicted": 0,
+            "items_buffer_full": 0,
             "judged_dropped": 0,
             "items_partial": 0,
         }
@@ -117,6 +132,8 @@ class Detector:
 
         ``prefixes_judged`` counts pieces of hot items judged before the item went quiet,
         ``prefixes_forced`` those of them cut by ``max_records_per_key`` before settling.
+        ``items_buffer_full`` counts items judged early because the records held passed
+        ``max_buffered_bytes`` (not in ``items_forced``).
         ``timing_contradicted`` counts items whose arrival times fit no history (the
         reader's bounds were wrong), ``canary_contradicted`` those that fit none with
         the link floors (a link delivered faster than the canary had measured); both
@@ -162,8 +179,10 @@ class Detector:
         key = obs.key
         item = t.items.get(key)
         if item is None:
-            while len(t.items) >= self.settings.max_tracked_keys and t.heap:
-                self._force_bucket(obs.table, t, heapq.heappop(t.heap))
+            while len(t.items) >= self.settings.max_tracked_keys and self._evict(
+                obs.table, t, "items_forced"
+            ):
+                pass
             item = t.items[key] = _Item()
             # An item is looked at for a settled prefix only once it has been written for
             # a while: one written twice across a second boundary just settles as a whole.
@@ -194,10 +213,19 @@ class Detector:
         elif t.waiting and key in t.waiting:
             del t.waiting[key]  # new evidence: look again when its second is due
             self._schedule(t, key, item, math.floor(item.last_created))
+        cost = footprint(obs)
+        item.footprint += cost
+        t.footprint += cost
         if item.records >= self.settings.max_records_per_key and not self._settle_prefix(
             obs.table, t, key, item, math.inf
         ):
-            self._settle(obs.table, t, key, forced=True)
+            self._settle(obs.table, t, key, forced="items_forced")
+        while t.footprint > self.settings.max_buffered_bytes and self._evict(
+            obs.table, t, "items_buffer_full"
+        ):
+            # Over the memory budget (big items, or many): the oldest are judged now, on
+            # what has been read of them.
+            pass
 
     @staticmethod
     def _schedule(t: _Table, key: Image, item: _Item, due: int) -> None:
@@ -208,12 +236,30 @@ class Detector:
             heapq.heappush(t.heap, due)
         bucket.append(key)
 
-    def _force_bucket(self, name: str, t: _Table, due: int) -> None:
-        """Judge now every item whose last write fell in second ``due`` (memory or age bound)."""
+    def _evict(self, name: str, t: _Table, reason: str) -> bool:
+        """Judge the items whose last write is oldest, to make room; False when none is held.
+
+        Items waiting for their regions to agree (a paused link) are no longer in the
+        schedule: they go once nothing scheduled is left, the longest waiting first.
+        """
+        if t.heap:
+            self._force_bucket(name, t, heapq.heappop(t.heap), reason)
+            return True
+        while t.waiting:
+            key = next(iter(t.waiting))
+            if key in t.items:
+                self._settle(name, t, key, forced=reason)
+                return True
+            del t.waiting[key]
+        return False
+
+    def _force_bucket(self, name: str, t: _Table, due: int, reason: str) -> None:
+        """Judge now every item whose last write fell in second ``due`` (memory or age bound);
+        `reason` is the stats key that counts them."""
         for key in t.buckets.pop(due, []):
             item = t.items.get(key)
             if item is not None and item.due == due:
-                self._settle(name, t, key, forced=True)
+                self._settle(name, t, key, forced=reason)
 
     def advance_watermark(self, table: str, region: str, t: float) -> None:
         """The reader of ``region`` has read every record created up to ``t`` (never goes back)."""
@@ -246,7 +292,7 @@ class Detector:
                             self._settle_prefix(name, t, key, item, horizon)
                         continue
                     if self._converged(t, item):
-                        self._settle(name, t, key, forced=False)
+                        self._settle(name, t, key, forced=None)
                     else:
                         t.waiting[key] = None
             for key in list(t.waiting):
@@ -254,11 +300,11 @@ class Detector:
                 if item is None:
                     del t.waiting[key]
                 elif now - item.first_seen >= limit:
-                    self._settle(name, t, key, forced=True)
+                    self._settle(name, t, key, forced="items_forced")
             # Items whose regions never pass their writes (a region down for good).
             stale = now - limit
             while t.heap and t.heap[0] <= stale:
-                self._force_bucket(name, t, heapq.heappop(t.heap))
+                self._force_bucket(name, t, heapq.heappop(t.heap), "items_forced")
         out, self._ready = self._ready, []
         return out
 
@@ -266,7 +312,7 @@ class Detector:
         """Judge everything buffered now, settled or not (shutdown, tests)."""
         for name, t in self._tables.items():
             for key in list(t.items):
-                self._settle(name, t, key, forced=False)
+                self._settle(name, t, key, forced=None)
             t.buckets.clear()
             t.heap.clear()
             t.waiting.clear()
@@ -358,7 +404,8 @@ class Detector:
             return False
         forced = horizon == math.inf
         if all(i == len(recs) - 1 for i, recs in zip(cut, lists, strict=True)):
-            self._settle(name, t, key, forced=forced)  # the cut is the item's last version
+            # the cut is the item's last version
+            self._settle(name, t, key, forced="items_forced" if forced else None)
             return True
         head: dict[str, list[Observation]] = {}
         floors = item.floors if item.floors is not None else {}
@@ -375,18 +422,23 @@ class Detector:
         item.base = lists[0][cut[0]].new_image
         item.first_seen = first_seen
         item.records = sum(len(recs) for recs in item.by_region.values())
+        kept = sum(footprint(ob) for recs in item.by_region.values() for ob in recs)
+        t.footprint -= item.footprint - kept
+        item.footprint = kept
         self._stats["prefixes_judged"] += 1
         if forced:
             self._stats["prefixes_forced"] += 1
         self._judge(name, key, head)
         return True
 
-    def _settle(self, name: str, t: _Table, key: Image, forced: bool) -> None:
+    def _settle(self, name: str, t: _Table, key: Image, forced: str | None) -> None:
+        """Judge a whole item and drop it; `forced`: the stats key of why it could not wait."""
         item = t.items.pop(key)
         t.waiting.pop(key, None)
+        t.footprint -= item.footprint
         self._stats["items_settled"] += 1
-        if forced:
-            self._stats["items_forced"] += 1
+        if forced is not None:
+            self._stats[forced] += 1
         # A region with no record here holds the judged prefix's cut, if there was one;
         # otherwise its part of the history is unknown (judged before a restart, or it has
         # not spoken in max_pending_seconds): what is found is not proof.

@@ -54,6 +54,7 @@ class Observation:
     created_at: float
     observed_at: float | None = None
     observed_after: float | None = None
+    size_bytes: int = 0  # the record's SizeBytes (key and images, as DynamoDB counts them)
 
 
 def _epoch_seconds(value: Any) -> float:
@@ -95,6 +96,7 @@ def from_stream_record(
         created_at=_epoch_seconds(ddb["ApproximateCreationDateTime"]),
         observed_at=observed_at,
         observed_after=observed_after,
+        size_bytes=size if isinstance(size := ddb.get("SizeBytes"), int) else 0,
     )
 
 
@@ -113,8 +115,9 @@ class DetectorSettings:
     correctly: an item is judged only when every region's reader has read past
     its last write plus this margin. ``max_pending_seconds`` bounds how long an
     item whose regions disagree is held (a paused link) before it is judged
-    anyway. ``max_tracked_keys`` and ``max_records_per_key`` bound memory.
-    ``max_worlds`` bounds the search over origin assignments per segment.
+    anyway. ``max_tracked_keys``, ``max_records_per_key`` and ``max_buffered_bytes``
+    (the estimated memory of the records held, whatever the size of the items a client
+    writes) bound memory. ``max_worlds`` bounds the search over origin assignments per segment.
     """
 
     version_attribute: str | None = None
@@ -124,6 +127,7 @@ class DetectorSettings:
     max_pending_seconds: float = 3600.0
     max_tracked_keys: int = 100_000
     max_records_per_key: int = 1_000
+    max_buffered_bytes: int = 256 * 2**20
     max_worlds: int = 5_000
 
     def __post_init__(self) -> None:
@@ -135,6 +139,8 @@ class DetectorSettings:
             raise ValueError(
                 "max_tracked_keys, max_records_per_key and max_worlds must be >= 1/2/1"
             )
+        if self.max_buffered_bytes < 1:
+            raise ValueError("max_buffered_bytes must be >= 1")
 
     def writer_region(self, image: Image | None) -> str | None:
         """The region the writer attribute of ``image`` names (through ``writer_regions``).

@@ -107,6 +107,7 @@ DEGRADED_REASONS = {
     "timing_contradicted": "timing_contradicted",
     "canary_contradicted": "canary_contradicted",
     "items_partial": "partial",
+    "items_buffer_full": "buffer_full",
 }
 
 
@@ -234,6 +235,7 @@ class ConflictWatcher:
                 # without the attribute are inferred as before.
                 writer_attribute=table.conflicts.writer_attribute or PROBE_MARK,
                 settle_seconds=self.config.streams.settle_seconds,
+                max_buffered_bytes=int(self.config.streams.detector_memory_mb * 2**20),
             )
             self.detectors[name] = Detector(
                 {name: table_regions}, detector_settings,

@@ -679,3 +679,37 @@ def test_judged_records_kept_for_checkpoints_are_capped_and_the_excess_counted()
     kept = det.judged_since("Orders", 0.0)
     assert sum(map(len, kept.values())) == 4
     assert det.stats["judged_dropped"] == len(obs) - 4
+
+
+def test_big_items_are_judged_early_to_stay_within_the_memory_budget() -> None:
+    """A client writing large items (up to 400 KB in DynamoDB) must not grow the detector
+    without bound: past `max_buffered_bytes` the oldest items are judged on what has been
+    read, counted apart; a paused link's waiting items go too."""
+    settings = DetectorSettings(settle_seconds=5, max_buffered_bytes=200_000)
+    det = Detector({"Orders": REGIONS}, settings)
+    big = {"OrderID": {"S": "x"}, "blob": {"S": "b" * 10}}
+    for i in range(30):
+        key = canonical_image({"OrderID": {"S": f"o{i}"}})
+        det.observe(Observation("Orders", US, key, "INSERT", None,
+                                canonical_image({**big, "OrderID": {"S": f"o{i}"}}), str(i),
+                                100.0 + i, size_bytes=40_000))
+    assert det.stats["items_buffer_full"] >= 25
+    assert det.stats["items_forced"] == 0
+    assert det.tracked_keys("Orders") <= 5
+    # Waiting for a paused link: not scheduled any more, still evicted when over budget.
+    paused = Detector({"Orders": REGIONS}, settings)
+    for i in range(4):
+        key = canonical_image({"OrderID": {"S": f"p{i}"}})
+        paused.observe(Observation("Orders", US, key, "INSERT", None,
+                                   canonical_image({"OrderID": {"S": f"p{i}"}}), str(i), 100.0,
+                                   size_bytes=40_000))
+    watermark_all(paused, 1000)
+    assert paused.poll(now=1000) == []  # eu and ap never saw them: waiting, not judged
+    assert paused.tracked_keys("Orders") == 4
+    for i in range(4, 8):
+        key = canonical_image({"OrderID": {"S": f"p{i}"}})
+        paused.observe(Observation("Orders", US, key, "INSERT", None,
+                                   canonical_image({"OrderID": {"S": f"p{i}"}}), str(i), 2000.0,
+                                   size_bytes=40_000))
+    assert paused.stats["items_buffer_full"] >= 3
+    assert paused.tracked_keys("Orders") <= 5
