@@ -237,20 +237,21 @@ class Detector:
         bucket.append(key)
 
     def _evict(self, name: str, t: _Table, reason: str) -> bool:
-        """Judge the items whose last write is oldest, to make room; False when none is held.
+        """Judge the oldest items now, to make room; False when none is held.
 
-        Items waiting for their regions to agree (a paused link) are no longer in the
-        schedule: they go once nothing scheduled is left, the longest waiting first.
+        First those waiting for their regions to agree (a paused link: every reader is
+        past them already), the longest waiting first; then the scheduled ones whose last
+        write is oldest.
         """
-        if t.heap:
-            self._force_bucket(name, t, heapq.heappop(t.heap), reason)
-            return True
         while t.waiting:
             key = next(iter(t.waiting))
             if key in t.items:
                 self._settle(name, t, key, forced=reason)
                 return True
             del t.waiting[key]
+        if t.heap:
+            self._force_bucket(name, t, heapq.heappop(t.heap), reason)
+            return True
         return False
 
     def _force_bucket(self, name: str, t: _Table, due: int, reason: str) -> None:
