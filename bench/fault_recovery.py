@@ -16,6 +16,7 @@ planner's history (64 canaries), each fault in turn, through the emulator's cont
 - pause us-east-1 -> eu-west-1 (the issue's case);
 - outage of ap-southeast-1 answering errors (its four pairs);
 - outage of ap-southeast-1 as a black hole (requests hang until the read timeout);
+- throttling: 60 % of the calls to ap-southeast-1 answer ThrottlingException;
 - a latency spike: every call to ap-southeast-1 takes 1.8 +- 0.36 s, then its usual round
   trip again.
 
@@ -72,6 +73,12 @@ FAULTS: dict[str, dict[str, Any]] = {
     "outage_blackhole": {
         "start": ("outage", {"region": DOWN, "mode": "blackhole"}),
         "end": ("restore", {"region": DOWN}),
+        "pairs": [(a, b) for a in REGIONS for b in REGIONS if a != b and DOWN in (a, b)],
+    },
+    # Most calls to the region are throttled (the soak's throttling faults).
+    "throttle": {
+        "start": ("throttle", {"region": DOWN, "fraction": 0.6}),
+        "end": ("throttle", {"region": DOWN, "fraction": 0.0}),
         "pairs": [(a, b) for a in REGIONS for b in REGIONS if a != b and DOWN in (a, b)],
     },
     # Every call to the region takes about 1.8 s (the soak's latency spikes), then its

@@ -102,6 +102,7 @@ import monitor
 from monitor.emulator.control import ControlClient
 from monitor.emulator.delays import DelaySpec
 from monitor.emulator.traffic import ORDERS_TABLE, DemoTraffic, create_orders_table
+from monitor.probes.judge import DEFAULT_PROBE_TEMPLATE
 from monitor.sandbox import REGIONS, SANDBOX_CLIENT_LATENCY, SANDBOX_LINK_DELAYS
 
 EXACT_TABLE = "SoakExact"
@@ -165,6 +166,9 @@ class Plan:
     conflict_every_s: float
     rss_every_s: float
     faults: list[Fault] = field(default_factory=list)
+
+
+PROBE_PREFIX = DEFAULT_PROBE_TEMPLATE.split("{", 1)[0]
 
 
 def plan_run(minutes: float, seed: int) -> Plan:
@@ -335,6 +339,17 @@ def after_fault(faults: list[Fault], seen: dict[tuple[str, str], list[dict[str, 
 
 def counted_verdicts(events: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
     return [e for e in events if e.get("event") == "lww_conflict" and e.get("table") == table]
+
+
+def without_probes(truth: dict[str, Any]) -> dict[str, Any]:
+    """The truth without gtmon's own conflict probes: each is a real two-region race, so
+    the emulator counts its lost write, but gtmon reports probes to the probe runner
+    (`conflict_probe` events), never to gtmon_lww_conflicts_total."""
+    probe_ids = {w["write_id"] for w in truth["writes"]
+                 if any(str(v.get("S", "")).startswith(PROBE_PREFIX) for v in w["key"].values())}
+    return {**truth,
+            "writes": [w for w in truth["writes"] if w["write_id"] not in probe_ids],
+            "lost": [p for p in truth["lost"] if p["write_id"] not in probe_ids]}
 
 
 # ---- traffic on the exact table ----------------------------------------------------------
@@ -652,8 +667,8 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     seen = measurements(events)
     faults = after_fault(plan.faults, seen, [r["started_at"] for r in out["daemon"].runs])
-    lost = score(out["truth"], counted_verdicts(events, EXACT_TABLE))
-    orders = score(out["truth_orders"], counted_verdicts(events, ORDERS_TABLE))
+    lost = score(without_probes(out["truth"]), counted_verdicts(events, EXACT_TABLE))
+    orders = score(without_probes(out["truth_orders"]), counted_verdicts(events, ORDERS_TABLE))
     pair_rows = [p for f in faults for p in f["pairs"].values()]
     scored = [p["recovery_canaries"] for p in pair_rows if p["recovery_scored"]]
     down = [f"{labels['component']} {labels['table']} {labels['region']}".strip()
