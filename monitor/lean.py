@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,7 +91,6 @@ class LeanDynamoDB:
         # Endpoint; tests/test_lean_path.py fails loudly if it moves.
         self._http = client._endpoint.http_session
         self._credentials = credentials
-        self._max_attempts = max_attempts
         self._parser = create_parser(meta.service_model.protocol)
         self._retryable = StandardRetryConditions(max_attempts=max_attempts)
         self._backoff = ExponentialBackoff()
@@ -110,7 +108,6 @@ class LeanDynamoDB:
         # The DynamoDB JSON protocol's body is the parameters themselves (S and N values
         # are strings already; the canary sends no binary values).
         body = json.dumps(params, separators=(",", ":")).encode()
-        invocation = str(uuid.uuid4())
         request_context: dict[str, Any] = {}
         attempt = 1
         while True:
@@ -118,7 +115,7 @@ class LeanDynamoDB:
             parsed: dict[str, Any] | None = None
             caught: Exception | None = None
             try:
-                answer = await self._send(body, target, invocation, attempt)
+                answer = await self._send(body, target)
             except Exception as exc:  # botocore's endpoint, too, hands every one to the retry check
                 caught = exc
             else:
@@ -139,25 +136,21 @@ class LeanDynamoDB:
             self._quota.release_retry_quota(request_context, answer)
             return parsed
 
-    async def _send(self, body: bytes, target: str, invocation: str, attempt: int) -> _Answer:
+    async def _send(self, body: bytes, target: str) -> _Answer:
         if self._credentials is None:
             raise NoCredentialsError()
         # Per attempt: a refreshable credential refreshes here when it is about to expire.
         frozen = await self._credentials.get_frozen_credentials()
+        # Only the headers DynamoDB needs are signed: botocore's headers are email.Message
+        # objects, and each one more costs the signer measurably (docs/performance.md).
         request = AWSRequest(
-            method="POST",
-            url=self._url,
-            data=body,
-            headers={
-                "X-Amz-Target": target,
-                "Content-Type": _CONTENT_TYPE,
-                "User-Agent": _USER_AGENT,
-                "amz-sdk-invocation-id": invocation,
-                "amz-sdk-request": f"attempt={attempt}; max={self._max_attempts}",
-            },
+            method="POST", url=self._url, data=body,
+            headers={"X-Amz-Target": target, "Content-Type": _CONTENT_TYPE},
         )
         SigV4Auth(frozen, self._signing_name, self._region).add_auth(request)
-        prepared = AWSPreparedRequest("POST", self._url, request.headers, body, stream_output=False)
+        headers = dict(request.headers.items())
+        headers["User-Agent"] = _USER_AGENT  # never signed, by botocore either
+        prepared = AWSPreparedRequest("POST", self._url, headers, body, stream_output=False)
         response = await self._http.send(prepared)
         return _Answer(response.status_code, response.headers, await response.content)
 
