@@ -14,7 +14,7 @@ CPU is counted from `--settle` seconds after the daemon is ready (imports and
 start-up excluded, reported apart) to the end. The daemon's own /metrics give the
 AWS calls it made in that window, hence CPU per AWS call.
 
-    python bench/footprint.py [--quick] [--seconds N] [--nice N]
+    python bench/footprint.py [--quick] [--seconds N] [--nice N] [--canary-http lean|botocore]
 
 A daemon that cannot keep its schedule skips canary writes (APScheduler runs one
 write per job at a time) and so uses less CPU than the schedule asks for: check
@@ -70,13 +70,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def daemon_config(url: str, name: str, port: int, workdir: Path, interval: float) -> dict[str, Any]:
+def daemon_config(url: str, name: str, port: int, workdir: Path, interval: float,
+                  canary_http: str) -> dict[str, Any]:
     five = name == "five_tables"
     tables = [{"name": t, "canary_key": dict(CANARY_KEY)} for t in TABLES] if five else []
     return {
         "instance_id": f"bench-{name}",
         "regions": REGIONS,
-        "aws": {"endpoint_url": url},
+        "aws": {"endpoint_url": url, "canary_http": canary_http},
         "canary": {"interval_seconds": interval},
         "tables": tables,
         "streams": {"checkpoint_path": str(workdir / f"{name}-checkpoints.json")},
@@ -205,6 +206,8 @@ def main() -> None:
                         help="niceness for this process, the emulator and the daemons (negative: "
                              "keep other work on a shared machine from starving them; needs root)")
     parser.add_argument("--workdir", help="keep the daemons' configs and logs here")
+    parser.add_argument("--canary-http", choices=("lean", "botocore"), default="lean",
+                        help="aws.canary_http of both daemons (before/after runs of issue 14)")
     args = parser.parse_args()
     if args.nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # the children inherit it
@@ -220,8 +223,8 @@ def main() -> None:
         for table in [*TABLES, "gtmon-canary"]:
             create_global_table(emulator.url, table, REGIONS)
         daemons = [
-            Daemon(name, daemon_config(emulator.url, name, free_port(), workdir, args.interval),
-                   workdir)
+            Daemon(name, daemon_config(emulator.url, name, free_port(), workdir, args.interval,
+                                       args.canary_http), workdir)
             for name in ("five_tables", "dedicated")
         ]
         try:
@@ -264,6 +267,7 @@ def main() -> None:
     params = {
         "quick": args.quick, "seconds": args.seconds, "settle_s": args.settle,
         "canary_interval_s": args.interval, "regions": REGIONS, "nice": args.nice,
+        "canary_http": args.canary_http,
         "five_tables": {"tables": TABLES, "canary_key": CANARY_KEY},
         "dedicated": {"tables": [], "canary_table": "gtmon-canary"},
         "distances": "gtmon sandbox defaults", "daemons_side_by_side": True,

@@ -39,6 +39,7 @@ error: the results carry the event loop's lateness and the load average, and
     python bench/lag_accuracy.py [--quick] [--seconds N] [--sequential|--parallel]
                                  [--nice N] [--dump FILE] [--planner-from REV]
                                  [--local-rtt-ms MS] [--no-per-region]
+                                 [--canary-http lean|botocore]
 """
 
 from __future__ import annotations
@@ -143,11 +144,12 @@ def emulator_spec(rtts: list[int], local_rtt_ms: float | None = None) -> dict[st
     }
 
 
-def group_config(url: str, rtt: int, interval: float) -> Any:
+def group_config(url: str, rtt: int, interval: float, canary_http: str) -> Any:
     return parse_config({
         "instance_id": "bench",
         "regions": GROUPS[rtt],
-        "aws": {"endpoint_url": url, "read_timeout_seconds": 10, "max_attempts": 2},
+        "aws": {"endpoint_url": url, "read_timeout_seconds": 10, "max_attempts": 2,
+                "canary_http": canary_http},
         "canary": {
             "table": f"gtmon-canary-rtt{rtt}", "interval_seconds": interval,
             "warning_seconds": 60, "critical_seconds": 120, "stall_seconds": 120,
@@ -158,13 +160,14 @@ def group_config(url: str, rtt: int, interval: float) -> Any:
     }, f"lag_accuracy rtt {rtt}")
 
 
-def per_region_config(url: str, home: str, interval: float) -> Any:
+def per_region_config(url: str, home: str, interval: float, canary_http: str) -> Any:
     return parse_config({
         "instance_id": f"bench-{home}",
         "regions": PER_REGION,
         "home_region": home,
         "clock_error_seconds": CLOCK_ERROR_S,
-        "aws": {"endpoint_url": url, "read_timeout_seconds": 10, "max_attempts": 2},
+        "aws": {"endpoint_url": url, "read_timeout_seconds": 10, "max_attempts": 2,
+                "canary_http": canary_http},
         "canary": {
             "table": PER_REGION_TABLE, "fleet": FLEET, "interval_seconds": interval,
             "warning_seconds": 60, "critical_seconds": 120, "stall_seconds": 120,
@@ -197,9 +200,9 @@ class LoopLag:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def run_group(url: str, rtt: int, seconds: float, interval: float,
+async def run_group(url: str, rtt: int, seconds: float, interval: float, canary_http: str,
                     start_gate: asyncio.Barrier | None) -> dict[str, Any]:
-    config = group_config(url, rtt, interval)
+    config = group_config(url, rtt, interval, canary_http)
     service = Service(config)
     measurements: list[Measurement] = []
     await service.clients.start(list(config.regions))
@@ -225,10 +228,10 @@ async def run_group(url: str, rtt: int, seconds: float, interval: float,
             "truth": truth_by_seq(truth["writes"]), "wall_offset": time.time() - time.monotonic()}
 
 
-async def run_per_region(url: str, seconds: float, interval: float,
+async def run_per_region(url: str, seconds: float, interval: float, canary_http: str,
                          start_gate: asyncio.Barrier | None) -> dict[str, Any]:
     """Three per-region daemons (one per home region, one fleet) on one shared table."""
-    services = [Service(per_region_config(url, home, interval)) for home in PER_REGION]
+    services = [Service(per_region_config(url, home, interval, canary_http)) for home in PER_REGION]
     measurements: list[Measurement] = []
     first = services[0]
     await first.clients.start(PER_REGION)
@@ -444,11 +447,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         loop_lag = LoopLag()
         loop_lag.start()
         runs: list[Any] = [
-            functools.partial(run_group, emulator.url, rtt, args.seconds, args.interval)
+            functools.partial(run_group, emulator.url, rtt, args.seconds, args.interval,
+                              args.canary_http)
             for rtt in rtts
         ]
         if local is not None:
-            runs.append(functools.partial(run_per_region, emulator.url, args.seconds, args.interval))
+            runs.append(functools.partial(run_per_region, emulator.url, args.seconds, args.interval,
+                                          args.canary_http))
         if args.parallel:
             gate = asyncio.Barrier(len(runs))
             done = list(await asyncio.gather(*(run(gate) for run in runs)))
@@ -515,6 +520,8 @@ def main() -> None:
                         help="central mode: only these client round trips (ms)")
     parser.add_argument("--no-per-region", action="store_true",
                         help="central mode only")
+    parser.add_argument("--canary-http", choices=("lean", "botocore"), default="lean",
+                        help="aws.canary_http of the daemons (before/after runs of issue 14)")
     args = parser.parse_args()
     if args.nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # the emulator child inherits it
@@ -580,6 +587,7 @@ def main() -> None:
         "link_delays": [describe_delay(s) for _, _, s in LINKS],
         "max_reads_per_canary": 20, "min_poll_interval_s": 0.02,
         "planner": f"git {args.planner_from}" if args.planner_from else "working tree",
+        "canary_http": args.canary_http,
         "per_region": None if per_region is None else {
             "regions": PER_REGION, "daemons": len(PER_REGION), "fleet": FLEET,
             "seconds": args.seconds, "link_delays": "the same six, on this group's pairs",

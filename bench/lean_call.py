@@ -1,14 +1,13 @@
-"""What a lean canary GetItem would save: CPU per call, botocore's path against a bare one.
+"""CPU per canary call: botocore's path against the lean path (monitor/lean.py), both in the daemon.
 
-Issue 14's lever, measured before anyone builds it into the daemon. Two ways to make
-the same canary read (a strongly consistent GetItem with the canary's projection):
+Issue 14's lever. The same canary read (a strongly consistent GetItem with the canary's
+projection) made two ways through the daemon's own `AwsClients.call`, with its error
+mapping and gtmon_aws_request_* metrics:
 
-* `botocore`: the daemon's own path, `AwsClients.call` (aioboto3 client, retries,
-  error mapping, gtmon_aws_request_* metrics);
-* `lean`: the request body serialized once; per call a fresh `AWSRequest` signed with
-  botocore's own `SigV4Auth`, sent on an aiohttp session, the answer parsed with
-  `json.loads`. A prototype: no retries, no error mapping, no credential refresh,
-  which the real thing would need and which would add to its cost.
+* `botocore`: `lean=False`, the aioboto3 client (what `aws.canary_http: botocore` does);
+* `lean`: `lean=True`, monitor/lean.py: the body serialized per call, signed per call with
+  botocore's SigV4Auth on frozen credentials of the session's chain, sent on the client's
+  own aiohttp session, botocore's standard retries, the answer parsed with `json.loads`.
 
 Both run in this process, in alternating blocks (same load, same moment), each block
 `--workers` concurrent loops of sequential calls; CPU is this process's user+sys
@@ -16,15 +15,17 @@ Both run in this process, in alternating blocks (same load, same moment), each b
 (no client latency; like werkzeug's development server it closes the connection after
 every answer, so each call opens a TCP connection) and DynamoDB Local (Jetty, keeps
 connections alive, as AWS does), when its jar is installed (scripts/ci-dynamodb-local.sh).
+`--profile FILE` also writes a CPU-time cProfile of one more lean block on DynamoDB Local.
 
     python bench/lean_call.py [--quick] [--calls N] [--workers N] [--no-dynamodb-local]
+                              [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import cProfile
 import os
 import shutil
 import socket
@@ -38,12 +39,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import aiohttp
 import boto3
 from _common import EmulatorProcess, emit, log
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
 from monitor.aws import AwsClients
 from monitor.config import AwsSettings
@@ -59,29 +56,6 @@ READ = {
     "ConsistentRead": True,
     "ProjectionExpression": "gtmon_seq, gtmon_written_at",
 }
-
-
-class LeanGetItem:
-    """The prototype: one prepared body, re-signed per call, sent on aiohttp, json-parsed."""
-
-    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
-        self.url = url
-        self.session = session
-        self.body = json.dumps(READ).encode()
-        self.signer = SigV4Auth(Credentials(*KEYS), "dynamodb", REGION)
-
-    async def __call__(self) -> dict[str, Any]:
-        request = AWSRequest(
-            method="POST", url=self.url, data=self.body,
-            headers={"Content-Type": "application/x-amz-json-1.0",
-                     "X-Amz-Target": "DynamoDB_20120810.GetItem"},
-        )
-        self.signer.add_auth(request)
-        async with self.session.post(self.url, data=self.body, headers=dict(request.headers.items())) as r:
-            answer: dict[str, Any] = json.loads(await r.read())
-            if r.status != 200:
-                raise RuntimeError(f"lean GetItem: HTTP {r.status}: {answer}")
-            return answer
 
 
 def prepare(url: str) -> None:
@@ -110,29 +84,37 @@ async def block(call: Callable[[], Awaitable[dict[str, Any]]], calls: int, worke
     return time.process_time() - cpu
 
 
-async def measure(url: str, calls: int, workers: int, rounds: int) -> dict[str, Any]:
-    settings = AwsSettings.model_validate({"endpoint_url": url})
+async def measure(url: str, calls: int, workers: int, rounds: int,
+                  profile: str | None = None) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
+    settings = AwsSettings.model_validate({"endpoint_url": url, "canary_http": "lean"})
     clients = AwsClients(settings, Metrics(CollectorRegistry(), "bench"))
     await clients.start([REGION])
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
-    lean = LeanGetItem(url, session)
+    profiler = cProfile.Profile(time.process_time) if profile else None
 
-    async def botocore_call() -> dict[str, Any]:
-        answer: dict[str, Any] = await clients.call(REGION, "dynamodb", "get_item", **READ)
-        return answer
+    def way(lean: bool) -> Callable[[], Awaitable[dict[str, Any]]]:
+        async def call() -> dict[str, Any]:
+            answer: dict[str, Any] = await clients.call(REGION, "dynamodb", "get_item", lean=lean, **READ)
+            return answer
+        return call
 
+    ways = {"botocore": way(False), "lean": way(True)}
     cpu: dict[str, list[float]] = {"botocore": [], "lean": []}
     try:
-        await block(botocore_call, workers * 5, workers)  # warm: models loaded, pools open
-        await block(lean, workers * 5, workers)
+        for call in ways.values():  # warm: models loaded, pools open
+            await block(call, workers * 5, workers)
         for _ in range(rounds):
-            cpu["botocore"].append(await block(botocore_call, calls, workers))
-            cpu["lean"].append(await block(lean, calls, workers))
+            for name, call in ways.items():
+                cpu[name].append(await block(call, calls, workers))
+        if profiler is not None:  # an extra block: the profiler's own cost stays out of the figures
+            profiler.enable()
+            await block(ways["lean"], calls, workers)
+            profiler.disable()
     finally:
-        await session.close()
         await clients.close()
+    if profiler is not None and profile is not None:
+        profiler.dump_stats(profile)
     per_call = {k: sorted(v)[len(v) // 2] * 1000 / (calls // workers * workers) for k, v in cpu.items()}
     return {
         "cpu_ms_per_call_median_block": {k: round(v, 3) for k, v in per_call.items()},
@@ -184,6 +166,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8, help="concurrent loops per block")
     parser.add_argument("--rounds", type=int, help="blocks of each kind, alternating")
     parser.add_argument("--no-dynamodb-local", action="store_true")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="write a CPU-time cProfile of one more lean block on DynamoDB Local")
     args = parser.parse_args()
     calls = args.calls or (200 if args.quick else 800)
     rounds = args.rounds or (3 if args.quick else 5)
@@ -203,7 +187,8 @@ def main() -> None:
             try:
                 prepare(url)
                 log(f"DynamoDB Local {url}: {rounds} x {calls} calls each way")
-                results["dynamodb_local"] = asyncio.run(measure(url, calls, args.workers, rounds))
+                results["dynamodb_local"] = asyncio.run(
+                    measure(url, calls, args.workers, rounds, args.profile))
             finally:
                 process.terminate()
                 process.wait(timeout=10)

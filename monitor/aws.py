@@ -29,6 +29,11 @@ Canary writes have a lane of their own (`lane="canary_write"`): a second DynamoD
 per region, with its own connection pool, so a write never queues behind the pipelined
 canary reads that can fill the shared pool (five canary targets, 16 reads in flight per
 pair). Same settings, retries, metrics and error mapping as every other call.
+
+The canary's hot calls (`lean=True`: its GetItem and PutItem) take the lean path of
+`monitor.lean` when `aws.canary_http` is `lean`: same client pool, endpoint, timeouts,
+credentials, retries and botocore exceptions, so the translation, metrics and region
+state below are the same for both paths; only botocore's per-call machinery is skipped.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from botocore.exceptions import (
 )
 
 from monitor.config import AwsSettings
+from monitor.lean import LEAN_OPERATIONS, LeanDynamoDB
 from monitor.metrics import Metrics
 
 __all__ = [
@@ -204,6 +210,7 @@ class AwsClients:
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[str, str], Any] = {}
         self._write_lane: dict[str, Any] = {}  # region -> the canary writes' own client
+        self._lean: dict[tuple[str, str], LeanDynamoDB] = {}  # (region, lane) -> lean sender
         # Last error per region and when it happened (epoch seconds), for the status page.
         self.last_errors: dict[str, AwsCallError] = {}
         self.last_error_at: dict[str, float] = {}
@@ -226,6 +233,17 @@ class AwsClients:
                     self._clients[(region, service)] = await self._open(region, service)
             if region not in self._write_lane:
                 self._write_lane[region] = await self._open(region, "dynamodb", WRITE_LANE_POOL)
+        if self.settings.canary_http == "lean":
+            # The session's credentials object, the one its clients sign with (cached by the
+            # session): refreshable credentials refresh for both paths alike.
+            credentials = await self._session.get_credentials()
+            for region in regions:
+                for lane, client in (("shared", self._clients[(region, "dynamodb")]),
+                                     ("canary_write", self._write_lane[region])):
+                    if (region, lane) not in self._lean:
+                        self._lean[(region, lane)] = LeanDynamoDB(
+                            client, credentials, self.settings.max_attempts
+                        )
 
     async def _open(self, region: str, service: str, max_pool_connections: int = 64) -> Any:
         try:
@@ -244,6 +262,7 @@ class AwsClients:
         await self._stack.aclose()
         self._clients.clear()
         self._write_lane.clear()
+        self._lean.clear()
 
     async def call(
         self,
@@ -252,6 +271,7 @@ class AwsClients:
         operation: str,
         expected: tuple[type[AwsCallError], ...] = (),
         lane: str = "shared",
+        lean: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Call `operation` (snake_case) in `region`; raises an AwsCallError subclass.
@@ -259,9 +279,14 @@ class AwsClients:
         Errors of the `expected` kinds (a probe for a table that may not exist yet)
         are raised without being counted or shown as the region's last error.
         `lane="canary_write"` sends a DynamoDB call on the canary writes' own pool.
+        `lean=True` marks a canary hot call (DynamoDB get_item or put_item): it takes the
+        lean path when `aws.canary_http` is `lean`.
         """
         if lane not in LANES:
             raise ValueError(f"unknown lane {lane!r}; allowed: {', '.join(LANES)}")
+        if lean and (service != "dynamodb" or operation not in LEAN_OPERATIONS):
+            raise ValueError(f"no lean path for {service} {operation}; "
+                             f"allowed: dynamodb {', '.join(LEAN_OPERATIONS)}")
         if lane == "canary_write" and service == "dynamodb":
             client = self._write_lane.get(region)
         else:
@@ -269,10 +294,13 @@ class AwsClients:
         if client is None:
             raise KeyError(f"no {service} client for region {region} (clients started: "
                            f"{sorted({r for r, _ in self._clients})})")
-        method = getattr(client, operation)
+        sender = self._lean.get((region, lane)) if lean else None
         started = self._monotonic()
         try:
-            result = await method(**kwargs)
+            if sender is not None:
+                result = await sender.call(operation, kwargs)
+            else:
+                result = await getattr(client, operation)(**kwargs)
         except Exception as exc:  # every botocore failure is translated below
             error = translate(region, operation, exc)
             if error is None:

@@ -156,6 +156,15 @@ class AwsSettings(_Model):
     read_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     max_attempts: int = Field(default=3, ge=1, le=10)
     profile: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
+    canary_http: Literal["lean", "botocore"] = Field(
+        default="lean",
+        description=(
+            "How the canary's GetItem and PutItem are sent: `lean` (a prepared request signed "
+            "with botocore's SigV4 on the client's own HTTP session, botocore's retries and error "
+            "parsing; less CPU per call, docs/performance.md) or `botocore` "
+            "(the full client, as every other call)."
+        ),
+    )
 
 
 class CanarySettings(_Model):

@@ -407,7 +407,8 @@ class CanaryRunner:
             self._kept(source, schedule, slot, sent)
         try:
             await self._clients.call(
-                source, "dynamodb", "put_item", lane="canary_write", TableName=self.target.table, Item=item
+                source, "dynamodb", "put_item", lane="canary_write", lean=True,
+                TableName=self.target.table, Item=item,
             )
         except AwsCallError as error:
             self._write_failed(source, targets, seq, error.code, error.message, error)
@@ -608,6 +609,7 @@ class CanaryRunner:
                 probe.target,
                 "dynamodb",
                 "get_item",
+                lean=True,
                 TableName=self.target.table,
                 Key=key,
                 ConsistentRead=True,

