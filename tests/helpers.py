@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from bench._common import stop_process
+
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
 ClientFactory = Callable[..., Any]
 
@@ -105,10 +107,5 @@ def dynamodb_local(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
         log.close()
