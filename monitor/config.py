@@ -9,6 +9,7 @@ what is allowed instead of surfacing later as a traceback.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import re
 import socket
@@ -214,6 +215,16 @@ class CanarySettings(_Model):
         if self.warning_seconds > self.critical_seconds:
             raise ValueError("warning_seconds must not exceed critical_seconds")
         return self
+
+
+@functools.lru_cache(maxsize=128)
+def key_template_pattern(template: str, wildcards: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
+    """A key template (canary or probe key) as a pattern matching every key it produces:
+    each placeholder in `wildcards` replaced by its regular expression, the rest literal."""
+    pattern = re.escape(template)
+    for placeholder, wildcard in wildcards:
+        pattern = pattern.replace(re.escape(placeholder), wildcard)
+    return re.compile(pattern)
 
 
 def _check_key_template(value: dict[str, str], placeholders: tuple[str, ...]) -> None:

@@ -45,7 +45,7 @@ from monitor.canary.status import PairFacts, PairState, Thresholds, evaluate
 from monitor.canary.table import CANARY_KEY_ATTRIBUTE
 from monitor.canary.trend import LagTrend
 from monitor.clock import Clock
-from monitor.config import CanarySettings, Config
+from monitor.config import CanarySettings, Config, key_template_pattern
 from monitor.metrics import Metrics, PairReading
 from monitor.supervisor import Supervised, Supervisor
 from monitor.waiting import wait_event
@@ -93,7 +93,10 @@ class CanaryTarget:
         for attr, template in self.key_template:
             value = keys.get(attr)
             text = value.get("S") if isinstance(value, Mapping) else None
-            if not isinstance(text, str) or not _key_pattern(template, self.regions).fullmatch(text):
+            sources = "|".join(re.escape(r) for r in self.regions)
+            pattern = key_template_pattern(
+                template, (("{instance}", ".+?"), ("{source}", f"(?:{sources})")))
+            if not isinstance(text, str) or not pattern.fullmatch(text):
                 return False
         return True
 
@@ -115,16 +118,6 @@ def canary_targets(config: Config) -> list[CanaryTarget]:
                 CanaryTarget(table.name, tuple(config.table_regions(table)), tuple(table.canary_key.items()))
             )
     return targets
-
-
-@functools.lru_cache(maxsize=64)
-def _key_pattern(template: str, regions: tuple[str, ...]) -> re.Pattern[str]:
-    """A key template as a pattern: {instance} any text, {source} one of the regions."""
-    sources = "|".join(re.escape(r) for r in regions)
-    escaped = re.escape(template)
-    for placeholder, pattern in (("{instance}", ".+?"), ("{source}", f"(?:{sources})")):
-        escaped = escaped.replace(re.escape(placeholder), pattern)
-    return re.compile(escaped)
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,12 @@ the round trips only when one write was certainly accepted after the other
 
 from __future__ import annotations
 
-import functools
 import itertools
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from monitor.config import key_template_pattern
 from monitor.conflicts import Image, Verdict
 
 __all__ = [
@@ -42,6 +41,8 @@ __all__ = [
 #: The attribute every probe version carries: the region that wrote it. It also marks
 #: probe items, so their verdicts never reach gtmon_lww_conflicts_total.
 PROBE_MARK = "gtmon_probe"
+#: A probe key's placeholders: any monitor instance, any probe number.
+_PROBE_WILDCARDS = (("{instance}", ".+?"), ("{probe}", ".+?"))
 #: The key value of every key attribute unless `conflicts.probe_key` says otherwise.
 DEFAULT_PROBE_TEMPLATE = "gtmon-probe#{instance}#{probe}"
 
@@ -176,18 +177,11 @@ def is_probe_verdict(verdict: Verdict, template: Mapping[str, str] | None = None
     key = dict(verdict.key)
     for name, (kind, value) in key.items():
         wanted = DEFAULT_PROBE_TEMPLATE if template is None else template.get(name)
-        if wanted is None or kind != "S" or not _probe_pattern(wanted).fullmatch(str(value)):
+        if wanted is None or kind != "S" or not key_template_pattern(
+            wanted, _PROBE_WILDCARDS
+        ).fullmatch(str(value)):
             return False
     return template is None or set(template) == set(key)
-
-
-@functools.lru_cache(maxsize=64)
-def _probe_pattern(template: str) -> re.Pattern[str]:
-    """A probe key template as a pattern: {instance} and {probe} any text."""
-    escaped = re.escape(template)
-    for placeholder in ("{instance}", "{probe}"):
-        escaped = escaped.replace(re.escape(placeholder), ".+?")
-    return re.compile(escaped)
 
 
 @dataclass(frozen=True)
