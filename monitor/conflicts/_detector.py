@@ -62,6 +62,10 @@ class _Table:
     footprint: int = 0
 
 
+_RECORD_BYTES = 400  # see `footprint`
+_ATTRIBUTE_BYTES = 250  # per top-level attribute of a held image
+
+
 def footprint(ob: Observation, attributes: int | None = None) -> int:
     """Estimated bytes a held record takes: a fixed part, a part per top-level attribute of
     its images (canonical images are tuples of tuples; `attributes`: of the images not
@@ -73,7 +77,7 @@ def footprint(ob: Observation, attributes: int | None = None) -> int:
     """
     if attributes is None:
         attributes = len(ob.old_image or ()) + len(ob.new_image or ())
-    return 400 + 250 * attributes + ob.size_bytes
+    return _RECORD_BYTES + _ATTRIBUTE_BYTES * attributes + ob.size_bytes
 
 
 def _shared(images: dict[Image, Image], ob: Observation) -> tuple[Observation, int]:
@@ -453,7 +457,9 @@ class Detector:
             for recs in item.by_region.values() for ob in recs
             for image in (ob.old_image, ob.new_image) if image is not None
         }
-        kept = sum(footprint(ob) for recs in item.by_region.values() for ob in recs)
+        # As `observe` counts it: each held image once.
+        kept = sum(footprint(ob, 0) for recs in item.by_region.values() for ob in recs) + (
+            _ATTRIBUTE_BYTES * sum(len(image) for image in item.images))
         t.footprint -= item.footprint - kept
         item.footprint = kept
         self._stats["prefixes_judged"] += 1
