@@ -17,6 +17,18 @@ point, so one badly bracketed canary (say its arrival fell before the plan began
 widens the next plan's reach over the whole interval and the pair converges in one
 canary rather than chasing its own wrong midpoints.
 
+Where the core lies is judged from the canaries measured about as precisely as the
+latest ones. During a fault (throttled or slow reads) brackets widen and their midpoints
+scatter over seconds; counted with the rest, they kept the core that wide, and every bound
+1.5-2.5 times its pre-fault level, for the 30 canaries or so it took to push them out of
+the history (the soak's throttling and latency faults). Left out once a quarter of the
+history is bracketed more than twice as widely as the latest canaries, a 70 s throttling
+fault is forgotten in 1 canary (`bench/fault_recovery.py --faults throttle latency
+--fault-seconds 70`: before, 2 of 4 pairs were not back within 25). A link whose every
+bracket is wide still plans from all of them, so a lasting fault does not freeze the plan;
+a steady link's widely bracketed tail is about a tenth of its history and leaves the
+plan as it was.
+
 Offsets count from the write's answer, while lags count from the commit (the
 write's midpoint) and a read looks at the replica half its round trip after it
 is sent. A read planned at offset `o` therefore looks at lag `o + lead`, with
@@ -48,6 +60,12 @@ UPPER_READS = 7  # across the upper reach, gaps growing by UPPER_GROWTH
 UPPER_GROWTH = 1.4
 BLIND_GROWTH = 1.25  # before any lag is known
 GUARD_FRACTION = 0.8
+# When more than FAULT_SHARE of the history is bracketed more than WIDE_FACTOR times as
+# widely as the median of the last RECENT_WIDTHS, those samples are left out of the core
+# (see the module docstring; a steady link's widely bracketed tail is about a tenth).
+RECENT_WIDTHS = 4
+WIDE_FACTOR = 2.0
+FAULT_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -79,18 +97,29 @@ class LagHistory:
         """The midpoints, sorted (the status page's percentiles)."""
         return sorted((low + high) / 2.0 for low, high in self.samples)
 
+    def precise(self) -> list[tuple[float, float]]:
+        """The samples to place the core from: after a fault, those bracketed about as
+        narrowly as the latest ones; otherwise all (a steady link's tail is bracketed
+        widely by the upper reach, and leaving it out would shrink the core under it)."""
+        widths = [high - low for low, high in self.samples]
+        limit = WIDE_FACTOR * statistics.median(widths[-RECENT_WIDTHS:])
+        kept = [s for s, width in zip(self.samples, widths, strict=True) if width <= limit]
+        fault = len(self.samples) - len(kept) > len(self.samples) * FAULT_SHARE
+        return kept if fault and len(kept) >= 5 else list(self.samples)
+
     def window(self, min_spread: float) -> ArrivalWindow | None:
         """The planner's idea of the next arrival, or None before any data."""
         if not self.samples:
             return None
-        ordered = self.lags()
+        precise = self.precise()
+        ordered = sorted((low + high) / 2.0 for low, high in precise)
         if len(ordered) >= 5:
             quantiles = statistics.quantiles(ordered, n=10, method="inclusive")
             low, high = quantiles[0], quantiles[-1]
         else:
             # A few canaries, the first ones bracketed blind and widely: the core spans all
             # of their intervals, not just their midpoints.
-            low, high = min(lo for lo, _ in self.samples), max(hi for _, hi in self.samples)
+            low, high = min(lo for lo, _ in precise), max(hi for _, hi in precise)
         centre = statistics.median(ordered)
         # The floor in proportion to the lag (2%) keeps a steady link from narrowing the
         # window to nothing.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import statistics
 
 import pytest
 from hypothesis import given, settings
@@ -137,3 +138,51 @@ def test_an_arrival_below_the_whole_plan_is_bracketed_by_the_guard_read():
     hit = min(t for t in plan if t >= early)
     assert miss > 0.7 * window.lowest  # not the read at 0: within a fifth of the lag
     assert hit - miss < 0.25 * early
+
+
+def bound_after_fault(history: LagHistory, draw: random.Random, canaries: int) -> list[float]:
+    """Half-widths of the brackets of `canaries` exactly timed canaries on a 1.7 s link."""
+    bounds = []
+    for _ in range(canaries):
+        lag = 1.7 + draw.uniform(-0.1, 0.1)
+        plan = plan_reads(history.window(0.06), 20, 0.02, 120, lead=0.0)
+        miss = max((t for t in plan if t < lag), default=0.0)
+        hit = min((t for t in plan if t >= lag), default=plan[-1] + 1.0)
+        history.add(miss, hit)
+        bounds.append((hit - miss) / 2)
+    return bounds
+
+
+def test_after_a_fault_of_wide_brackets_the_plan_is_back_within_a_few_canaries():
+    # The soak's throttling: 60 canaries bracketed within seconds, midpoints scattered over
+    # 1-3.4 s, on a link whose arrivals fall in 1.6-1.8 s. Counted with the rest, the
+    # fault's midpoints kept the core seconds wide for half the history: no seed was back
+    # within 30 canaries.
+    back = []
+    for seed in range(10):
+        draw = random.Random(seed)
+        history = LagHistory()
+        before = statistics.median(bound_after_fault(history, draw, 64)[-20:])
+        for _ in range(60):
+            mid, half = draw.uniform(1.0, 3.4), draw.uniform(0.3, 1.8)
+            history.add(max(0.0, mid - half), mid + half)
+        after = bound_after_fault(history, draw, 30)
+        # bench/fault_recovery.py's rule: the first canary starting a run of 5 whose median
+        # is within 1.5x the pre-fault median.
+        back.append(next((i + 1 for i in range(26)
+                          if statistics.median(after[i : i + 5]) <= 1.5 * before), None))
+    assert all(n is not None and n <= 12 for n in back), back
+    assert sum(n <= 5 for n in back) >= 6, back
+
+
+def test_a_lasting_fault_of_wide_brackets_still_plans_over_them():
+    # Every bracket wide (the fault never ends): the plan must keep spanning where they lie,
+    # not freeze on the few precise canaries from before it.
+    history = steady(1.7, n=20)
+    draw = random.Random(5)
+    for _ in range(64):
+        mid = draw.uniform(1.0, 3.4)
+        history.add(mid - 0.5, mid + 0.5)
+    window = history.window(0.06)
+    assert window is not None
+    assert window.core_low < 1.3 and window.core_high > 3.0
