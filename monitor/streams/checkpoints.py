@@ -209,7 +209,11 @@ class JsonFileCheckpointStore:
         return CheckpointState.from_json(data, str(self.path))
 
     async def save(self, state: CheckpointState) -> None:
-        payload = json.dumps(state.to_json(), indent=1, sort_keys=True)
+        # Compact, so the C encoder writes it in one piece: indented, json falls back to its
+        # Python encoder, and during a long pause (the judged list grows with every record
+        # past the oldest held one) its thousands of pieces every few seconds left the
+        # daemon's RSS megabytes above what it holds (tracemalloc: 1.4 MB, 18,000 objects).
+        payload = json.dumps(state.to_json(), separators=(",", ":"), sort_keys=True)
         await asyncio.to_thread(self._write, payload)
 
     def _write(self, payload: str) -> None:
