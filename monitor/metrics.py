@@ -291,10 +291,12 @@ class StreamReading:
 
 @dataclass(frozen=True)
 class DetectorReading:
-    """Cumulative degradation counts of one table's conflict detector, by reason."""
+    """Cumulative counts of one table's conflict detector: degradation by reason, and judged
+    records let go over the checkpoints' cap."""
 
     table: str
     degraded: Mapping[str, int]
+    judged_dropped: int = 0
 
 
 @dataclass(frozen=True)
@@ -372,15 +374,23 @@ class StreamStateCollector(Collector):
             _help("gtmon_detector_degraded_total"),
             labels=list(_labels("gtmon_detector_degraded_total")),
         )
+        dropped = CounterMetricFamily(
+            "gtmon_checkpoint_judged_dropped",
+            _help("gtmon_checkpoint_judged_dropped_total"),
+            labels=list(_labels("gtmon_checkpoint_judged_dropped_total")),
+        )
         for detector in self._detectors():
             for reason, count in sorted(detector.degraded.items()):
                 degraded.add_metric([detector.table, reason], count)
+            dropped.add_metric([detector.table], detector.judged_dropped)
         yield age
         yield degraded
+        yield dropped
 
     def describe(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("gtmon_stream_watermark_age_seconds", "", labels=["table", "region"])
         yield CounterMetricFamily("gtmon_detector_degraded", "", labels=["table", "reason"])
+        yield CounterMetricFamily("gtmon_checkpoint_judged_dropped", "", labels=["table"])
 
 
 @dataclass(frozen=True)
@@ -483,7 +493,6 @@ class Metrics:
         self.component_restarts = counter("gtmon_component_restarts_total")
         self.internal_errors = counter("gtmon_internal_errors_total")
         self.stream_gaps = counter("gtmon_stream_gaps_total")
-        self.checkpoint_judged_dropped = counter("gtmon_checkpoint_judged_dropped_total")
         self.checkpoint_errors = counter("gtmon_checkpoint_errors_total")
         for operation in ("load", "save"):
             self.checkpoint_errors.labels(operation)
@@ -520,7 +529,8 @@ class Metrics:
         streams: Callable[[], Iterable[StreamReading]],
         detectors: Callable[[], Iterable[DetectorReading]],
     ) -> None:
-        """Register the scrape-time watermark ages and detector degradation counts."""
+        """Register the scrape-time watermark ages, detector degradation counts and judged
+        records left out of the checkpoints."""
         self.registry.register(StreamStateCollector(streams, detectors))
 
     def add_pending_state(self, source: Callable[[], Iterable[PendingReading]]) -> None:

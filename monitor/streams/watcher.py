@@ -198,7 +198,6 @@ class ConflictWatcher:
         # Per (table, region): records judged before the last stop, to skip when re-read.
         self._judged_unread: dict[tuple[str, str], set[str]] = {}
         self.judged_skipped = 0
-        self._judged_dropped: dict[str, int] = {}  # detector's judged_dropped already counted
         self.supervisor = supervisor or Supervisor(metrics, clock)
         self._components: list[Supervised] = []
         self._buckets: dict[str, TokenBucket] = {}
@@ -241,7 +240,6 @@ class ConflictWatcher:
                 {name: table_regions}, detector_settings,
                 track_judged=MAX_JUDGED_ITEM,
             )
-            self.metrics.checkpoint_judged_dropped.labels(name)
             self.risk.add_table(name, table_regions, detector_settings)
             for region in table_regions:
                 positions = {
@@ -511,12 +509,6 @@ class ConflictWatcher:
             for region, seqs in detector.judged_since(table, since).items():
                 judged.setdefault((table, region), []).extend(seqs)
             detector.forget_judged(table, since)
-            # Judged records the detector let go over its cap, not listed from now on.
-            dropped = detector.stats["judged_dropped"]
-            if dropped > self._judged_dropped.get(table, 0):
-                self.metrics.checkpoint_judged_dropped.labels(table).inc(
-                    dropped - self._judged_dropped.get(table, 0))
-                self._judged_dropped[table] = dropped
         return CheckpointState(positions, self.reported.snapshot(now),
                                pending=self.risk.snapshot(), judged=judged)
 
@@ -553,7 +545,8 @@ class ConflictWatcher:
         for table, detector in self.detectors.items():
             stats = detector.stats
             readings.append(DetectorReading(
-                table, {reason: stats.get(key, 0) for key, reason in DEGRADED_REASONS.items()}
+                table, {reason: stats.get(key, 0) for key, reason in DEGRADED_REASONS.items()},
+                judged_dropped=stats["judged_dropped"],
             ))
         return readings
 

@@ -369,6 +369,25 @@ def test_records_judged_before_a_restart_are_not_judged_again_when_re_read(tmp_p
     assert second.checkpoint_state().judged == {("Orders", r): ["100"] for r in REGIONS[1:]}
 
 
+def test_judged_records_over_the_checkpoint_cap_are_counted_in_metrics(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    watcher = ConflictWatcher(config(tmp_path, "http://127.0.0.1:9"),
+                              AwsClients(AwsSettings(endpoint_url="http://127.0.0.1:9")),
+                              Metrics(registry, "test"), SystemClock())
+    watcher.detectors["Orders"] = Detector({"Orders": REGIONS}, DetectorSettings(settle_seconds=0),
+                                           track_judged=2)
+    dropped = {"table": "Orders"}
+    assert registry.get_sample_value("gtmon_checkpoint_judged_dropped_total", dropped) == 0
+    for region in REGIONS:
+        watcher._on_record(_record("100", region, replayed=False))
+    for region in REGIONS:
+        watcher.detectors["Orders"].advance_watermark("Orders", region, time.time() + 10)
+    watcher._judge()
+    # Three records judged, two listed: one let go, counted before any checkpoint is saved.
+    assert registry.get_sample_value("gtmon_checkpoint_judged_dropped_total", dropped) == 1
+    assert sum(map(len, watcher.checkpoint_state().judged.values())) == 2
+
+
 async def test_a_failing_checkpoint_save_is_counted_shown_and_cleared_by_the_next_good_one(
     emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
