@@ -51,7 +51,7 @@ merge the records of one delete seen in several regions.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
@@ -387,19 +387,37 @@ class _Segment:
 
     # -- search ---------------------------------------------------------------------
 
-    def search(self) -> tuple[list[dict[Outcome, None]], bool, bool]:
-        """Outcomes of the worlds on each level (structure, timing, canary); truncated; relaxed.
+    def search(self) -> tuple[list[dict[Outcome, None]], list[bool], bool]:
+        """Outcomes of the worlds on each level (structure, timing, canary); whether each
+        level's search was complete; relaxed.
 
+        The timing levels are searched on their own, pruned by the arrival times as each
+        origin is chosen: a partial world no apply times fit has no extension they fit
+        (every choice only adds constraints), so a long segment of concurrent writes that
+        has far too many structural worlds to list usually has few that the times allow.
         Relaxed: no world passes the replication model's checks at all (the streams
         contradict it), so the structure level holds every assignment.
         """
         order = self._topological()
         cands = {n: self.candidates(n) for n in order}
-        levels, truncated = self._enumerate(order, cands, check=True)
-        if levels[0]:
-            return levels, truncated, False
-        levels, truncated = self._enumerate(order, cands, check=False)
-        return levels, truncated, True
+        levels: list[dict[Outcome, None]] = [{} for _ in LEVELS]
+        floors = self.floors
+
+        def structural(origin: Mapping[NodeId, str]) -> None:
+            levels[0][self._outcome(origin)] = None
+
+        def timed(origin: Mapping[NodeId, str]) -> None:
+            out = self._outcome(origin)
+            levels[1][out] = None
+            if floors and self.timing_ok(origin, floors):
+                levels[2][out] = None
+
+        timing_complete = not self._enumerate(order, cands, timed, check=True, timed=True)
+        structure_complete = not self._enumerate(order, cands, structural, check=True)
+        if levels[0] or not structure_complete:
+            return levels, [structure_complete, timing_complete, timing_complete], False
+        structure_complete = not self._enumerate(order, cands, structural, check=False)
+        return levels, [structure_complete, True, True], True
 
     def _topological(self) -> list[NodeId]:
         assert self.before is not None
@@ -407,23 +425,35 @@ class _Segment:
         return sorted(self.written, key=lambda n: (len(before[n]), repr(n)))
 
     def _enumerate(
-        self, order: list[NodeId], cands: dict[NodeId, list[str]], check: bool
-    ) -> tuple[list[dict[Outcome, None]], bool]:
+        self,
+        order: list[NodeId],
+        cands: dict[NodeId, list[str]],
+        leaf: Callable[[Mapping[NodeId, str]], None],
+        *,
+        check: bool,
+        timed: bool = False,
+    ) -> bool:
+        """Call `leaf` with every world (an origin per write) that passes the per-link FIFO
+        check (`check`) and, with `timed`, fits the arrival times at floors 0; True when
+        the search was cut short by ``max_worlds``."""
         origin: dict[NodeId, str] = {}
         locals_: dict[str, list[NodeId]] = {ch.region: [] for ch in self.chains}
-        levels: list[dict[Outcome, None]] = [{} for _ in LEVELS]
         budget = [self.settings.max_worlds]
         truncated = [False]
-        floors = self.floors
+        clocks: list[_Clock] = []
+        if timed:
+            clocks.append(_Clock(self.created_lo, self.created_hi, self.chain_edges))
+            if self.timed:
+                clocks.append(_Clock(self.seen_lo, self.seen_hi, self.chain_edges))
+            if not all(c.feasible for c in clocks):
+                return False
 
-        def leaf() -> None:
-            out = self._outcome(origin)
-            levels[0][out] = None
-            if not check or not self.timing_ok(origin, None):
-                return
-            levels[1][out] = None
-            if floors and self.timing_ok(origin, floors):
-                levels[2][out] = None
+        def spend() -> bool:
+            budget[0] -= 1
+            if budget[0] <= 0:
+                truncated[0] = True
+                return False
+            return True
 
         def rec(i: int) -> None:
             if budget[0] <= 0:
@@ -431,24 +461,40 @@ class _Segment:
                 return
             if i == len(order):
                 budget[0] -= 1
-                leaf()
+                leaf(origin)
                 return
             node = order[i]
             for region in cands[node]:
                 if check and not self._fifo_ok(node, region, locals_[region]):
-                    budget[0] -= 1
-                    if budget[0] <= 0:
-                        truncated[0] = True
+                    if not spend():
                         return
                     continue
+                if clocks:
+                    pairs = self._delivery(node, region)
+                    marks = [c.mark() for c in clocks]
+                    fits = all([c.add(pairs) for c in clocks])
+                    if not fits:
+                        for c, m in zip(clocks, marks, strict=True):
+                            c.undo(m)
+                        if not spend():
+                            return
+                        continue
                 origin[node] = region
                 locals_[region].append(node)
                 rec(i + 1)
                 locals_[region].pop()
                 del origin[node]
+                if clocks:
+                    for c, m in zip(clocks, marks, strict=True):
+                        c.undo(m)
 
         rec(0)
-        return levels, truncated[0]
+        return truncated[0]
+
+    def _delivery(self, node: NodeId, origin: str) -> list[tuple[int, int]]:
+        """(origin's record, other region's record) of `node`: it was applied there later."""
+        u = self.var[(origin, node)]
+        return [(u, self.var[(r, node)]) for r in self.obs[node] if r != origin]
 
     def _fifo_ok(self, node: NodeId, origin: str, earlier_locals: Iterable[NodeId]) -> bool:
         """Per-link order: ``origin``'s earlier writes reached every region before ``node``."""
@@ -514,6 +560,60 @@ class _Segment:
         return frozenset(entries)
 
 
+class _Clock:
+    """Earliest apply times under ``t[v] >= t[u]`` constraints added and undone one world
+    choice at a time, so the depth-first search can test every partial world.
+
+    Zero weights only (floors 0): every earliest time is one of the lower bounds, so
+    propagation ends even around cycles. `feasible` is False once an earliest time passes
+    its upper bound; `undo` restores the state of a `mark`.
+    """
+
+    def __init__(
+        self, lo: Sequence[float], hi: Sequence[float], edges: Sequence[tuple[int, int, float]]
+    ) -> None:
+        self.earliest = list(lo)
+        self.hi = hi
+        self.out: list[list[int]] = [[] for _ in lo]
+        self.log: list[tuple[int, float]] = []
+        self.added: list[int] = []
+        for u, v, _ in edges:
+            self.out[u].append(v)
+        self.feasible = self._propagate(list(range(len(lo))))
+        self.log.clear()
+
+    def mark(self) -> tuple[int, int]:
+        return len(self.log), len(self.added)
+
+    def add(self, pairs: Sequence[tuple[int, int]]) -> bool:
+        for u, v in pairs:
+            self.out[u].append(v)
+            self.added.append(u)
+        return self._propagate([u for u, _ in pairs])
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        logged, added = mark
+        while len(self.log) > logged:
+            v, old = self.log.pop()
+            self.earliest[v] = old
+        while len(self.added) > added:
+            self.out[self.added.pop()].pop()
+
+    def _propagate(self, work: list[int]) -> bool:
+        earliest, hi, log = self.earliest, self.hi, self.log
+        while work:
+            u = work.pop()
+            t = earliest[u]
+            for v in self.out[u]:
+                if t > earliest[v] + 1e-9:
+                    log.append((v, earliest[v]))
+                    earliest[v] = t
+                    if t > hi[v] + 1e-9:
+                        return False
+                    work.append(v)
+        return True
+
+
 def _bounded(lo: Sequence[float], hi: Sequence[float], edges: Sequence[tuple[int, int, float]]) -> bool:
     """Difference constraints ``t[v] >= t[u] + w`` with ``lo <= t <= hi`` have a solution.
 
@@ -567,18 +667,21 @@ def analyze(
         if seg.before is None:
             result.inconsistent = True
             continue
-        levels, trunc, relaxed = seg.search()
-        result.truncated |= trunc
+        levels, complete, relaxed = seg.search()
         result.inconsistent |= relaxed
-        if not relaxed and not levels[1]:
+        if not relaxed and not levels[1] and complete[1]:
             result.timing_contradicted = True
         elif floors and levels[1] and not levels[2]:
             result.canary_contradicted = True
         depth = max(i for i, outs in enumerate(levels) if outs or i == 0)
+        result.truncated |= not complete[depth]
         if not any(levels[depth]):
             continue
         result.outcomes.append(levels[depth])
-        found = _verdicts(table, key, seg, levels[: depth + 1], settings, trunc or relaxed)
+        found = _verdicts(
+            table, key, seg, levels[: depth + 1], complete, settings,
+            not complete[depth] or relaxed,
+        )
         if blurred:
             found = [_blur(v) for v in found]
         if partial:
@@ -649,14 +752,17 @@ def _closed(segment: list[_Chain]) -> bool:
 
 
 def _determined(
-    levels: Sequence[dict[Outcome, None]], lost: NodeId, field: int
+    levels: Sequence[dict[Outcome, None]], complete: Sequence[bool], lost: NodeId, field: int
 ) -> tuple[str | NodeId | None, KnownBy]:
     """The one value of ``field`` that every outcome on some level gives ``lost``.
 
     Levels are searched loosest first, so the answer says the least evidence that
-    settles it. A level where some world does not lose ``lost`` settles nothing.
+    settles it. A level where some world does not lose ``lost``, or whose search was
+    cut short, settles nothing.
     """
-    for level, outcomes in zip(LEVELS, levels, strict=False):
+    for level, outcomes, whole in zip(LEVELS, levels, complete, strict=False):
+        if not whole:
+            continue
         values = set()
         for outcome in outcomes:
             found = [e[field] for e in outcome if e[0] == lost]
@@ -676,6 +782,7 @@ def _verdicts(
     key: Image,
     seg: _Segment,
     levels: Sequence[dict[Outcome, None]],
+    complete: Sequence[bool],
     settings: DetectorSettings,
     degraded: bool,
 ) -> list[Verdict]:
@@ -685,9 +792,9 @@ def _verdicts(
     always = set.intersection(*lost_sets) if lost_sets else set()
     out: list[Verdict] = []
     for lost in sorted(always, key=repr):
-        loser, loser_by = _determined(levels, lost, 1)
-        winner, _ = _determined(levels, lost, 2)
-        wregion, winner_by = _determined(levels, lost, 3)
+        loser, loser_by = _determined(levels, complete, lost, 1)
+        winner, _ = _determined(levels, complete, lost, 2)
+        wregion, winner_by = _determined(levels, complete, lost, 3)
         if lost in seg.attributed and loser is not None:
             loser_by = "attribute"
         if winner in seg.attributed and wregion is not None:
