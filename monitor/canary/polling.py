@@ -27,7 +27,9 @@ fault is forgotten in 1 canary (`bench/fault_recovery.py --faults throttle laten
 --fault-seconds 70`: before, 2 of 4 pairs were not back within 25). A link whose every
 bracket is wide still plans from all of them, so a lasting fault does not freeze the plan;
 a steady link's widely bracketed tail is about a tenth of its history and leaves the
-plan as it was.
+plan as it was. Canaries whose write was answered far slower than its path allows (the
+SDK retrying a throttled write) never enter the history at all (runner._slow_write):
+fewer than a quarter of it, they were not taken for a fault and kept the core wide.
 
 Offsets count from the write's answer, while lags count from the commit (the
 write's midpoint) and a read looks at the replica half its round trip after it

@@ -65,6 +65,11 @@ SETTLE_BATCH = 50
 # Pipelined reads: a dense plan across a 220 ms round trip needs many reads out at once.
 MAX_IN_FLIGHT = 16
 LATE_POLL_FRACTION = 0.1  # past its plan, a canary is polled every tenth of its age
+# A write answered this much slower than the path's floor round trip (times, or plus
+# seconds, whichever is more) was retried or stalled on the way: when it committed is
+# known only within its whole round trip, so its lag does not shape the read plan.
+SLOW_WRITE_FACTOR = 3.0
+SLOW_WRITE_SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -717,10 +722,26 @@ class CanaryRunner:
                 pending.write.midpoint,
             )
 
+    def _slow_write(self, source: str, write: Interval) -> bool:
+        """The write took far longer than its path's floor round trip (a throttled write the
+        SDK retried after a backoff, a latency spike).
+
+        Its lag's midpoint is then off by up to half that round trip, in a direction no one
+        knows. In the plan's history such canaries spread the core over the backoffs, and a
+        70 s throttling fault left a few dozen there: the pairs from the throttled region
+        were bracketed twice as widely as before for as long as they stayed (the soak). A
+        path that stays slow raises its floor within 64 writes and shapes the plan again.
+        """
+        floor = self._write_floor[source].one_way()
+        if floor is None:
+            return False
+        fastest = 2.0 * floor
+        return write.round_trip > max(SLOW_WRITE_FACTOR * fastest, fastest + SLOW_WRITE_SLACK)
+
     def _publish(self, probe: PairProbe, measurement: Measurement, commit: float) -> None:
         """Record one arrival: history, metrics, observers, log."""
         estimate = measurement.estimate
-        if not measurement.crowded:
+        if not measurement.crowded and not self._slow_write(probe.source, measurement.write):
             # The whole interval: a canary bracketed badly (no read missed it after the write,
             # say) makes the next plan reach over everything it may have been.
             probe.history.add(estimate.low, estimate.high)
