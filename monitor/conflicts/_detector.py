@@ -83,19 +83,19 @@ def footprint(ob: Observation, attributes: int | None = None) -> int:
 def _shared(images: dict[Image, Image], ob: Observation) -> tuple[Observation, int]:
     """`ob` with images already held for its item replaced by the held objects, and how
     many top-level attributes its images newly add."""
-    added = 0
-    old, new = ob.old_image, ob.new_image
-    if old is not None:
-        held = images.setdefault(old, old)
-        added += len(old) if held is old else 0
-        old = held
-    if new is not None:
-        held = images.setdefault(new, new)
-        added += len(new) if held is new else 0
-        new = held
-    if old is ob.old_image and new is ob.new_image:
-        return ob, added
-    return replace(ob, old_image=old, new_image=new), added
+    old, added_old = _held(images, ob.old_image)
+    new, added_new = _held(images, ob.new_image)
+    if old is not ob.old_image or new is not ob.new_image:
+        ob = replace(ob, old_image=old, new_image=new)
+    return ob, added_old + added_new
+
+
+def _held(images: dict[Image, Image], image: Image | None) -> tuple[Image | None, int]:
+    """The held object equal to `image` (it, if new) and its attributes if it is new."""
+    if image is None:
+        return None, 0
+    kept = images.setdefault(image, image)
+    return kept, len(image) if kept is image else 0
 
 
 def _seq_key(ob: Observation) -> tuple[int, str]:
