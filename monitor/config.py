@@ -391,9 +391,9 @@ class StreamSettings(_Model):
         description=(
             "Pending writes per replication link listed with their item key (oldest first) in "
             "/api/at-risk and write_at_risk events. Beyond it a pending write is tracked by "
-            "digests without its key (bench/pending.py: about 1.5 KB each instead of 2 KB): "
-            "still counted exactly, and gtmon_replication_pending_truncated_total says how many "
-            "were not listed."
+            "digests without its key (bench/pending.py: about 1.6 KB each either way, plus the "
+            "key while it is listed): still counted exactly, and "
+            "gtmon_replication_pending_truncated_total says how many were not listed."
         ),
     )
 

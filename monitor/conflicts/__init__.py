@@ -17,6 +17,7 @@ from monitor.conflicts._images import (
     canonical_image,
     canonical_key,
     format_image,
+    image_from_json,
     image_to_dynamodb_json,
     image_to_json,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "canonical_key",
     "format_image",
     "from_stream_record",
+    "image_from_json",
     "image_to_dynamodb_json",
     "image_to_json",
     "judge",

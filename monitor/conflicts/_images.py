@@ -145,6 +145,24 @@ def image_to_json(image: Image | None) -> dict[str, Any] | None:
     return None if image is None else _jsonable(image_to_dynamodb_json(image))
 
 
+def image_from_json(data: Mapping[str, Any]) -> Image:
+    """The canonical image `image_to_json` wrote (binary values decoded from base64 again)."""
+    return canonical_image({name: _unjsonable(av) for name, av in data.items()})
+
+
+def _unjsonable(av: Mapping[str, Any]) -> dict[str, Any]:
+    ((tag, raw),) = av.items()
+    if tag == "B":
+        return {tag: base64.b64decode(raw)}
+    if tag == "BS":
+        return {tag: [base64.b64decode(x) for x in raw]}
+    if tag == "M":
+        return {tag: {k: _unjsonable(v) for k, v in raw.items()}}
+    if tag == "L":
+        return {tag: [_unjsonable(v) for v in raw]}
+    return {tag: raw}
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()

@@ -50,7 +50,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from monitor.conflicts import DetectorSettings, Observation, image_to_json
+from monitor.conflicts import DetectorSettings, Image, Observation, image_from_json, image_to_json
 
 __all__ = [
     "AtRiskWrite",
@@ -63,6 +63,10 @@ __all__ = [
 
 #: How a pending write ended on one link.
 Outcome = Literal["delivered", "superseded"]
+
+
+def _restored(data: Mapping[str, Any] | None) -> Image | None:
+    return None if data is None else image_from_json(data)
 
 
 def _digest(value: object) -> bytes:
@@ -97,8 +101,10 @@ class _Write:
     marks: dict[str, tuple[float, float, float, bool]] = field(default_factory=dict)
     seq: dict[str, str] = field(default_factory=dict)
     open: set[str] = field(default_factory=set)  # targets it is pending on
-    key: dict[str, Any] | None = None  # DynamoDB JSON; dropped beyond the cap
-    image: dict[str, Any] | None = None  # only when asked for, and within the cap
+    # Canonical, the objects the stream's record came with (the detector holds the same
+    # ones): DynamoDB JSON copies cost ~0.5-1.5 KB per write held through a long stall.
+    key: Image | None = None  # dropped beyond the cap
+    image: Image | None = None  # only when asked for, and within the cap
     deleted: bool = False
 
 
@@ -270,8 +276,8 @@ class PendingTracker:
         named = claimed if claimed in self.watermarks and claimed != ob.region else None
         write = _Write(
             self._next_id, kd, version, origin=ob.region, by_attribute=claimed == ob.region,
-            named=named, deleted=deleted, key=image_to_json(ob.key),
-            image=image_to_json(ob.new_image) if self.keep_images else None,
+            named=named, deleted=deleted, key=ob.key,
+            image=ob.new_image if self.keep_images else None,
         )
         self._next_id += 1
         self._by_id[write.wid] = write
@@ -371,7 +377,8 @@ class PendingTracker:
         for w in sorted(seen.values(), key=lambda w: (w.written_at, w.wid)):
             missing = tuple(t for t in self.regions if t in w.open and w.written_at <= self.watermarks[t])
             behind = tuple(t for t in self.regions if t in w.open and t not in missing)
-            out.append(AtRiskWrite(w.wid, w.key, w.image, w.deleted, w.written_at,
+            out.append(AtRiskWrite(w.wid, image_to_json(w.key), image_to_json(w.image),
+                                   w.deleted, w.written_at,
                                    w.marks[w.origin][1], missing, behind))
         return out
 
@@ -397,7 +404,8 @@ class PendingTracker:
                     "started": w.started, "written_at": _num(w.written_at),
                     "timed": w.timed, "index": w.index,
                     "marks": {r: list(m) for r, m in w.marks.items()}, "seq": w.seq,
-                    "open": sorted(w.open), "key": w.key, "image": w.image, "deleted": w.deleted,
+                    "open": sorted(w.open), "key": image_to_json(w.key),
+                    "image": image_to_json(w.image), "deleted": w.deleted,
                 })
         return {
             "writes": sorted(writes, key=lambda e: e["id"]),
@@ -426,7 +434,8 @@ class PendingTracker:
                 timed=bool(e["timed"]),
                 index={r: int(i) for r, i in e["index"].items() if r in self.watermarks},
                 marks=marks, seq={r: str(q) for r, q in e["seq"].items()},
-                key=e["key"], image=e["image"], deleted=bool(e["deleted"]),
+                key=_restored(e["key"]), image=_restored(e["image"]),
+                deleted=bool(e["deleted"]),
             )
             state.writes.append(w)
             self._by_id[w.wid] = w
