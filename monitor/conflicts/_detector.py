@@ -33,6 +33,7 @@ from monitor.conflicts._model import DetectorSettings, Observation, Verdict
 
 @dataclass(slots=True)
 class _Item:
+    key: Image
     by_region: dict[str, list[Observation]] = field(default_factory=dict)
     first_seen: float = math.inf
     last_created: float = -math.inf
@@ -80,13 +81,14 @@ def footprint(ob: Observation, attributes: int | None = None) -> int:
     return _RECORD_BYTES + _ATTRIBUTE_BYTES * attributes + ob.size_bytes
 
 
-def _shared(images: dict[Image, Image], ob: Observation) -> tuple[Observation, int]:
-    """`ob` with images already held for its item replaced by the held objects, and how
-    many top-level attributes its images newly add."""
-    old, added_old = _held(images, ob.old_image)
-    new, added_new = _held(images, ob.new_image)
-    if old is not ob.old_image or new is not ob.new_image:
-        ob = replace(ob, old_image=old, new_image=new)
+def _shared(item: _Item, ob: Observation) -> tuple[Observation, int]:
+    """`ob` with its key and the images already held for its item replaced by the held
+    objects (one copy per item, not per record), and how many top-level attributes its
+    images newly add."""
+    old, added_old = _held(item.images, ob.old_image)
+    new, added_new = _held(item.images, ob.new_image)
+    if old is not ob.old_image or new is not ob.new_image or ob.key is not item.key:
+        ob = replace(ob, key=item.key, old_image=old, new_image=new)
     return ob, added_old + added_new
 
 
@@ -210,7 +212,7 @@ class Detector:
                 obs.table, t, "items_forced"
             ):
                 pass
-            item = t.items[key] = _Item()
+            item = t.items[key] = _Item(key)
             # An item is looked at for a settled prefix only once it has been written for
             # a while: one written twice across a second boundary just settles as a whole.
             item.next_look = obs.created_at + self._look_step
@@ -219,7 +221,8 @@ class Detector:
             if floor is not None and _seq_key(obs) <= floor:
                 self._records += 1
                 return  # a redelivered record of a prefix already judged
-        obs, new_attributes = _shared(item.images, obs)
+        obs, new_attributes = _shared(item, obs)
+        key = item.key  # the record's own copy is not kept (the buckets below hold keys)
         recs = item.by_region.get(region)
         if recs is None:
             item.by_region[region] = [obs]

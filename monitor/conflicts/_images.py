@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Hashable, Mapping
 from decimal import Decimal, InvalidOperation
+from sys import intern
 from typing import Any
 
 #: A canonical attribute value: ``(type tag, payload)``, payload hashable.
@@ -79,7 +80,7 @@ def canonical_image(image: Mapping[str, Mapping[str, Any]]) -> Image:
     >>> canonical_image({"OrderID": {"S": "1"}, "N": {"N": "3.0"}})
     (('N', ('N', '3')), ('OrderID', ('S', '1')))
     """
-    return tuple(sorted((str(name), canonical_value(av)) for name, av in image.items()))
+    return tuple(sorted((intern(str(name)), canonical_value(av)) for name, av in image.items()))
 
 
 def canonical_key(keys: Mapping[str, Mapping[str, Any]]) -> Image:
