@@ -37,6 +37,7 @@ from monitor.canary.runner import CanaryRunner, CanaryTarget, Measurement, canar
 from monitor.canary.schedule import WriteSchedule
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config, ConflictSettings, TableConfig
+from monitor.conflicts import DetectorSettings
 from monitor.health import Health, ReaderFacts, evaluate
 from monitor.metrics import Metrics, PairReading
 from monitor.probes import PROBE_MARK, ProbeRunner, ProbeTarget
@@ -185,6 +186,8 @@ class Service:
             clock_error=config.clock_error_seconds,
             region_up=lambda: {r: self.clients.region_ok.get(r, True) for r in self.regions},
             reader_facts=watcher.reader_facts,
+            holding=watcher.holding,
+            max_wait_seconds=DetectorSettings().max_pending_seconds,
         )
         watcher.probe_sink = runner.on_verdict
         return runner

@@ -389,6 +389,15 @@ class Detector:
             kept = [j for j in self._judged[table] if j[0] >= before]
             self._judged[table] = deque(kept, maxlen=self._judged_cap)
 
+    def holding(self, table: str, key: Image) -> str | None:
+        """Why item `key` is held: "regions" when every reader has read past it but its
+        regions do not hold the same version yet (a paused link), "settling" while it waits
+        for readers or its settle window; None once judged (or never seen)."""
+        t = self._table(table)
+        if key in t.waiting:
+            return "regions"
+        return "settling" if key in t.items else None
+
     def tracked_keys(self, table: str) -> int:
         """Items currently buffered for ``table`` (the gtmon_detector_tracked_keys gauge)."""
         return len(self._table(table).items)

@@ -62,6 +62,7 @@ from monitor.conflicts import (
     UNKNOWN,
     Detector,
     DetectorSettings,
+    Image,
     ImageError,
     LinkFloorTracker,
     Verdict,
@@ -588,6 +589,11 @@ class ConflictWatcher:
                 "last_error": self._checkpoint_error,
             },
         }
+
+    def holding(self, table: str, key: Image) -> str | None:
+        """Why the detector holds item `key` of `table` (`Detector.holding`), if it does."""
+        detector = self.detectors.get(table)
+        return None if detector is None else detector.holding(table, key)
 
     def reader_facts(self, table: str) -> list[ReaderFacts]:
         """Per region of `table`: how far its reader has read and why it fails, if it does

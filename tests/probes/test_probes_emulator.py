@@ -145,6 +145,35 @@ async def test_with_a_third_region_down_probes_between_the_others_are_missed(
             control.fault("restore", region="ap-southeast-1")
 
 
+async def test_a_probe_across_a_paused_link_waits_for_it_and_is_detected_not_missed(
+    emu: EmulatorServer, orders: None, tmp_path: Path
+) -> None:
+    """Every reader reads past the probe, but the paused links keep its regions apart: the
+    detector holds the item until they agree, and the probe waits with it. It used to be
+    counted missed at its timeout ("the detector reported no loss"), paging for a pause the
+    stall alert reports, and its verdict came after the pause, unmatched."""
+    control = ControlClient(emu.url)
+    into_ap = [{"from": "us-east-1", "to": "ap-southeast-1"},
+               {"from": "eu-west-1", "to": "ap-southeast-1"}]
+    async with running(probe_config(emu.url, tmp_path / "cp.json", timeout=2)) as service:
+        await wait_for(lambda: probes(service, "Orders", "detected") >= 1, 20, "a detected probe")
+        detected = probes(service, "Orders", "detected")
+        for link in into_ap:
+            control.fault("pause", **link)
+        try:
+            await asyncio.sleep(6)  # three probe timeouts
+            assert probes(service, "Orders", "missed") == 0
+            assert service.status()["probes"]["tables"]["Orders"]["waiting"] > 0
+        finally:
+            for link in into_ap:
+                control.fault("resume", **link)
+        # Probes go on every second: the ones held over the pause are judged once it ends.
+        await wait_for(lambda: probes(service, "Orders", "detected") >= detected + 8,
+                       30, "the held probes judged once the links resumed")
+        assert probes(service, "Orders", "missed") == probes(service, "Orders", "mislabelled") == 0, (
+            service.status()["probes"]["tables"]["Orders"])
+
+
 async def test_a_stream_switched_off_in_one_region_is_named_by_the_missed_probe(
     emu: EmulatorServer, orders: None, client: Callable[..., Any], tmp_path: Path
 ) -> None:
