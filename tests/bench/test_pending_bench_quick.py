@@ -28,4 +28,7 @@ def test_pending_bench_quick(quick_benches: QuickBenches) -> None:
     assert run["left_pending_after_drain"] == 0
     assert run["share_inside_as_read_bracket"] >= 0.9
     memory = report["results"]["memory"]
-    assert 0 < memory["bytes_per_unlisted_write"] < memory["bytes_per_listed_write"]
+    # A listed write keeps the stream record's own key object, no copy of it: about what an
+    # unlisted one holds (1,960 bytes against 1,592 when the list kept DynamoDB-JSON copies).
+    assert 0 < memory["bytes_per_unlisted_write"] <= 1.05 * memory["bytes_per_listed_write"]
+    assert memory["bytes_per_listed_write"] < 1800
