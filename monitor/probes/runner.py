@@ -73,7 +73,7 @@ class _Pending:
     deadline: float  # wall
     verdicts: list[Verdict] = field(default_factory=list)
     first_verdict_at: float | None = None
-    waited_for_link: bool = False  # past its first deadline, held until its regions agree
+    waited_for_link: bool = False  # held by the detector until its regions agree (a paused link)
 
 
 @dataclass
