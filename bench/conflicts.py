@@ -109,6 +109,7 @@ import time
 from collections import Counter, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -646,7 +647,45 @@ async def run_cell(run: RunSpec, seed: int, dump: str | None = None) -> dict[str
 
 # ---- scoring -------------------------------------------------------------------------------
 
+def _number(text: Any) -> str:
+    """A DynamoDB number as DynamoDB stores it: leading and trailing zeros trimmed, so
+    "1712345678.120" (as a client wrote it) and "1712345678.12" (as a verdict logs it)
+    are one value. Written here, not imported from the detector: the scorer must not
+    share the code it checks."""
+    try:
+        value = Decimal(str(text))
+    except InvalidOperation:
+        return str(text)
+    return "0" if value.is_zero() else format(value.normalize(), "f")
+
+
+def _value(av: Any) -> Any:
+    """One DynamoDB-JSON attribute value with its numbers normalised and its sets sorted."""
+    if not isinstance(av, dict) or len(av) != 1:
+        return av
+    ((tag, raw),) = av.items()
+    if tag == "N":
+        return {tag: _number(raw)}
+    if tag == "NS":
+        return {tag: sorted({_number(x) for x in raw})}
+    if tag in ("SS", "BS"):
+        return {tag: sorted(set(raw))}
+    if tag == "M" and isinstance(raw, dict):
+        return {tag: {k: _value(v) for k, v in raw.items()}}
+    if tag == "L" and isinstance(raw, list):
+        return {tag: [_value(v) for v in raw]}
+    return {tag: raw}
+
+
 def _canon(value: Any) -> str:
+    """A key or an image (DynamoDB-JSON) as one string: equal values, equal strings.
+
+    Numbers are compared by value: the truth keeps each write's image as its client spelt
+    it, the daemon logs the canonical image (the demo traffic's UpdatedAt "...120" comes
+    back as "...12"); compared as written, one write in ten looked like a verdict naming a
+    write that was not lost."""
+    if isinstance(value, dict):
+        value = {k: _value(v) for k, v in value.items()}
     return json.dumps(value, sort_keys=True)
 
 
