@@ -51,8 +51,10 @@ Seq), so no loss is byte-identical; there are no deletes.
 Scoring, per table, against ``lost_writes`` (lost write, winner write) of the truth.
 The service logs item images for the bench (``log_item_images``), and every image is
 unique, so a verdict from ``watcher.recent`` names its lost write exactly: it matches the
-truth write on the same item with the same image (one to one), and its regions must be
-that write's origin (loser) and its winner's origin (winner).
+truth write on the same item with the same image (one to one; numbers compared by value,
+as DynamoDB stores them, since the truth keeps the client's spelling and the daemon logs
+the canonical image), and its regions must be that write's origin (loser) and its
+winner's origin (winner).
 
 - *counted* verdicts are the certain ones (they move ``gtmon_lww_conflicts_total``);
 - TP: a counted verdict with both regions named, whose lost write was lost, to a write
