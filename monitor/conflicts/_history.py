@@ -367,7 +367,7 @@ class _Segment:
         s = self.settings
         image = _image_of(node)
         if image is not None:
-            region = s.writer_region(image)
+            region = s.writer_region(image, next(iter(seen.values())).key)
             if region is not None and region in seen:
                 self.attributed.add(node)
                 return [region]

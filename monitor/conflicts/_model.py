@@ -8,7 +8,7 @@ depends on how records were fetched.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -115,6 +115,11 @@ class DetectorSettings:
     ``writer_regions``) that wrote the version: it makes attribution exact.
     Without either, origins are inferred from observation times.
 
+    ``writer_attribute_on`` limits the attribute to the items it is true for (None: every
+    item): a table without a writer attribute of its own still attributes its conflict
+    probes by their mark, and only them, so an application item that carries the mark
+    (by chance or on purpose) is inferred like any other instead of being believed.
+
     ``settle_seconds`` must exceed the worst replication lag you want judged
     correctly: an item is judged only when every region's reader has read past
     its last write plus this margin. ``max_pending_seconds`` bounds how long an
@@ -127,6 +132,7 @@ class DetectorSettings:
     version_attribute: str | None = None
     writer_attribute: str | None = None
     writer_regions: Mapping[str, str] | None = None
+    writer_attribute_on: Callable[[Image], bool] | None = None
     settle_seconds: float = 10.0
     max_pending_seconds: float = 3600.0
     max_tracked_keys: int = 100_000
@@ -146,12 +152,15 @@ class DetectorSettings:
         if self.max_buffered_bytes < 1:
             raise ValueError("max_buffered_bytes must be >= 1")
 
-    def writer_region(self, image: Image | None) -> str | None:
-        """The region the writer attribute of ``image`` names (through ``writer_regions``).
+    def writer_region(self, image: Image | None, key: Image) -> str | None:
+        """The region the writer attribute of ``image`` (a version of the item ``key``)
+        names, through ``writer_regions``.
 
         Only a claim: callers accept it where the named region's stream holds the write.
         """
         if self.writer_attribute is None:
+            return None
+        if self.writer_attribute_on is not None and not self.writer_attribute_on(key):
             return None
         writer = string_attribute(image, self.writer_attribute)
         if writer is None:

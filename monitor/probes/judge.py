@@ -32,6 +32,7 @@ __all__ = [
     "default_timeout",
     "diagnose_miss",
     "expected_winner",
+    "is_probe_key",
     "is_probe_verdict",
     "judge_probe",
     "next_pair",
@@ -174,7 +175,13 @@ def is_probe_verdict(verdict: Verdict, template: Mapping[str, str] | None = None
         for image in (verdict.lost_image, verdict.winning_image, *verdict.candidates)
     ):
         return False
-    key = dict(verdict.key)
+    return is_probe_key(verdict.key, template)
+
+
+def is_probe_key(item_key: Image, template: Mapping[str, str] | None = None) -> bool:
+    """An item key of the shape of the table's probe keys (`template`, the
+    `conflicts.probe_key`; None: the default on every key attribute)."""
+    key = dict(item_key)
     for name, (kind, value) in key.items():
         wanted = DEFAULT_PROBE_TEMPLATE if template is None else template.get(name)
         if wanted is None or kind != "S" or not key_template_pattern(

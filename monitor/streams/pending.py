@@ -271,7 +271,7 @@ class PendingTracker:
         return out
 
     def _new_write(self, ob: Observation, kd: bytes, version: bytes, deleted: bool) -> _Write:
-        claimed = None if deleted else self.settings.writer_region(ob.new_image)
+        claimed = None if deleted else self.settings.writer_region(ob.new_image, ob.key)
         # Nothing to wait for when the attribute names this region, or no region of the table.
         named = claimed if claimed in self.watermarks and claimed != ob.region else None
         write = _Write(

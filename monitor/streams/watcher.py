@@ -50,6 +50,7 @@ import hashlib
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import structlog
@@ -70,7 +71,7 @@ from monitor.conflicts import (
     image_to_json,
 )
 from monitor.metrics import DetectorReading, Metrics, StreamReading
-from monitor.probes.judge import PROBE_MARK, ReaderFacts, is_probe_verdict
+from monitor.probes.judge import PROBE_MARK, ReaderFacts, is_probe_key, is_probe_verdict
 from monitor.streams.checkpoints import (
     MAX_JUDGED_ITEM,
     CheckpointState,
@@ -89,7 +90,7 @@ from monitor.streams.reader import (
 from monitor.streams.risk import WritesAtRisk
 from monitor.supervisor import Supervised, Supervisor
 
-__all__ = ["ConflictWatcher", "verdict_fingerprint"]
+__all__ = ["ConflictWatcher", "detector_settings_for", "verdict_fingerprint"]
 
 # An attribute only canary items carry (monitor/canary/runner.py writes it).
 CANARY_MARK = "gtmon_seq"
@@ -125,6 +126,25 @@ def verdict_fingerprint(verdict: Verdict) -> str:
         verdict.winner_created_at, verdict.candidates,
     )
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def detector_settings_for(config: Config, table: TableConfig) -> DetectorSettings:
+    """The detector's settings for one watched table."""
+    return DetectorSettings(
+        version_attribute=table.conflicts.version_attribute,
+        # Without a writer attribute of its own, a table's probe items are still
+        # attributed by their mark: with three regions the streams alone cannot
+        # tell a two-region race from a skip (docs/conflicts.md), and a probe is
+        # there to prove the loss is found, not to measure inference. Writes
+        # without the attribute are inferred as before.
+        writer_attribute=table.conflicts.writer_attribute or PROBE_MARK,
+        # The mark is believed on probe keys only: an application item carrying
+        # it is inferred, not attributed to whatever region it names.
+        writer_attribute_on=None if table.conflicts.writer_attribute else partial(
+            is_probe_key, template=table.conflicts.probe_key),
+        settle_seconds=config.streams.settle_seconds,
+        max_buffered_bytes=int(config.streams.detector_memory_mb * 2**20),
+    )
 
 
 class ConflictWatcher:
@@ -226,17 +246,7 @@ class ConflictWatcher:
         await self.clients.start(regions)
         for name, table in self.tables.items():
             table_regions = self.config.table_regions(table)
-            detector_settings = DetectorSettings(
-                version_attribute=table.conflicts.version_attribute,
-                # Without a writer attribute of its own, a table's probe items are still
-                # attributed by their mark: with three regions the streams alone cannot
-                # tell a two-region race from a skip (docs/conflicts.md), and a probe is
-                # there to prove the loss is found, not to measure inference. Writes
-                # without the attribute are inferred as before.
-                writer_attribute=table.conflicts.writer_attribute or PROBE_MARK,
-                settle_seconds=self.config.streams.settle_seconds,
-                max_buffered_bytes=int(self.config.streams.detector_memory_mb * 2**20),
-            )
+            detector_settings = detector_settings_for(self.config, table)
             self.detectors[name] = Detector(
                 {name: table_regions}, detector_settings,
                 track_judged=MAX_JUDGED_ITEM,

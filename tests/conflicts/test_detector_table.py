@@ -668,6 +668,29 @@ def test_a_write_whose_named_writer_does_not_show_it_is_never_counted() -> None:
     assert verdicts and not any(v.certain for v in verdicts)
 
 
+def test_a_writer_attribute_is_believed_only_on_the_items_it_is_trusted_on() -> None:
+    """A skip (Delivered written in ap after it saw Shipped) whose Delivered carries a
+    mark naming eu-west-1, as an application item might carry the probes' mark: believed,
+    it turns the skip into a loss of Shipped to eu-west-1 that never happened; limited to
+    other items (the probe keys), the item is inferred from its timing, and nothing is
+    lost."""
+    skip = {
+        US: [("Pending:1:us-east-1", "Shipped:2:us-east-1", 100),
+             ("Shipped:2:us-east-1", "Delivered:3:eu-west-1", 102, 102.3)],
+        EU: [("Pending:1:us-east-1", "Delivered:3:eu-west-1", 101, 101.25)],
+        AP: [("Pending:1:us-east-1", "Shipped:2:us-east-1", 100, 100.2),
+             ("Shipped:2:us-east-1", "Delivered:3:eu-west-1", 101, 101.05)],
+    }
+    believed = DetectorSettings(settle_seconds=5, writer_attribute="w")
+    assert summary(judge("Orders", KEY, by_region(skip), believed).verdicts) == [
+        (US, "Shipped", EU, "Delivered", "exact")]
+    other_items = DetectorSettings(
+        settle_seconds=5, writer_attribute="w", writer_attribute_on=lambda key: key != KEY)
+    assert judge("Orders", KEY, by_region(skip), other_items).verdicts == []
+    assert other_items.writer_region(img("Delivered:3:eu-west-1"), KEY) is None
+    assert believed.writer_region(img("Delivered:3:eu-west-1"), KEY) == EU
+
+
 def test_judged_records_kept_for_checkpoints_are_capped_and_the_excess_counted() -> None:
     """A long stall holds the checkpoints back while records keep being judged: the list
     kept for them stays at its cap (the newest), and what it let go is counted."""

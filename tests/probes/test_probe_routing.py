@@ -67,3 +67,26 @@ def test_the_canary_table_is_watched_for_probes_unless_probes_are_off(tmp_path: 
     assert probed_canary_table(parse_config({
         "regions": ["us-east-1"], "tables": [{"name": "Orders"}], "conflicts": {"probes": False},
     })) is None
+
+
+def test_the_probe_mark_names_the_writer_of_probe_items_only(tmp_path: Path) -> None:
+    """A table without a writer attribute of its own attributes its probe versions by
+    PROBE_MARK; an application item carrying the mark (by chance or on purpose) is not
+    attributed by it, so it cannot make the detector count a loss its timing rules out.
+    A table with its own writer attribute trusts that attribute on every item."""
+    from monitor.streams.watcher import detector_settings_for
+
+    config = parse_config({
+        "regions": ["us-east-1", "eu-west-1"],
+        "tables": [{"name": "Orders"},
+                   {"name": "Carts", "conflicts": {"writer_attribute": "Region"}}],
+        "streams": {"checkpoint_path": str(tmp_path / "cp.json")},
+    })
+    orders, carts = (detector_settings_for(config, t) for t in config.tables)
+    marked = canonical_image({"OrderID": {"S": "x"}, PROBE_MARK: {"S": "eu-west-1"},
+                              "Region": {"S": "eu-west-1"}})
+    probe_key = canonical_image({"OrderID": {"S": "gtmon-probe#m#1"}})
+    app_key = canonical_image({"OrderID": {"S": "order-1"}})
+    assert orders.writer_region(marked, probe_key) == "eu-west-1"
+    assert orders.writer_region(marked, app_key) is None
+    assert carts.writer_region(marked, app_key) == "eu-west-1"
