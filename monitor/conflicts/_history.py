@@ -247,9 +247,10 @@ class _Segment:
         self.closed_by_cut = closed_by_cut
         self.before = self._precedence()
         self.attributed: set[NodeId] = set()  # origin given by the writer attribute
-        # Writes whose attribute names a region of this episode that does not show them:
-        # that region's record lies outside what is judged, so the origin the rest of the
-        # evidence picks contradicts the attribute, and no verdict on them is proof.
+        # Writes whose attribute names a region of this episode that does not show them
+        # (that region's record lies outside what is judged, so the origin the rest of the
+        # evidence picks contradicts the attribute) or cannot have applied them first
+        # (`_could_be_first`): no verdict on them is proof.
         self.unattributable: set[NodeId] = set()
         self._timing_vars()
 
@@ -368,7 +369,7 @@ class _Segment:
         image = _image_of(node)
         if image is not None:
             region = s.writer_region(image, next(iter(seen.values())).key)
-            if region is not None and region in seen:
+            if region is not None and region in seen and self._could_be_first(node, region):
                 self.attributed.add(node)
                 return [region]
             if region is not None and region in self.chain_of:
@@ -384,6 +385,23 @@ class _Segment:
                 if fits:
                     return fits
         return regions
+
+    def _could_be_first(self, node: NodeId, region: str) -> bool:
+        """Whether ``region`` can have applied ``node`` no later than every other region
+        that holds it, as its origin did, by each record's own time bounds.
+
+        A writer attribute is the application's claim, and an application can be wrong:
+        an update that leaves the attribute as the previous writer set it, a copy job that
+        keeps it. A region that cannot have applied the write first did not write it; the
+        write is then inferred like one without the attribute, and no verdict on it is
+        proof (``unattributable``)."""
+        u = self.var[(region, node)]
+        for other in self.obs[node]:
+            if other != region:
+                v = self.var[(other, node)]
+                if self.seen_lo[u] > self.seen_hi[v] or self.created_lo[u] > self.created_hi[v]:
+                    return False
+        return True
 
     # -- search ---------------------------------------------------------------------
 

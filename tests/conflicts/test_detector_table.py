@@ -668,27 +668,55 @@ def test_a_write_whose_named_writer_does_not_show_it_is_never_counted() -> None:
     assert verdicts and not any(v.certain for v in verdicts)
 
 
+# A skip: Delivered written in ap after it saw Shipped, its writer attribute naming
+# eu-west-1 (an application item carrying the probes' mark; or a stale attribute).
+MARKED_SKIP = {
+    US: [("Pending:1:us-east-1", "Shipped:2:us-east-1", 100),
+         ("Shipped:2:us-east-1", "Delivered:3:eu-west-1", 102, 102.3)],
+    EU: [("Pending:1:us-east-1", "Delivered:3:eu-west-1", 101, 101.25)],
+    AP: [("Pending:1:us-east-1", "Shipped:2:us-east-1", 100, 100.2),
+         ("Shipped:2:us-east-1", "Delivered:3:eu-west-1", 101, 101.05)],
+}
+
+
 def test_a_writer_attribute_is_believed_only_on_the_items_it_is_trusted_on() -> None:
-    """A skip (Delivered written in ap after it saw Shipped) whose Delivered carries a
-    mark naming eu-west-1, as an application item might carry the probes' mark: believed,
-    it turns the skip into a loss of Shipped to eu-west-1 that never happened; limited to
-    other items (the probe keys), the item is inferred from its timing, and nothing is
-    lost."""
-    skip = {
-        US: [("Pending:1:us-east-1", "Shipped:2:us-east-1", 100),
-             ("Shipped:2:us-east-1", "Delivered:3:eu-west-1", 102, 102.3)],
-        EU: [("Pending:1:us-east-1", "Delivered:3:eu-west-1", 101, 101.25)],
-        AP: [("Pending:1:us-east-1", "Shipped:2:us-east-1", 100, 100.2),
-             ("Shipped:2:us-east-1", "Delivered:3:eu-west-1", 101, 101.05)],
-    }
+    """Without arrival times nothing contradicts the mark: believed, it turns the skip
+    into a loss of Shipped to eu-west-1 that never happened; limited to other items (the
+    probe keys), the item is inferred, and nothing is counted."""
     believed = DetectorSettings(settle_seconds=5, writer_attribute="w")
-    assert summary(judge("Orders", KEY, by_region(skip), believed).verdicts) == [
+    assert summary(judge("Orders", KEY, by_region(untimed(MARKED_SKIP)), believed).verdicts) == [
         (US, "Shipped", EU, "Delivered", "exact")]
     other_items = DetectorSettings(
         settle_seconds=5, writer_attribute="w", writer_attribute_on=lambda key: key != KEY)
-    assert judge("Orders", KEY, by_region(skip), other_items).verdicts == []
+    verdicts = judge("Orders", KEY, by_region(untimed(MARKED_SKIP)), other_items).verdicts
+    assert not any(v.certain for v in verdicts)
     assert other_items.writer_region(img("Delivered:3:eu-west-1"), KEY) is None
     assert believed.writer_region(img("Delivered:3:eu-west-1"), KEY) == EU
+
+
+def test_a_writer_attribute_the_arrival_times_contradict_is_not_believed() -> None:
+    """eu-west-1 (the region the attribute names) read Delivered after ap-southeast-1 had
+    it: eu did not write it first, so it did not write it. The skip is not a loss."""
+    settings = DetectorSettings(settle_seconds=5, writer_attribute="w")
+    assert judge("Orders", KEY, by_region(MARKED_SKIP), settings).verdicts == []
+
+
+def test_a_stale_writer_attribute_never_names_the_wrong_loser_in_a_counted_verdict() -> None:
+    """ap-southeast-1 writes Shipped with an update that leaves the attribute as
+    us-east-1 set it; eu-west-1's concurrent Delivered wins. Believed, the attribute made
+    a counted loss of us-east-1's; its arrival times (ap had Shipped long before us)
+    show us did not write it: the loss is reported with ap as the loser, not counted."""
+    stale = {
+        US: [("Pending:1:us-east-1", "Shipped:2:us-east-1", 101, 101.3),
+             ("Shipped:2:us-east-1", "Delivered:2:eu-west-1", 102, 102.3)],
+        EU: [("Pending:1:us-east-1", "Delivered:2:eu-west-1", 101, 101.05)],
+        AP: [("Pending:1:us-east-1", "Shipped:2:us-east-1", 100, 100.05),
+             ("Shipped:2:us-east-1", "Delivered:2:eu-west-1", 102, 102.2)],
+    }
+    settings = DetectorSettings(settle_seconds=5, writer_attribute="w")
+    (verdict,) = judge("Orders", KEY, by_region(stale), settings).verdicts
+    assert (verdict.loser_region, verdict.winner_region) == (AP, EU)
+    assert not verdict.certain
 
 
 def test_judged_records_kept_for_checkpoints_are_capped_and_the_excess_counted() -> None:
