@@ -45,7 +45,10 @@ Version identity: a version is its canonical image (plus an occurrence number,
 so that an image written again later is a new version). A delete leaves no
 image; a tombstone is identified by the version that follows it in the same
 region (or by "end"), which is enough to tell successive deletes apart and to
-merge the records of one delete seen in several regions.
+merge the records of one delete seen in several regions. That merge is a reading,
+not proof: the same tombstone in several regions may be several deletes (one
+reaching a region that already holds a tombstone leaves no record), so verdicts
+that rest on it are logged but not counted (see ``_tombstones_shared``).
 """
 
 from __future__ import annotations
@@ -677,7 +680,8 @@ def analyze(
     # written here breaks the analysis (it may descend from a write it calls lost).
     partial = len({ch.root for ch in chains}) > 1 or bool(unknown)
     result = Analysis([], [], len(segments), partial=partial)
-    for seg_chains in segments:
+    doubtful = _tombstones_shared(segments)
+    for index, seg_chains in enumerate(segments):
         written = {n for ch in seg_chains for n in ch.nodes}
         if len(written) <= 1:
             continue
@@ -701,7 +705,9 @@ def analyze(
             not complete[depth] or relaxed,
         )
         if blurred:
-            found = [_blur(v) for v in found]
+            found = [_blur(v, _SEVERAL_DELETES) for v in found]
+        elif index in doubtful:
+            found = [_blur(v, _SHARED_TOMBSTONE) for v in found]
         if partial:
             found = [_unproven(v) for v in found]
         result.verdicts.extend(found)
@@ -733,7 +739,55 @@ def _tombstones_blurred(chains: Sequence[_Chain]) -> bool:
     return False
 
 
-def _blur(v: Verdict) -> Verdict:
+def _tombstones_shared(segments: Sequence[Sequence[_Chain]]) -> set[int]:
+    """Indices of the segments whose verdicts rest on reading a tombstone as one delete.
+
+    A REMOVE record has no image and no attribute, and a delete that reaches a region
+    already holding a tombstone leaves no record there. So the tombstone that several
+    regions show under one name may be one delete or several, each written in a region
+    that shows it (over whatever that region held) and absorbed unseen by the others;
+    a write after the tombstone may then descend from any of them. The readings give
+    different parents, and so different losers and winners (an update "lost" to a
+    delete that its own region wrote after it is no loss at all), and the world search
+    knows only the first. Until it searches the others, nothing that depends on it is
+    counted: every segment with a tombstone shown by two or more regions, and the
+    segments it is joined to by tombstone cuts (what follows descends from whichever
+    delete survived), up to the next cut on an image. A tombstone in one region's
+    stream only is one delete, and segments without one are unaffected.
+    """
+    doubtful: set[int] = set()
+    zone: list[int] = []
+    shared = False
+    for index, seg in enumerate(segments):
+        zone.append(index)
+        shown: dict[NodeId, int] = {}
+        for ch in seg:
+            for node in ch.nodes:
+                if node[0] == "D":
+                    shown[node] = shown.get(node, 0) + 1
+        shared = shared or any(n >= 2 for n in shown.values())
+        cut = seg[0].nodes[-1] if _closed(list(seg)) else None
+        if cut is None or cut[0] != "D":
+            if shared:
+                doubtful.update(zone)
+            zone, shared = [], False
+    if shared:
+        doubtful.update(zone)
+    return doubtful
+
+
+_SEVERAL_DELETES = (
+    "several deletes of this item cannot be told apart across regions "
+    "(tombstones carry no attributes)"
+)
+_SHARED_TOMBSTONE = (
+    "a tombstone that several regions show may be one delete or several (a delete "
+    "leaves no image or attribute, and none where the item is already absent), and "
+    "the readings differ on what was lost"
+)
+
+
+def _blur(v: Verdict, reason: str) -> Verdict:
     return replace(
         v,
         loser_region=UNKNOWN,
@@ -747,8 +801,7 @@ def _blur(v: Verdict) -> Verdict:
         loser_known_by="unknown",
         winner_known_by="unknown",
         candidates=v.candidates or ((v.lost_image,) if v.lost_image is not None else ()),
-        evidence="several deletes of this item cannot be told apart across regions "
-        "(tombstones carry no attributes); a write was probably lost: " + v.evidence,
+        evidence=reason + "; a write was probably lost: " + v.evidence,
     )
 
 
