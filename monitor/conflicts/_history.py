@@ -47,8 +47,9 @@ image; a tombstone is identified by the version that follows it in the same
 region (or by "end"), which is enough to tell successive deletes apart and to
 merge the records of one delete seen in several regions. That merge is a reading,
 not proof: the same tombstone in several regions may be several deletes (one
-reaching a region that already holds a tombstone leaves no record), so verdicts
-that rest on it are logged but not counted (see ``_tombstones_shared``).
+reaching a region that already holds a tombstone leaves no record), and a region
+without the item may hold, unseen, a delete shown only elsewhere; verdicts that
+rest on either reading are logged but not counted (see ``_tombstones_shared``).
 """
 
 from __future__ import annotations
@@ -707,7 +708,7 @@ def analyze(
         if blurred:
             found = [_blur(v, _SEVERAL_DELETES) for v in found]
         elif index in doubtful:
-            found = [_blur(v, _SHARED_TOMBSTONE) for v in found]
+            found = [_blur(v, doubtful[index]) for v in found]
         if partial:
             found = [_unproven(v) for v in found]
         result.verdicts.extend(found)
@@ -739,25 +740,36 @@ def _tombstones_blurred(chains: Sequence[_Chain]) -> bool:
     return False
 
 
-def _tombstones_shared(segments: Sequence[Sequence[_Chain]]) -> set[int]:
-    """Indices of the segments whose verdicts rest on reading a tombstone as one delete.
+def _tombstones_shared(segments: Sequence[Sequence[_Chain]]) -> dict[int, str]:
+    """The segments whose verdicts rest on naming a tombstone, each with the reason.
 
     A REMOVE record has no image and no attribute, and a delete that reaches a region
-    already holding a tombstone leaves no record there. So the tombstone that several
-    regions show under one name may be one delete or several, each written in a region
-    that shows it (over whatever that region held) and absorbed unseen by the others;
-    a write after the tombstone may then descend from any of them. The readings give
-    different parents, and so different losers and winners (an update "lost" to a
-    delete that its own region wrote after it is no loss at all), and the world search
-    knows only the first. Until it searches the others, nothing that depends on it is
-    counted: every segment with a tombstone shown by two or more regions, and the
-    segments it is joined to by tombstone cuts (what follows descends from whichever
-    delete survived), up to the next cut on an image. A tombstone in one region's
-    stream only is one delete, and segments without one are unaffected.
+    already holding a tombstone (or nothing) leaves no record there. So:
+
+    * the tombstone that several regions show under one name may be one delete or
+      several, each written in a region that shows it (over whatever that region held)
+      and absorbed unseen by the others; a write after the tombstone may then descend
+      from any of them. The readings give different parents, and so different losers
+      and winners (an update "lost" to a delete that its own region wrote after it is no
+      loss at all), and the world search knows only the first.
+    * a region that holds nothing (the item missing where its stream starts, or a
+      tombstone it shows) may hold, unseen, a delete of the segment that its stream
+      does not show: one that reached it while it held nothing. That delete may be newer
+      than writes that reach the region next, which it then drops without a record, not
+      "shows later"; read as the start of the history (or as its own tombstone), the
+      region's next write can only have been written there, and the writes it dropped
+      look lost to it.
+
+    Until the search knows those readings, nothing that depends on them is counted: every
+    segment with a tombstone shown by two or more regions or with a delete that a region
+    holding nothing does not show, and the segments it is joined to by tombstone cuts
+    (what follows descends from whichever delete survived), up to the next cut on an
+    image. Segments without deletes are unaffected, and so is one whose only delete is
+    in the stream of every region that ever holds nothing in it.
     """
-    doubtful: set[int] = set()
+    doubtful: dict[int, str] = {}
     zone: list[int] = []
-    shared = False
+    reason: str | None = None
     for index, seg in enumerate(segments):
         zone.append(index)
         shown: dict[NodeId, int] = {}
@@ -765,14 +777,19 @@ def _tombstones_shared(segments: Sequence[Sequence[_Chain]]) -> set[int]:
             for node in ch.nodes:
                 if node[0] == "D":
                     shown[node] = shown.get(node, 0) + 1
-        shared = shared or any(n >= 2 for n in shown.values())
+        if reason is None and any(n >= 2 for n in shown.values()):
+            reason = _SHARED_TOMBSTONE
+        for ch in seg:
+            empty = any(n[0] == "D" for n in ch.nodes) or (_is_delete(ch.root) and ch.nodes)
+            if reason is None and empty and set(shown) - set(ch.nodes):
+                reason = _UNSEEN_DELETE
         cut = seg[0].nodes[-1] if _closed(list(seg)) else None
         if cut is None or cut[0] != "D":
-            if shared:
-                doubtful.update(zone)
-            zone, shared = [], False
-    if shared:
-        doubtful.update(zone)
+            if reason is not None:
+                doubtful.update(dict.fromkeys(zone, reason))
+            zone, reason = [], None
+    if reason is not None:
+        doubtful.update(dict.fromkeys(zone, reason))
     return doubtful
 
 
@@ -784,6 +801,11 @@ _SHARED_TOMBSTONE = (
     "a tombstone that several regions show may be one delete or several (a delete "
     "leaves no image or attribute, and none where the item is already absent), and "
     "the readings differ on what was lost"
+)
+_UNSEEN_DELETE = (
+    "a region that held no item may have held a delete it shows no record of (a delete "
+    "that reaches a region already without the item leaves none), which drops older "
+    "writes there unseen, and the readings differ on what was lost"
 )
 
 
