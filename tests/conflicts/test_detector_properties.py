@@ -28,7 +28,7 @@ from conflict_sim import (
     run_detector,
     simulate,
 )
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from measure_conflicts import measure
 
@@ -207,6 +207,19 @@ def test_inferred_mode_precision_and_recall_floors() -> None:
             assert row["precision"] >= 0.97 and row["recall"] >= recall, row
 
 
+# us writes w0 (0.5 s) and w1 (1 s); ap deletes w0 (2 s) before w1 reaches it; the
+# delete reaches eu (the item never there: no record) before w0 and w1 (a slow us->eu
+# link), which it drops unseen; us writes w3 (3 s), eu's first record is w3 over nothing.
+# Truth: ap's delete lost to us's w1. Read as the start of the history, eu's "nothing"
+# left only eu as w3's writer, and w0, w1 and the delete looked lost to it (3 counted,
+# all wrong).
+UNSEEN_DELETE = (
+    [Op(0.5, 0, 0), Op(1.0, 0, 0), Op(2.0, 2, 0, True), Op(3.0, 0, 0)],
+    {(0, 1): math.e, (0, 2): 1.0, (1, 0): 1.0, (1, 2): 1.0, (2, 0): 1.0, (2, 1): 1.0},
+    0,
+)
+
+
 @FAST
 @given(
     workloads(p_delete=0.3),
@@ -214,6 +227,7 @@ def test_inferred_mode_precision_and_recall_floors() -> None:
     st.sampled_from([0.05, 0.3, 1.0]),
     st.sampled_from([0.0, 0.5]),
 )
+@example(UNSEEN_DELETE, "none", 0.05, 0.0)
 def test_with_deletes_a_counted_verdict_is_never_wrong(
     w: tuple, attributes: str, poll: float, floor_factor: float
 ) -> None:
