@@ -45,7 +45,11 @@ Version identity: a version is its canonical image (plus an occurrence number,
 so that an image written again later is a new version). A delete leaves no
 image; a tombstone is identified by the version that follows it in the same
 region (or by "end"), which is enough to tell successive deletes apart and to
-merge the records of one delete seen in several regions.
+merge the records of one delete seen in several regions. That merge is a reading,
+not proof: the same tombstone in several regions may be several deletes (one
+reaching a region that already holds a tombstone leaves no record), and a region
+without the item may hold, unseen, a delete shown only elsewhere; verdicts that
+rest on either reading are logged but not counted (see ``_tombstones_shared``).
 """
 
 from __future__ import annotations
@@ -677,7 +681,8 @@ def analyze(
     # written here breaks the analysis (it may descend from a write it calls lost).
     partial = len({ch.root for ch in chains}) > 1 or bool(unknown)
     result = Analysis([], [], len(segments), partial=partial)
-    for seg_chains in segments:
+    doubtful = _tombstones_shared(segments)
+    for index, seg_chains in enumerate(segments):
         written = {n for ch in seg_chains for n in ch.nodes}
         if len(written) <= 1:
             continue
@@ -701,7 +706,9 @@ def analyze(
             not complete[depth] or relaxed,
         )
         if blurred:
-            found = [_blur(v) for v in found]
+            found = [_blur(v, _SEVERAL_DELETES) for v in found]
+        elif index in doubtful:
+            found = [_blur(v, doubtful[index]) for v in found]
         if partial:
             found = [_unproven(v) for v in found]
         result.verdicts.extend(found)
@@ -733,7 +740,76 @@ def _tombstones_blurred(chains: Sequence[_Chain]) -> bool:
     return False
 
 
-def _blur(v: Verdict) -> Verdict:
+def _tombstones_shared(segments: Sequence[Sequence[_Chain]]) -> dict[int, str]:
+    """The segments whose verdicts rest on naming a tombstone, each with the reason.
+
+    A REMOVE record has no image and no attribute, and a delete that reaches a region
+    already holding a tombstone (or nothing) leaves no record there. So:
+
+    * the tombstone that several regions show under one name may be one delete or
+      several, each written in a region that shows it (over whatever that region held)
+      and absorbed unseen by the others; a write after the tombstone may then descend
+      from any of them. The readings give different parents, and so different losers
+      and winners (an update "lost" to a delete that its own region wrote after it is no
+      loss at all), and the world search knows only the first.
+    * a region that holds nothing (the item missing where its stream starts, or a
+      tombstone it shows) may hold, unseen, a delete of the segment that its stream
+      does not show: one that reached it while it held nothing. That delete may be newer
+      than writes that reach the region next, which it then drops without a record, not
+      "shows later"; read as the start of the history (or as its own tombstone), the
+      region's next write can only have been written there, and the writes it dropped
+      look lost to it.
+
+    Until the search knows those readings, nothing that depends on them is counted: every
+    segment with a tombstone shown by two or more regions or with a delete that a region
+    holding nothing does not show, and the segments it is joined to by tombstone cuts
+    (what follows descends from whichever delete survived), up to the next cut on an
+    image. Segments without deletes are unaffected, and so is one whose only delete is
+    in the stream of every region that ever holds nothing in it.
+    """
+    doubtful: dict[int, str] = {}
+    zone: list[int] = []
+    reason: str | None = None
+    for index, seg in enumerate(segments):
+        zone.append(index)
+        shown: dict[NodeId, int] = {}
+        for ch in seg:
+            for node in ch.nodes:
+                if node[0] == "D":
+                    shown[node] = shown.get(node, 0) + 1
+        if reason is None and any(n >= 2 for n in shown.values()):
+            reason = _SHARED_TOMBSTONE
+        for ch in seg:
+            empty = any(n[0] == "D" for n in ch.nodes) or (_is_delete(ch.root) and ch.nodes)
+            if reason is None and empty and set(shown) - set(ch.nodes):
+                reason = _UNSEEN_DELETE
+        cut = seg[0].nodes[-1] if _closed(list(seg)) else None
+        if cut is None or cut[0] != "D":
+            if reason is not None:
+                doubtful.update(dict.fromkeys(zone, reason))
+            zone, reason = [], None
+    if reason is not None:
+        doubtful.update(dict.fromkeys(zone, reason))
+    return doubtful
+
+
+_SEVERAL_DELETES = (
+    "several deletes of this item cannot be told apart across regions "
+    "(tombstones carry no attributes)"
+)
+_SHARED_TOMBSTONE = (
+    "a tombstone that several regions show may be one delete or several (a delete "
+    "leaves no image or attribute, and none where the item is already absent), and "
+    "the readings differ on what was lost"
+)
+_UNSEEN_DELETE = (
+    "a region that held no item may have held a delete it shows no record of (a delete "
+    "that reaches a region already without the item leaves none), which drops older "
+    "writes there unseen, and the readings differ on what was lost"
+)
+
+
+def _blur(v: Verdict, reason: str) -> Verdict:
     return replace(
         v,
         loser_region=UNKNOWN,
@@ -747,8 +823,7 @@ def _blur(v: Verdict) -> Verdict:
         loser_known_by="unknown",
         winner_known_by="unknown",
         candidates=v.candidates or ((v.lost_image,) if v.lost_image is not None else ()),
-        evidence="several deletes of this item cannot be told apart across regions "
-        "(tombstones carry no attributes); a write was probably lost: " + v.evidence,
+        evidence=reason + "; a write was probably lost: " + v.evidence,
     )
 
 

@@ -28,7 +28,7 @@ from conflict_sim import (
     run_detector,
     simulate,
 )
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from measure_conflicts import measure
 
@@ -184,24 +184,68 @@ def test_hot_items_lost_counts_match_truth_with_version_attribute(w: tuple) -> N
         assert score.named_wrong == [], score.named_wrong
 
 
-def test_with_deletes_counts_mostly_exact_and_names_rarely_wrong() -> None:
-    """Deletes carry no attributes and concurrent tombstones look alike, so with
-    deletes the claims are measured rates, not guarantees (docs/conflicts.md)."""
+def test_with_deletes_nothing_counted_is_wrong() -> None:
+    """Deletes carry no attributes and tombstones look alike: the same tombstone in
+    several regions may be one delete or several, so what rests on it is logged, not
+    counted. What is counted is never wrong; recall is measured (docs/conflicts.md)."""
     row = measure("writer", "0.2-1s", examples=300, p_delete=0.2, seed=5)
-    assert row["named_wrong"] <= 0.01 * row["certain_verdicts"], row
-    assert row["count_exact"] >= 0.85, row
+    assert row["named_wrong"] == 0 and row["precision"] == 1.0, row
+    assert row["recall"] >= 0.6, row  # measured 0.66
 
 
 def test_inferred_mode_precision_and_recall_floors() -> None:
     """Polling at up to half the link delay, with the canary's floors (half of each
-    link's least delay), names nothing wrong and counts ~98 % of losses, deletes
-    included (measured: docs/conflicts.md)."""
+    link's least delay), names nothing wrong and counts ~99 % of losses without deletes,
+    ~80 % with 10 % deletes (measured: docs/conflicts.md)."""
     for regime, poll in (("1-5s", 0.5), ("0.2-1s", 0.2), ("50-200ms", 0.05)):
-        row = measure(
-            "inferred", regime, examples=120, p_delete=0.1, noise=poll, floor_factor=0.5
-        )
-        assert row["named_wrong"] == 0, row
-        assert row["precision"] >= 0.97 and row["recall"] >= 0.95, row
+        for p_delete, recall in ((0.0, 0.95), (0.1, 0.75)):
+            row = measure(
+                "inferred", regime, examples=120, p_delete=p_delete, noise=poll,
+                floor_factor=0.5,
+            )
+            assert row["named_wrong"] == 0, row
+            assert row["precision"] >= 0.97 and row["recall"] >= recall, row
+
+
+# us writes w0 (0.5 s) and w1 (1 s); ap deletes w0 (2 s) before w1 reaches it; the
+# delete reaches eu (the item never there: no record) before w0 and w1 (a slow us->eu
+# link), which it drops unseen; us writes w3 (3 s), eu's first record is w3 over nothing.
+# Truth: ap's delete lost to us's w1. Read as the start of the history, eu's "nothing"
+# left only eu as w3's writer, and w0, w1 and the delete looked lost to it (3 counted,
+# all wrong).
+UNSEEN_DELETE = (
+    [Op(0.5, 0, 0), Op(1.0, 0, 0), Op(2.0, 2, 0, True), Op(3.0, 0, 0)],
+    {(0, 1): math.e, (0, 2): 1.0, (1, 0): 1.0, (1, 2): 1.0, (2, 0): 1.0, (2, 1): 1.0},
+    0,
+)
+
+
+@FAST
+@given(
+    workloads(p_delete=0.3),
+    st.sampled_from(["none", "version", "both"]),
+    st.sampled_from([0.05, 0.3, 1.0]),
+    st.sampled_from([0.0, 0.5]),
+)
+@example(UNSEEN_DELETE, "none", 0.05, 0.0)
+def test_with_deletes_a_counted_verdict_is_never_wrong(
+    w: tuple, attributes: str, poll: float, floor_factor: float
+) -> None:
+    """A third of the writes are deletes, in any region, concurrent with anything:
+    whatever the attributes, poll interval and floors, nothing named is wrong and no
+    item counts more losses than it had."""
+    ops, delays, seed = w
+    version = "version" if attributes != "none" else None
+    writer = "writer" if attributes == "both" else None
+    res = simulate(ops, delays, seed=seed, noise=poll, version_attribute=version,
+                   writer_attribute=writer)
+    floors = link_floors(res, delays, floor_factor) if floor_factor else None
+    det = DetectorSettings(settle_seconds=SETTLE, version_attribute=version,
+                           writer_attribute=writer)
+    for item, verdicts in run_detector(res, det, floors).items():
+        score = compare(res, item, verdicts)
+        assert score.named_wrong == [], (score.named_wrong, verdicts)
+        assert score.certain <= score.truth, (item, verdicts)
 
 
 @FAST
