@@ -150,6 +150,12 @@ SKIP_V = versioned(
     SKIP, {"Pending": "Pending:1", "Shipped": "Shipped:2", "Delivered": "Delivered:3"}
 )
 
+SKIP_VIA_AP = {  # Delivered written in ap after it saw Shipped: first seen in ap, then eu, us
+    US: [("Pending", "Shipped", 100), ("Shipped", "Delivered", 102, 102.3)],
+    EU: [("Pending", "Delivered", 101, 101.25)],
+    AP: [("Pending", "Shipped", 100, 100.2), ("Shipped", "Delivered", 101, 101.05)],
+}
+
 SEQUENTIAL = {  # Shipped replicated everywhere, then Delivered written in eu-west-1
     US: [("Pending", "Shipped", 100), ("Shipped", "Delivered", 111)],
     EU: [("Pending", "Shipped", 101), ("Shipped", "Delivered", 110)],
@@ -287,7 +293,6 @@ def test_judge(
         assert v.certain and v.evidence and v.table == "Orders" and v.key == KEY
 
 
-
 @pytest.mark.parametrize(
     ("settings", "streams"),
     [(INFERRED, UPDATE_LOSES), (VERSION, UPDATE_LOSES), (VERSION, untimed(UPDATE_LOSES))],
@@ -304,6 +309,7 @@ def test_update_lost_to_a_delete_that_its_own_region_may_have_written_is_not_cou
     assert (v.loser_region, v.winner_region) == ("unknown", "unknown")
     assert v.candidates == (img("Shipped"),)
     assert "one delete or several" in v.evidence
+
 
 def test_seed_verdict_fields_and_evidence() -> None:
     (v,) = judge("Orders", KEY, by_region(SEED_W), WRITER).verdicts
@@ -322,11 +328,7 @@ def test_skip_and_conflict_have_the_same_streams_only_origin_separates_them() ->
         EU: [("Pending", "Delivered", 101, 101.05)],
         AP: [("Pending", "Shipped", 100, 100.2), ("Shipped", "Delivered", 102, 102.2)],
     }
-    skip = {  # Delivered first seen in ap (its writer), then eu, then us
-        US: [("Pending", "Shipped", 100), ("Shipped", "Delivered", 102, 102.3)],
-        EU: [("Pending", "Delivered", 101, 101.25)],
-        AP: [("Pending", "Shipped", 100, 100.2), ("Shipped", "Delivered", 101, 101.05)],
-    }
+    skip = SKIP_VIA_AP
     edges = {r: [(e[0], e[1]) for e in es] for r, es in conflict.items()}
     assert edges == {r: [(e[0], e[1]) for e in es] for r, es in skip.items()}
     assert summary(judge("Orders", KEY, by_region(conflict), INFERRED).verdicts) == [
@@ -669,15 +671,13 @@ def test_a_write_whose_named_writer_does_not_show_it_is_never_counted() -> None:
     assert verdicts and not any(v.certain for v in verdicts)
 
 
-# A skip: Delivered written in ap after it saw Shipped, its writer attribute naming
-# eu-west-1 (an application item carrying the probes' mark; or a stale attribute).
-MARKED_SKIP = {
-    US: [("Pending:1:us-east-1", "Shipped:2:us-east-1", 100),
-         ("Shipped:2:us-east-1", "Delivered:3:eu-west-1", 102, 102.3)],
-    EU: [("Pending:1:us-east-1", "Delivered:3:eu-west-1", 101, 101.25)],
-    AP: [("Pending:1:us-east-1", "Shipped:2:us-east-1", 100, 100.2),
-         ("Shipped:2:us-east-1", "Delivered:3:eu-west-1", 101, 101.05)],
-}
+# SKIP_VIA_AP with Delivered's writer attribute naming eu-west-1 (an application item
+# carrying the probes' mark; or a stale attribute).
+MARKED_SKIP = versioned(SKIP_VIA_AP, {
+    "Pending": "Pending:1:us-east-1",
+    "Shipped": "Shipped:2:us-east-1",
+    "Delivered": "Delivered:3:eu-west-1",
+})
 
 
 def test_a_writer_attribute_is_believed_only_on_the_items_it_is_trusted_on() -> None:
@@ -780,7 +780,6 @@ def test_each_version_image_is_held_once_per_item() -> None:
     assert len(images) == 3  # Pending, Shipped, Delivered
 
 
-
 # Two deletes of one item, in two regions, before the same next version (workload 289 of
 # `measure_conflicts.py`, writer mode, 0.2-1 s links, item 1; times rounded). us writes A,
 # eu writes B (newer: B replaces A in us); ap deletes A before B reaches it; us deletes B;
@@ -790,40 +789,24 @@ def test_each_version_image_is_held_once_per_item() -> None:
 # delete, only ap can have written it (ap shows it first, 0.6 s before anyone else), so
 # its parent is A and B looks lost to A: the wrong loser and the wrong winner.
 TWO_DELETES = {
-    US: [
-        (None, "A:1:us-east-1", 1.4),
-        ("A:1:us-east-1", "B:1:eu-west-1", 2.1),
-        ("B:1:eu-west-1", None, 2.9),
-        (None, "C:1:ap-southeast-1", 4.5),
-        ("C:1:ap-southeast-1", "D:2:ap-southeast-1", 4.6),
-    ],
-    EU: [
-        (None, "B:1:eu-west-1", 1.5),
-        ("B:1:eu-west-1", None, 3.3),
-        (None, "C:1:ap-southeast-1", 4.8),
-        ("C:1:ap-southeast-1", "D:2:ap-southeast-1", 4.9),
-    ],
-    AP: [
-        (None, "A:1:us-east-1", 1.8),
-        ("A:1:us-east-1", None, 2.3),
-        (None, "C:1:ap-southeast-1", 3.9),
-        ("C:1:ap-southeast-1", "D:2:ap-southeast-1", 3.95),
-    ],
+    US: [(None, "A", 1.4), ("A", "B", 2.1), ("B", None, 2.9), (None, "C", 4.5), ("C", "D", 4.6)],
+    EU: [(None, "B", 1.5), ("B", None, 3.3), (None, "C", 4.8), ("C", "D", 4.9)],
+    AP: [(None, "A", 1.8), ("A", None, 2.3), (None, "C", 3.9), ("C", "D", 3.95)],
 }
-
-
-def _strip(streams: dict[str, Sequence[Entry]], parts: int) -> dict[str, list[Entry]]:
-    """The same streams with only the first `parts` of each spec (1: status, 2: + version)."""
-
-    def cut(spec: str | None) -> str | None:
-        return None if spec is None else ":".join(spec.split(":")[:parts])
-
-    return {r: [(cut(e[0]), cut(e[1]), *e[2:]) for e in es] for r, es in streams.items()}
+TWO_DELETES_LEVELS = {"A": "A:1", "B": "B:1", "C": "C:1", "D": "D:2"}
+TWO_DELETES_WRITERS = {
+    "A": "A:1:us-east-1", "B": "B:1:eu-west-1", "C": "C:1:ap-southeast-1",
+    "D": "D:2:ap-southeast-1",
+}
 
 
 @pytest.mark.parametrize(
     "streams, settings",
-    [(TWO_DELETES, WRITER), (_strip(TWO_DELETES, 2), VERSION), (_strip(TWO_DELETES, 1), INFERRED)],
+    [
+        (versioned(TWO_DELETES, TWO_DELETES_WRITERS), WRITER),
+        (versioned(TWO_DELETES, TWO_DELETES_LEVELS), VERSION),
+        (TWO_DELETES, INFERRED),
+    ],
     ids=["writer", "version", "none"],
 )
 def test_two_deletes_of_one_item_in_two_regions_are_never_counted_as_one(
