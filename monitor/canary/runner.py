@@ -23,6 +23,7 @@ import functools
 import operator
 import re
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -149,12 +150,12 @@ _SENT = operator.attrgetter("sent")
 _RECEIVED = operator.attrgetter("received")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     seq: int
     write: Interval
     written_at: float
-    plan: list[float]
+    plan: array[float]  # flat: one of these per canary waiting, through a whole stall
     next_index: int = 0
     reads: int = 0
     misses: list[Interval] = field(default_factory=list)  # at most BRACKET_READS
@@ -398,7 +399,9 @@ class CanaryRunner:
                 if lead is not None
                 else None,
             )
-            probe.pending[seq] = _Pending(seq, provisional, written_at, plan, plan_base=provisional.received)
+            probe.pending[seq] = _Pending(
+                seq, provisional, written_at, array("d", plan), plan_base=provisional.received
+            )
             self._expire(probe, sent)
             probe.wake.set()
         if schedule is not None and slot is not None:
