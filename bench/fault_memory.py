@@ -13,9 +13,9 @@ soak's versioned writers on `SoakExact`, `python -m monitor run` at 1 canary/s w
 RSS and its parts are sampled every 10 s from /proc/PID/smaps: `heap` (glibc's brk
 heap), `anon` (anonymous maps: CPython's pymalloc arenas, or jemalloc's extents) and
 `file` (mapped libraries). `--allocator` picks the daemon's allocator: CPython's own
-(pymalloc, the default of any `pip install`), jemalloc preloaded with PYTHONMALLOC=malloc
-(as deploy/Dockerfile runs it), or `both`: the two side by side, at the same time, so they
-share the machine's load. Per allocator: RSS before the outage, after it, at the pause's
+(pymalloc, what every install of gtmon runs), jemalloc preloaded with PYTHONMALLOC=malloc
+(an experiment: `apt-get install libjemalloc2`), or `both`: the two side by side, at the
+same time, so they share the machine's load. Per allocator: RSS before the outage, after it, at the pause's
 end, at the end, the peak, and growth from before the outage to the end. No targets: it
 measures what bench/soak.py checks.
 

@@ -642,7 +642,8 @@ def allocator_env(allocator: str) -> dict[str, str] | None:
 
     jemalloc (LD_PRELOAD, every allocation through it: PYTHONMALLOC=malloc) hands the pages
     of freed memory back to the system after a few seconds; pymalloc keeps an arena while
-    any object in it lives, so a fault's peak stays in the RSS (README, "Memory").
+    any object in it lives, so a fault's peak stays in the RSS (docs/conflicts.md, "Throughput
+    and memory"; bench/fault_memory.py compares the two).
     """
     if allocator == "pymalloc":
         return None
@@ -686,7 +687,7 @@ def main() -> None:
     parser.add_argument("--workdir", help="keep the daemon's config, checkpoints and log here")
     parser.add_argument("--allocator", choices=("pymalloc", "jemalloc"), default="pymalloc",
                         help="the daemon's memory allocator: CPython's own (default) or jemalloc "
-                             "preloaded, as deploy/Dockerfile runs it")
+                             "preloaded (a measurement: the image and the units use CPython's)")
     args = parser.parse_args()
     minutes = args.minutes or (3.0 if args.quick else 60.0)
     plan = plan_run(minutes, args.seed)
