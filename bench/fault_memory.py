@@ -35,32 +35,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (
     PYTHON,
     EmulatorProcess,
-    create_global_table,
     emit,
     log,
     sandbox_emulator_spec,
     stop_process,
 )
-from footprint import free_port
-from soak import (
-    CANARY_TABLE,
-    EXACT_TABLE,
-    Daemon,
-    ExactTraffic,
-    Fault,
-    allocator_env,
-    daemon_config,
-)
+from soak import ExactTraffic, Fault, soak_daemon
 
 from monitor.emulator.control import ControlClient
-from monitor.emulator.traffic import DemoTraffic, create_orders_table
+from monitor.emulator.traffic import DemoTraffic
 from monitor.sandbox import REGIONS
 
 OUTAGE = Fault("outage_error", 150.0, 240.0, {"region": "us-east-1", "mode": "error"}, [])
@@ -97,13 +85,7 @@ def run_one(allocator: str, seed: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gtmon-fault-memory-") as tmp, EmulatorProcess(spec) as emulator:
         workdir = Path(tmp)
         control = ControlClient(emulator.url)
-        create_global_table(emulator.url, CANARY_TABLE, REGIONS)
-        create_global_table(emulator.url, EXACT_TABLE, REGIONS)
-        create_orders_table(emulator.url, REGIONS)
-        port = free_port()
-        config_path = workdir / "daemon.yaml"
-        config_path.write_text(yaml.safe_dump(daemon_config(emulator.url, port, workdir)), encoding="utf-8")
-        daemon = Daemon(config_path, workdir / "daemon.log", port, allocator_env(allocator))
+        daemon = soak_daemon(emulator.url, workdir, allocator)
         demo = DemoTraffic(emulator.url, REGIONS, seed=seed)
         exact = ExactTraffic(emulator.url, random.Random(seed + 1), 8.0)
         daemon.start()

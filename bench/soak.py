@@ -533,6 +533,18 @@ class Daemon:
             return None
 
 
+def soak_daemon(url: str, workdir: Path, allocator: str) -> Daemon:
+    """The soak's tables in the emulator at `url`, and its daemon (not started yet): config,
+    checkpoints and log in `workdir`."""
+    create_global_table(url, CANARY_TABLE, REGIONS)
+    create_global_table(url, EXACT_TABLE, REGIONS)
+    create_orders_table(url, REGIONS)
+    port = free_port()
+    config_path = workdir / "soak.yaml"
+    config_path.write_text(yaml.safe_dump(daemon_config(url, port, workdir)), encoding="utf-8")
+    return Daemon(config_path, workdir / "daemon.log", port, allocator_env(allocator))
+
+
 # ---- the run ------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace, plan: Plan, workdir: Path) -> dict[str, Any]:
@@ -547,13 +559,7 @@ def run(args: argparse.Namespace, plan: Plan, workdir: Path) -> dict[str, Any]:
     with EmulatorProcess(spec) as emulator:
         log(f"emulator {emulator.url} (pid {emulator.pid}); workdir {workdir}")
         control = ControlClient(emulator.url)
-        create_global_table(emulator.url, CANARY_TABLE, REGIONS)
-        create_global_table(emulator.url, EXACT_TABLE, REGIONS)
-        create_orders_table(emulator.url, REGIONS)
-        port = free_port()
-        config_path = workdir / "soak.yaml"
-        config_path.write_text(yaml.safe_dump(daemon_config(emulator.url, port, workdir)), encoding="utf-8")
-        daemon = Daemon(config_path, workdir / "daemon.log", port, allocator_env(args.allocator))
+        daemon = soak_daemon(emulator.url, workdir, args.allocator)
         demo = DemoTraffic(emulator.url, REGIONS, seed=args.seed)
         exact = ExactTraffic(emulator.url, random.Random(args.seed + 1), plan.conflict_every_s)
         daemon.start()

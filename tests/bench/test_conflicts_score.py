@@ -10,30 +10,17 @@ verdicts on `Orders` as naming a write that was not lost.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench.bench_module import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench_conflicts() -> ModuleType:
-    saved = list(sys.path)
-    try:
-        sys.path.insert(0, str(BENCH))
-        spec = importlib.util.spec_from_file_location("gtmon_bench_conflicts", BENCH / "conflicts.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look their module up there
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved
-    return module
+    return load_bench("conflicts")
 
 
 KEY = {"OrderID": {"S": "order-0073"}, "CustomerID": {"S": "customer-05"}}

@@ -3,30 +3,18 @@ split of a live process's RSS by kind of mapping."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench.bench_module import load_bench
 
 
 @pytest.fixture(scope="module")
-def fault_memory() -> Iterator[ModuleType]:
-    saved = list(sys.path)
-    try:
-        sys.path.insert(0, str(BENCH))
-        spec = importlib.util.spec_from_file_location("gtmon_bench_fault_memory", BENCH / "fault_memory.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path[:] = saved
+def fault_memory() -> ModuleType:
+    return load_bench("fault_memory")
 
 
 def test_figures_read_each_phase_at_its_last_sample_before_the_boundary(fault_memory: ModuleType) -> None:
