@@ -74,7 +74,7 @@ class _AnswerHandler(ServerHandler):
         # wsgiref's CGI heritage would copy the process's environment into every request's.
         self.os_environ = {}
         self.body = body
-        self.closes = False
+        self.closes = bool(environ.get(_CLOSE))
 
     def handle_error(self) -> None:
         self.closes = True  # an answer cut short must not be read as the next one's start
