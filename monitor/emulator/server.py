@@ -82,8 +82,7 @@ class _AnswerHandler(ServerHandler):
 
     def cleanup_headers(self) -> None:
         super().cleanup_headers()
-        environ: dict[str, Any] = self.environ  # type: ignore[attr-defined]  # the app's
-        if environ.get(_CLOSE) or (isinstance(self.body, _CountedBody) and self.body.left):
+        if isinstance(self.body, _CountedBody) and self.body.left:
             self.closes = True
         if self.closes:
             self.headers["Connection"] = "close"  # type: ignore[attr-defined]  # start_response's

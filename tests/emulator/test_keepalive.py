@@ -99,8 +99,6 @@ def test_pipelined_requests_are_answered_in_order(emu: EmulatorServer) -> None:
             b"\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
             % (len(HIDDEN_OUTAGE), HIDDEN_OUTAGE),
         ),
-        # the application answers `Connection: close` itself (a POST-only endpoint, got)
-        ("application asks", b"GET /gtmon/fault/clear HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
         ("client asks", b"GET /gtmon/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
         ("HTTP/1.0", b"GET /gtmon/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"),
     ],
