@@ -1,6 +1,6 @@
 """The emulator in a child process, off the monitor's GIL.
 
-The emulator is CPU work in Python threads (moto, a thread per connection,
+The emulator is CPU work in Python threads (moto, werkzeug's thread per request,
 the replication thread). Sharing one interpreter with the monitor, a request
 thread holding the GIL delays the monitor's event loop between stamping a read's
 send time and sending it, so round trips turn lopsided and the midpoints that

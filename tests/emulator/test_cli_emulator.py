@@ -64,9 +64,5 @@ def test_emulator_command_serves_and_exits_cleanly_on_signal(stop: signal.Signal
     assert process.returncode == 0, f"exit status {process.returncode} after {stop.name}: {err}"
     assert "Traceback" not in err
     assert f"on {url}" in out
-    with socket.socket() as sock:  # the port is released: nothing listens on it any more
-        # SO_REUSEADDR, as the emulator binds: the client's kept-alive connection, closed by
-        # the emulator's exit, holds the port's side in FIN-WAIT until the client drops it.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with socket.socket() as sock:  # the port is released
         sock.bind(("127.0.0.1", port))
-        sock.listen()
