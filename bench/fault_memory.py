@@ -42,10 +42,9 @@ from _common import (
     EmulatorProcess,
     emit,
     log,
-    sandbox_emulator_spec,
     stop_process,
 )
-from soak import ExactTraffic, Fault, soak_daemon
+from soak import ExactTraffic, Fault, soak_daemon, soak_emulator_spec
 
 from monitor.emulator.control import ControlClient
 from monitor.emulator.traffic import DemoTraffic
@@ -75,12 +74,7 @@ def smaps_parts(pid: int) -> dict[str, float]:
 
 def run_one(allocator: str, seed: int) -> dict[str, Any]:
     """One daemon through the schedule; its samples and the figures drawn from them."""
-    spec = sandbox_emulator_spec() | {
-        "streams": {"shard_rollover_seconds": 60.0, "retention_seconds": 900.0,
-                    "iterator_ttl_seconds": 20.0},
-        "truth_max_writes": 200_000,
-        "seed": seed,
-    }
+    spec = soak_emulator_spec(seed, iterator_ttl_s=20.0)
     samples: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="gtmon-fault-memory-") as tmp, EmulatorProcess(spec) as emulator:
         workdir = Path(tmp)

@@ -547,13 +547,20 @@ def soak_daemon(url: str, workdir: Path, allocator: str) -> Daemon:
 
 # ---- the run ------------------------------------------------------------------------------
 
-def run(args: argparse.Namespace, plan: Plan, workdir: Path) -> dict[str, Any]:
-    spec = sandbox_emulator_spec() | {
+def soak_emulator_spec(seed: int, iterator_ttl_s: float) -> dict[str, Any]:
+    """The sandbox's emulator with the soak's streams: a shard rollover every minute and
+    iterators that expire within seconds put the readers' shard handling under load, and
+    the ground truth holds every write of the run."""
+    return sandbox_emulator_spec() | {
         "streams": {"shard_rollover_seconds": 60.0, "retention_seconds": 900.0,
-                    "iterator_ttl_seconds": plan.iterator_ttl_s},
+                    "iterator_ttl_seconds": iterator_ttl_s},
         "truth_max_writes": 200_000,
-        "seed": args.seed,
+        "seed": seed,
     }
+
+
+def run(args: argparse.Namespace, plan: Plan, workdir: Path) -> dict[str, Any]:
+    spec = soak_emulator_spec(args.seed, plan.iterator_ttl_s)
     load: list[dict[str, Any]] = []
     rss: list[tuple[float, int | None]] = []
     with EmulatorProcess(spec) as emulator:
