@@ -2,9 +2,10 @@
 # Install the system packages that gtmon's deployment tests need:
 # promtool and prometheus (Debian package "prometheus"), amtool
 # (Debian package "prometheus-alertmanager") and systemd-analyze (Debian
-# package "systemd", to verify deploy/systemd/gtmon.service) and headless
+# package "systemd", to verify deploy/systemd/gtmon.service), headless
 # Chromium (Debian package "chromium", for the status page's screenshots in
-# tests/test_status_page.py).
+# tests/test_status_page.py) and jemalloc (Debian package "libjemalloc2", which
+# the image and the unit preload: tests/test_allocator.py runs a daemon with it).
 #
 # Idempotent: does nothing when the tools are already on PATH. Needs root
 # (or sudo) only when something is missing. Called by .ci/run.
@@ -26,9 +27,15 @@ fi
 if ! command -v chromium >/dev/null 2>&1; then
     missing+=(chromium)
 fi
+has_jemalloc() {
+    compgen -G '/usr/lib/*/libjemalloc.so.2' >/dev/null || compgen -G '/usr/lib/libjemalloc.so.2' >/dev/null
+}
+if ! has_jemalloc; then
+    missing+=(libjemalloc2)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "ci-system-deps: promtool, prometheus, amtool, systemd-analyze and chromium already installed"
+    echo "ci-system-deps: promtool, prometheus, amtool, systemd-analyze, chromium and jemalloc already installed"
     exit 0
 fi
 
@@ -54,4 +61,8 @@ for tool in promtool prometheus amtool systemd-analyze chromium; do
         exit 1
     }
 done
+has_jemalloc || {
+    echo "ci-system-deps: libjemalloc.so.2 still missing after install" >&2
+    exit 1
+}
 promtool --version | head -n 1

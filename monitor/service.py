@@ -31,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
 from monitor import __version__, atrisk_api
+from monitor.allocator import current_allocator
 from monitor.aws import AwsClients
 from monitor.canary.remote import RemoteCanaryRunner
 from monitor.canary.runner import CanaryRunner, CanaryTarget, Measurement, canary_targets
@@ -144,6 +145,7 @@ class Service:
         self._scheduler: AsyncIOScheduler | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._phase = "starting"  # running, stopping, stopped
+        self._allocator = current_allocator()  # fixed at the process's start
         self._stopped = asyncio.Event()
 
     def _probe_runner(self) -> ProbeRunner | None:
@@ -316,13 +318,17 @@ class Service:
                 )
         self._scheduler.start()
         self._phase = "running"
+        allocator = self._allocator
         _log.info(
             "started",
             instance=self.config.instance_id,
             regions=self.regions,
             canary_tables=[r.target.table for r in self.runners],
             port=self.web.port,
+            allocator=allocator.name,
         )
+        if allocator.warning is not None:
+            _log.warning("allocator", allocator=allocator.name, problem=allocator.warning)
 
     async def _run_write(self, runner: CanaryRunner, source: str, schedule: WriteSchedule) -> None:
         await self._run_job(
@@ -442,6 +448,7 @@ class Service:
             "as_of": datetime.fromtimestamp(self.clock.wall(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "instance_id": self.config.instance_id,
             "version": __version__,
+            "allocator": self._allocator.name,
             "ready": health.ready,
             "health": health.to_json(),
             "components": self.supervisor.status(),
