@@ -13,11 +13,11 @@ soak's versioned writers on `SoakExact`, `python -m monitor run` at 1 canary/s w
 RSS and its parts are sampled every 10 s from /proc/PID/smaps: `heap` (glibc's brk
 heap), `anon` (anonymous maps: CPython's pymalloc arenas, or jemalloc's extents) and
 `file` (mapped libraries). `--allocator` picks the daemon's allocator: CPython's own
-(pymalloc, what every install of gtmon runs), jemalloc preloaded with PYTHONMALLOC=malloc
-(an experiment: `apt-get install libjemalloc2`), or `both`: the two side by side, at the
-same time, so they share the machine's load. Per allocator: RSS before the outage, after it, at the pause's
-end, at the end, the peak, and growth from before the outage to the end. No targets: it
-measures what bench/soak.py checks.
+(pymalloc, what a plain pip install runs), jemalloc preloaded with PYTHONMALLOC=malloc
+(as the image and the systemd unit run it; `apt-get install libjemalloc2`), or `both`:
+the two side by side, at the same time, so they share the machine's load. Per allocator:
+RSS before the outage, after it, at the pause's end, at the end, the peak, and growth
+from before the outage to the end. No targets: it measures what bench/soak.py checks.
 
     python bench/fault_memory.py [--allocator pymalloc|jemalloc|both] [--seed N] [--out FILE]
 """
@@ -104,9 +104,9 @@ def run_one(allocator: str, seed: int) -> dict[str, Any]:
         finally:
             demo.stop()
             exact.stop()
-            jemalloc = daemon.runs[-1].get("jemalloc_loaded")
+            in_effect = daemon.runs[-1].get("allocator")
             stop_process(daemon.process)
-    return {"allocator": allocator, "jemalloc_loaded": jemalloc, "figures": figures(samples),
+    return {"allocator": allocator, "allocator_in_effect": in_effect, "figures": figures(samples),
             "samples": samples}
 
 

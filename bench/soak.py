@@ -13,7 +13,9 @@ Issue 15, Deliver item 7. On loopback only:
   every write, so conflicts are counted in exact mode: one background writer per region
   on items only it writes, and every few seconds two regions writing the same item
   50-300 ms apart, before either write replicates (a real last-writer-wins loss);
-- the daemon as deployed, `python -m monitor run --config FILE` in a child process, at
+- the daemon as deployed, `python -m monitor run --config FILE` in a child process, on
+  jemalloc as deploy/Dockerfile and deploy/systemd/gtmon.service run it (`--allocator
+  pymalloc`: CPython's allocator, what a plain pip install runs), at
   1 canary/s, with the sandbox's AWS settings (read timeout 3 s, 2 attempts), checkpoints
   in a JSON file and `log_item_images` on (so each verdict names its lost write). It is
   killed with SIGKILL twice (before minute 10 in the full run, so RSS from minute 10 on
@@ -501,7 +503,8 @@ class Daemon:
                 raise RuntimeError(f"the daemon exited with {self.process.returncode}; see {self.log_path}")
             if self.get("/healthz") is not None:
                 run["serving_after_s"] = round(time.monotonic() - started, 2)
-                run["jemalloc_loaded"] = _maps_jemalloc(self.process.pid)
+                status = self.get("/api/status")  # the allocator it runs with, in its own words
+                run["allocator"] = None if status is None else json.loads(status).get("allocator")
                 return
             time.sleep(0.1)
         raise TimeoutError(f"the daemon did not serve /healthz within {timeout:.0f} s")
@@ -642,28 +645,23 @@ def run(args: argparse.Namespace, plan: Plan, workdir: Path) -> dict[str, Any]:
     }
 
 
-def _maps_jemalloc(pid: int) -> bool | None:
-    """Whether the process has jemalloc mapped (None: unknown), so the JSON says what ran."""
-    try:
-        return "jemalloc" in Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return None
-
-
-def allocator_env(allocator: str) -> dict[str, str] | None:
-    """The daemon's environment for `--allocator`: None (this one's) for CPython's own.
+def allocator_env(allocator: str) -> dict[str, str]:
+    """The daemon's environment for `--allocator`: this one's, with the allocator's variables
+    as deploy/Dockerfile sets them for jemalloc and none of them for CPython's own.
 
     jemalloc (LD_PRELOAD, every allocation through it: PYTHONMALLOC=malloc) hands the pages
     of freed memory back to the system after a few seconds; pymalloc keeps an arena while
     any object in it lives, so a fault's peak stays in the RSS (docs/conflicts.md, "Throughput
     and memory"; bench/fault_memory.py compares the two).
     """
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PYTHONMALLOC")}
     if allocator == "pymalloc":
-        return None
+        return env
     library = ctypes.util.find_library("jemalloc")
     if library is None:
-        raise SystemExit("--allocator jemalloc: libjemalloc not found (Debian: apt-get install libjemalloc2)")
-    return dict(os.environ) | {"LD_PRELOAD": library, "PYTHONMALLOC": "malloc"}
+        raise SystemExit("--allocator jemalloc: libjemalloc not found (Debian: apt-get install "
+                         "libjemalloc2), or run with --allocator pymalloc")
+    return env | {"LD_PRELOAD": library, "PYTHONMALLOC": "malloc"}
 
 
 def rss_growth(rss: list[tuple[float, int | None]], from_s: float) -> dict[str, Any]:
@@ -698,9 +696,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--workdir", help="keep the daemon's config, checkpoints and log here")
-    parser.add_argument("--allocator", choices=("pymalloc", "jemalloc"), default="pymalloc",
-                        help="the daemon's memory allocator: CPython's own (default) or jemalloc "
-                             "preloaded (a measurement: the image and the units use CPython's)")
+    parser.add_argument("--allocator", choices=("pymalloc", "jemalloc"), default="jemalloc",
+                        help="the daemon's memory allocator: jemalloc preloaded, as the image and "
+                             "the systemd unit run it (default), or CPython's own, as a plain "
+                             "pip install runs it")
     args = parser.parse_args()
     minutes = args.minutes or (3.0 if args.quick else 60.0)
     plan = plan_run(minutes, args.seed)
