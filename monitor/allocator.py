@@ -6,7 +6,7 @@ while any object in it lives, so after the fault the process stays at the fault'
 high-water mark: bench/fault_memory.py measured +6.9 MB over one 90 s outage and one
 5-minute pause, and bench/soak.py +8.6 % over an hour of faults, flat once every fault kind
 had been met. jemalloc, preloaded with every allocation routed through it
-(`PYTHONMALLOC=malloc`), gives those pages back within seconds (+2.6 % over the same hour);
+(`PYTHONMALLOC=malloc`), gives those pages back within seconds (+2.5 % over the same hour);
 the container image and the systemd unit run the daemon that way. Each half without the
 other buys nothing: jemalloc alone only serves CPython's large blocks, and
 `PYTHONMALLOC=malloc` alone puts every small object through glibc's malloc, which holds
