@@ -650,7 +650,7 @@ def allocator_env(allocator: str) -> dict[str, str]:
     as deploy/Dockerfile sets them for jemalloc and none of them for CPython's own.
 
     jemalloc (LD_PRELOAD, every allocation through it: PYTHONMALLOC=malloc) hands the pages
-    of freed memory back to the system after a few seconds; pymalloc keeps an arena while
+    of freed memory back to the system within minutes of a fault; pymalloc keeps an arena while
     any object in it lives, so a fault's peak stays in the RSS (docs/conflicts.md, "Throughput
     and memory"; bench/fault_memory.py compares the two).
     """

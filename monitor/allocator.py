@@ -6,11 +6,12 @@ while any object in it lives, so after the fault the process stays at the fault'
 high-water mark: bench/fault_memory.py measured +6.9 MB over one 90 s outage and one
 5-minute pause, and bench/soak.py +8.6 % over an hour of faults, flat once every fault kind
 had been met. jemalloc, preloaded with every allocation routed through it
-(`PYTHONMALLOC=malloc`), gives those pages back within seconds (+2.5 % over the same hour);
-the container image and the systemd unit run the daemon that way. Each half without the
-other buys nothing: jemalloc alone only serves CPython's large blocks, and
-`PYTHONMALLOC=malloc` alone puts every small object through glibc's malloc, which holds
-more than pymalloc does. Both cases are logged at start, so a half-applied setting shows.
+(`PYTHONMALLOC=malloc`), returns those pages over the minutes after (+2.5 % over an hour);
+the container image and the systemd unit run the daemon that way. Half the setting does
+not do it: jemalloc alone only serves CPython's blocks over 512 bytes, and
+`PYTHONMALLOC=malloc` alone puts every object through glibc's malloc, which held more than
+pymalloc on bench/fault_memory.py's schedule (one run: 4.4 MB more before the faults, 2.6
+MB more after). Both cases are logged at start, so a half-applied setting shows.
 """
 
 from __future__ import annotations
